@@ -1,0 +1,62 @@
+"""Class activation maps: multi-scale + flip inference, restricted to the image's classes,
+normalised per class, thresholded against a constant background score."""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def same_size_batches(items: Iterable[dict], max_batch: int) -> Iterator[list[dict]]:
+    """Group consecutive inference items of equal size, so small images share a forward pass."""
+    batch: list[dict] = []
+    for item in items:
+        if batch and (len(batch) == max_batch or item["rgb"].shape != batch[0]["rgb"].shape):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def multiscale_cam(model: torch.nn.Module, items: list[dict], device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """For equal-size images: the sum over scales of ReLU(CAM) of each image and its flip,
+    upsampled to the image size (paper 4.1: scales 1, 0.5, 1.5, 2 with flips).
+
+    Returns (cams B x C_fg x H x W on the CPU, scale-1.0 logits B x C_fg) - the logits come
+    for free and give classification accuracy without another pass.
+    """
+    size = items[0]["rgb"].shape[:2]
+    total, logits = None, None
+    for s in range(len(items[0]["pyramid"])):
+        x = torch.cat([it["pyramid"][s] for it in items]).to(device, non_blocking=True)
+        out = model(x, with_seg=False)
+        cam = F.interpolate(F.relu(out["cam"].float()), size=size, mode="bilinear", align_corners=False)
+        cam = cam[0::2] + cam[1::2].flip(-1)  # image + its un-flipped mirror
+        total = cam if total is None else total + cam
+        if logits is None:
+            logits = out["logits"][0::2].float()
+    return total.cpu(), logits.cpu()
+
+
+def normalise(cams: torch.Tensor, label: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the classes in the image label; divide each map by its max.
+
+    Returns (maps K x H x W float32 in [0, 1], keys K+1: 0 for background then class indices).
+    """
+    present = torch.nonzero(label > 0.5).flatten()
+    maps = cams[present]
+    maps = maps / (maps.flatten(1).amax(1).view(-1, 1, 1) + 1e-5)
+    keys = np.concatenate([[0], present.numpy() + 1]).astype(np.int64)
+    return maps.numpy().astype(np.float32), keys
+
+
+def to_mask(maps: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
+    """Background scores ``threshold`` everywhere; each pixel takes the highest score.
+    Returns local label indices (0 = background, k = keys[k])."""
+    bg = np.full((1, *maps.shape[1:]), threshold, np.float32)
+    return np.argmax(np.concatenate([bg, maps]), axis=0)

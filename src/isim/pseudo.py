@@ -1,0 +1,126 @@
+"""Pseudo labels (one ISIM round's masks): CAMs -> threshold -> dense CRF -> palette PNGs.
+
+CAM inference runs in this process (GPU when present); thresholding, CRF, PNG writing and the
+comparison with ground truth run in a pool of worker processes. At most ``2 x workers`` images
+(plus one inference batch) are in flight, so memory does not grow with the dataset. A round directory holds
+
+    <round>/cam/<id>.png   thresholded CAM (no CRF)
+    <round>/crf/<id>.png   after dense CRF: the labels the next training phase learns from
+    <round>/summary.json   counts, timings, and mIoU against ground truth when masks exist
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from isim import cam as camlib
+from isim import metrics
+from isim.config import Config, CrfCfg
+from isim.crf import DenseCRF
+from isim.data.datasets import InferenceDataset, no_collate
+from isim.data.layout import Prepared
+from isim.io import read_label_png, write_json, write_label_png
+
+_W: dict = {}  # per-worker state, set by _init
+
+
+def _init(crf_cfg: CrfCfg, crf_on: bool, threshold: float, out: str, gt_dir: str | None,
+          n_classes: int) -> None:
+    _W.update(crf=DenseCRF(crf_cfg), crf_on=crf_on, threshold=threshold, out=Path(out),
+              gt_dir=Path(gt_dir) if gt_dir else None, n=n_classes)
+
+
+def _finish(id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> dict:
+    """Threshold, refine, write, score one image (runs in a worker)."""
+    local = camlib.to_mask(maps.astype(np.float32), keys, _W["threshold"])
+    cam_mask = keys[local].astype(np.uint8)
+    crf_mask = (keys[_W["crf"].refine(rgb, local, len(keys))].astype(np.uint8)
+                if _W["crf_on"] else cam_mask)
+    write_label_png(_W["out"] / "cam" / f"{id_}.png", cam_mask)
+    write_label_png(_W["out"] / "crf" / f"{id_}.png", crf_mask)
+    res = {"cam_bg_only": not cam_mask.any(), "crf_bg_only": not crf_mask.any()}
+    if _W["gt_dir"] is not None:
+        gt = read_label_png(_W["gt_dir"] / f"{id_}.png", _W["n"])
+        if gt.shape != cam_mask.shape:
+            raise ValueError(f"{_W['gt_dir'] / (id_ + '.png')}: mask is {gt.shape[::-1]} but its image "
+                             f"is {cam_mask.shape[::-1]}")
+        res["conf_cam"] = metrics.confusion(cam_mask, gt, _W["n"])
+        res["conf_crf"] = metrics.confusion(crf_mask, gt, _W["n"])
+    return res
+
+
+def generate(model: torch.nn.Module, data: Prepared, ids: list[str], out: str | Path, cfg: Config,
+             device: torch.device, workers: int | None = None, desc: str = "pseudo labels") -> dict:
+    """Write one round of pseudo labels for ``ids`` into ``out``; return its summary."""
+    out = Path(out)
+    workers = cfg.pseudo.workers if workers is None else workers
+    gt_dir = str(data.root / "SegmentationClass") if data.has_masks else None
+    init_args = (cfg.crf, cfg.crf.enabled, cfg.threshold, str(out), gt_dir, data.n_classes)
+    loader = DataLoader(InferenceDataset(data, ids, cfg.transform), batch_size=None,
+                        collate_fn=no_collate, num_workers=0)
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    n = data.n_classes
+    totals = {"conf_cam": np.zeros((n, n), np.int64), "conf_crf": np.zeros((n, n), np.int64),
+              "cam_bg_only": 0, "crf_bg_only": 0}
+    logits, targets = [], []
+
+    def collect(res: dict) -> None:
+        for k, v in res.items():
+            totals[k] += v
+
+    pool = None
+    if workers > 0:
+        # workers only run numpy + pydensecrf, so fork (cheap, nothing re-imported) is safe
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=init_args)
+    else:
+        _init(*init_args)
+    inflight: deque[Future] = deque()
+    try:
+        progress = tqdm(total=len(ids), desc=desc, unit="img", mininterval=2.0, leave=False)
+        for items in camlib.same_size_batches(loader, cfg.pseudo.batch_size):
+            cams, lg = camlib.multiscale_cam(model, items, device)
+            progress.update(len(items))
+            for item, c, l in zip(items, cams, lg):
+                maps, keys = camlib.normalise(c, item["label"])
+                logits.append(l.numpy())
+                targets.append(item["label"].numpy())
+                if pool is None:
+                    collect(_finish(item["id"], item["rgb"], maps, keys))
+                    continue
+                inflight.append(pool.submit(_finish, item["id"], item["rgb"], maps.astype(np.float16), keys))
+                while len(inflight) >= 2 * workers:
+                    collect(inflight.popleft().result())
+        progress.close()
+        while inflight:
+            collect(inflight.popleft().result())
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        model.train(was_training)
+    seconds = time.perf_counter() - t0
+    summary = {"images": len(ids), "seconds": round(seconds, 3),
+               "images_per_s": round(len(ids) / max(seconds, 1e-9), 3),
+               "cam_bg_only": int(totals["cam_bg_only"]), "crf_bg_only": int(totals["crf_bg_only"]),
+               "threshold": cfg.threshold, "crf": cfg.crf.enabled,
+               "classification": metrics.classification(np.stack(logits), np.stack(targets)) if ids else {}}
+    if gt_dir is not None:
+        summary["cam"] = metrics.summary(totals["conf_cam"], data.classes)
+        summary["crf"] = metrics.summary(totals["conf_crf"], data.classes)
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def label_dir(round_dir: str | Path) -> Path:
+    """Where the training labels of a round live."""
+    return Path(round_dir) / "crf"

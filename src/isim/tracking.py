@@ -1,0 +1,237 @@
+"""MLflow tracking: one parent run per pipeline run, one child run per stage.
+
+- Parent key: the DVC experiment name under ``dvc exp run``, otherwise git commit + a hash of
+  params.yaml, so re-running one stage joins the same parent.
+- Store: ``MLFLOW_TRACKING_URI`` when set, else ``tracking.uri``, else ``sqlite:///`` at an
+  absolute path in the repository (queued experiments run in .dvc/tmp/exps/..., and must log
+  to the same place as the workspace).
+- Tracking never costs results: if the store is unreachable or a call fails, the stage warns
+  once and carries on without tracking (unless ``tracking.strict``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from isim.config import Config, flatten
+
+log = logging.getLogger(__name__)
+KEY_TAG = "isim.pipeline_key"
+
+
+class TrackingError(RuntimeError):
+    pass
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The user's repository, also from inside a queued experiment's temp copy."""
+    env = os.environ.get("DVC_ROOT")
+    path = Path(env) if env else (start or Path.cwd()).resolve()
+    parts = path.parts
+    if ".dvc" in parts:  # .../repo/.dvc/tmp/exps/<tmp>/... -> .../repo
+        path = Path(*parts[:parts.index(".dvc")])
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        path = Path(top)
+        if ".dvc" in path.parts:
+            path = Path(*path.parts[:path.parts.index(".dvc")])
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        pass
+    return path
+
+
+def tracking_uri(cfg: Config) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+    if uri:
+        return uri
+    return f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "nogit"
+
+
+def pipeline_key(cfg: Config) -> str:
+    exp = os.environ.get("DVC_EXP_NAME")
+    if exp:
+        return f"exp:{exp}"
+    params_hash = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    return f"{git_commit()[:12]}-{params_hash}"
+
+
+def dataset_hash(root: Path = Path("data/prepared")) -> str:
+    """DVC's recorded hash of the prepared dataset (from dvc.lock), when there is one."""
+    lock = Path("dvc.lock")
+    if lock.is_file():
+        import yaml
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for out in stages.get("prepare", {}).get("outs", []):
+            if Path(out.get("path", "")) == root:
+                return str(out.get("md5", ""))
+    return ""
+
+
+def _reachable(uri: str) -> bool:
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=3) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+class NullTracker:
+    """Used when tracking is off or unavailable: every call is a no-op."""
+
+    active = False
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_round(self, r: int, round_dir: Path, summary: dict, data: Any) -> None: ...
+    def log_evaluation(self, report: dict) -> None: ...
+    def log_model(self, model: Any, name: str) -> None: ...
+
+
+class Tracker(NullTracker):
+    """A child run of the pipeline's parent run. Failures disable it with one warning."""
+
+    active = True
+
+    def __init__(self, client: Any, run_id: str, cfg: Config):
+        self.client, self.run_id, self.cfg = client, run_id, cfg
+        self.grid_ids: list[str] | None = None
+
+    def _guard(self, what: str, fn, *a, **kw) -> None:
+        if not self.active:
+            return
+        try:
+            fn(*a, **kw)
+        except Exception as e:  # noqa: BLE001 - tracking must never cost results
+            if self.cfg.tracking.strict:
+                raise TrackingError(f"tracking.strict: {what} failed: {e}") from e
+            log.warning("MLflow %s failed (%s: %s); continuing without tracking", what, type(e).__name__, e)
+            self.active = False
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+        import time
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)]
+        self._guard("log_metrics", self.client.log_batch, self.run_id, metrics=items)
+
+    def log_round(self, r: int, round_dir: Path, summary: dict, data: Any) -> None:
+        m = {"pseudo_bg_only": summary.get("crf_bg_only", 0), "pseudo_images_per_s": summary["images_per_s"]}
+        for kind in ("cam", "crf"):
+            if kind in summary:
+                m[f"pseudo_{kind}_miou"] = summary[kind]["miou"]
+                for cls, v in summary[kind]["iou"].items():
+                    if v is not None:
+                        m[f"pseudo_{kind}_iou.{cls}"] = v
+        self.log_metrics(m, step=r)
+        self._guard("log_image", self._log_grid, r, Path(round_dir), data)
+
+    def _log_grid(self, r: int, round_dir: Path, data: Any) -> None:
+        from isim.visualize import round_grid
+        if self.grid_ids is None:
+            self.grid_ids = data.ids("train")[: self.cfg.eval.grid_images]
+        self.client.log_image(self.run_id, round_grid(data, self.grid_ids, round_dir),
+                              artifact_file=f"rounds/round_{r:02d}.png")
+
+    def log_evaluation(self, report: dict) -> None:
+        s = report.get("summary", {})
+        self.log_metrics({k: v for k, v in s.items() if v is not None})
+        for name in ("cam", "isim"):
+            for i, row in enumerate(report.get(name, {}).get("threshold_sweep", [])):
+                self.log_metrics({f"{name}_sweep_miou": row["miou"], f"{name}_sweep_threshold": row["threshold"]},
+                                 step=i)
+        for row in report.get("isim", {}).get("rounds", []):
+            self.log_metrics({"round_isim_miou": row["cam"]["miou"], "round_isim_crf_miou": row["crf"]["miou"]},
+                             step=row["round"])
+        conf = report.get("isim", {}).get("rounds", [{}])[-1].get("crf", {}).get("confusion")
+        if conf is not None:
+            from isim.visualize import confusion_figure
+            fig = confusion_figure(np.asarray(conf), report["classes"])
+            self._guard("log_figure", self.client.log_figure, self.run_id, fig, "confusion_isim_final.png")
+        self._guard("log_dict", self.client.log_dict, self.run_id, report, "eval.json")
+
+    def log_model(self, model: Any, name: str) -> None:
+        def _log() -> None:
+            import mlflow
+            import mlflow.pytorch
+            with mlflow.start_run(run_id=self.run_id):
+                mlflow.pytorch.log_model(model.cpu(), name=name, pip_requirements=[])
+        self._guard("log_model", _log)
+
+
+def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
+    if not cfg.tracking.enabled:
+        return NullTracker()
+    uri = tracking_uri(cfg)
+    if not _reachable(uri):
+        msg = f"MLflow tracking server {uri} is unreachable"
+        if cfg.tracking.strict:
+            raise TrackingError(msg + " (tracking.strict is true)")
+        log.warning("%s; stage %s runs without tracking", msg, stage)
+        return NullTracker()
+    try:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(cfg.tracking.experiment)
+        exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
+        key = pipeline_key(cfg)
+        found = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)
+        commit = git_commit()
+        tags = {"git_commit": commit, "dataset_hash": dataset_hash()}
+        if found:
+            parent = found[0].info.run_id
+        else:
+            parent = client.create_run(exp_id, run_name=os.environ.get("DVC_EXP_NAME") or f"pipeline-{key}",
+                                       tags={KEY_TAG: key, "isim.kind": "pipeline", **tags}).info.run_id
+            params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v
+                      for k, v in flatten(cfg.to_dict()).items()}
+            from mlflow.entities import Param
+            client.log_batch(parent, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        child = client.create_run(exp_id, run_name=stage, tags={
+            "mlflow.parentRunId": parent, "dvc_stage": stage, "isim.kind": "stage", **tags}).info.run_id
+        return Tracker(client, child, cfg)
+    except Exception as e:  # noqa: BLE001
+        if cfg.tracking.strict:
+            raise TrackingError(f"tracking.strict: could not start a run at {uri}: {e}") from e
+        log.warning("MLflow at %s unusable (%s: %s); stage %s runs without tracking", uri,
+                    type(e).__name__, e, stage)
+        return NullTracker()
+
+
+@contextmanager
+def stage_run(cfg: Config, stage: str) -> Iterator[Tracker | NullTracker]:
+    tracker = _start(cfg, stage)
+    status = "FAILED"
+    try:
+        yield tracker
+        status = "FINISHED"
+    finally:
+        if isinstance(tracker, Tracker):
+            try:
+                tracker.client.set_terminated(tracker.run_id, status=status)
+            except Exception as e:  # noqa: BLE001
+                log.warning("MLflow could not close run %s: %s", tracker.run_id, e)
+
+
+__all__ = ["stage_run", "tracking_uri", "repo_root", "pipeline_key", "NullTracker", "Tracker"]

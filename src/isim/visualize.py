@@ -1,0 +1,52 @@
+"""Pictures for the tracking UI and the README: round grids (paper Fig. 5) and confusion matrices."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from isim.data.layout import Prepared
+from isim.io import colorize, read_image, read_label_png
+
+
+def _blend(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mask colours over a dimmed image; background stays the (dimmed) picture."""
+    out = (rgb * 0.45).astype(np.uint8)
+    fg = mask > 0
+    out[fg] = (0.35 * rgb[fg] + 0.65 * colorize(mask)[fg]).astype(np.uint8)
+    return out
+
+
+def round_grid(data: Prepared, ids: list[str], round_dir: Path) -> np.ndarray:
+    """One row per image: image | ground truth | thresholded CAM | pseudo mask (after CRF)."""
+    rows = []
+    for id_ in ids:
+        rgb = read_image(data.image_path(id_))
+        gt = read_label_png(data.mask_path(id_)) if data.has_masks else np.zeros(rgb.shape[:2], np.uint8)
+        cam = read_label_png(round_dir / "cam" / f"{id_}.png")
+        crf = read_label_png(round_dir / "crf" / f"{id_}.png")
+        rows.append(np.concatenate([rgb, colorize(gt), _blend(rgb, cam), _blend(rgb, crf)], axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    return np.concatenate(rows, axis=0)
+
+
+def confusion_figure(conf: np.ndarray, classes: list[str]):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(classes), 1 + 0.5 * len(classes)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=90)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            if norm[i, j] >= 0.01:
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    return fig
