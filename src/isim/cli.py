@@ -76,6 +76,7 @@ def _train(args, cfg) -> None:
             summary.update({f"final_{k}_miou": last[k]["miou"] for k in ("cam", "crf") if k in last})
         write_json(Path(args.metrics or f"metrics/train_{args.variant}.json"), summary)
         tr.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        tr.log_model(result["model"], f"{args.variant}_model")
     log.info("trained %s: %s", args.variant, summary)
 
 
@@ -115,7 +116,7 @@ def _evaluate(args, cfg) -> None:
     with _tracker(cfg, "evaluate") as tr:
         report = evaluate.evaluate(cfg, data, cam_model, Path(args.cam_pseudo), isim_model,
                                    Path(args.isim_pseudo), device)
-        evaluate.write_outputs(report, Path(args.metrics), Path(args.plots))
+        evaluate.write_outputs(report, Path(args.metrics), Path(args.report), Path(args.plots))
         tr.log_evaluation(report)
     if "summary" in report:
         s = report["summary"]
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--isim-checkpoints", default="checkpoints/isim")
     s.add_argument("--isim-pseudo", default="pseudo/isim")
     s.add_argument("--metrics", default="metrics/eval.json")
+    s.add_argument("--report", default="reports/evaluation.json", help="full report: per-class IoU, confusion")
     s.add_argument("--plots", default="plots")
     s.set_defaults(func=_evaluate)
     return p
@@ -172,11 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from isim.models import ModelError
+    from isim.tracking import TrackingError
     from isim.train import TrainingError
     try:
         cfg = config_mod.load(args.params)
         args.func(args, cfg)
-    except (config_mod.ConfigError, DataError, ModelError, TrainingError) as e:
+    except (config_mod.ConfigError, DataError, ModelError, TrainingError, TrackingError) as e:
         print(f"isim {args.stage}: error: {e}", file=sys.stderr)
         return 2
     return 0

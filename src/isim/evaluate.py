@@ -34,7 +34,7 @@ def score_dir(data: Prepared, ids: list[str], pred_dir: Path) -> dict:
             raise DataError(f"{pred_dir / (id_ + '.png')}: is {pred.shape[::-1]}, ground truth "
                             f"{gt.shape[::-1]}")
         conf += metrics.confusion(pred, gt, n)
-    return metrics.summary(conf, data.classes)
+    return {**metrics.summary(conf, data.classes), "confusion": conf.tolist()}
 
 
 @torch.no_grad()
@@ -93,7 +93,8 @@ def evaluate(cfg: Config, data: Prepared, cam_model: torch.nn.Module, cam_pseudo
              isim_model: torch.nn.Module, isim_pseudo: Path, device: torch.device) -> dict:
     """The comparison: CAM baseline vs ISIM rounds, with and without CRF."""
     ids = data.ids("train")
-    report: dict = {"cam": sweep_and_accuracy(cam_model, data, cfg, device),
+    report: dict = {"classes": data.classes,
+                    "cam": sweep_and_accuracy(cam_model, data, cfg, device),
                     "isim": sweep_and_accuracy(isim_model, data, cfg, device)}
     if not data.has_masks:
         report["note"] = "dataset has no masks: only classification accuracy is reported"
@@ -119,8 +120,21 @@ def evaluate(cfg: Config, data: Prepared, cam_model: torch.nn.Module, cam_pseudo
     return report
 
 
-def write_outputs(report: dict, metrics_path: Path, plots_dir: Path) -> None:
-    write_json(metrics_path, report)
+def compact(report: dict) -> dict:
+    """The headline numbers for `dvc metrics show` / `dvc exp show` (details stay in the report)."""
+    out: dict = {"summary": report.get("summary", {})}
+    for name in ("cam", "isim"):
+        part = report.get(name, {})
+        out[name] = {k: part[k] for k in ("train_classification", "val_classification") if k in part}
+    if "rounds" in report.get("isim", {}):
+        out["rounds"] = {f"round_{r['round']:02d}": {"isim": r["cam"]["miou"], "isim_crf": r["crf"]["miou"]}
+                         for r in report["isim"]["rounds"]}
+    return out
+
+
+def write_outputs(report: dict, metrics_path: Path, report_path: Path, plots_dir: Path) -> None:
+    write_json(report_path, report)
+    write_json(metrics_path, compact(report))
     if "rounds" in report.get("isim", {}):
         base = report["cam"]["pseudo"]
         write_csv(plots_dir / "rounds.csv", [

@@ -61,7 +61,10 @@ def _load_encoder_weights(enc: nn.Module, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     # features_only encoders drop the classifier head; ignore those keys, refuse anything else
-    missing, unexpected = enc.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = enc.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ModelError(f"{path}: weights do not fit the encoder ({str(e)[:300]})") from None
     unexpected = [k for k in unexpected if not k.startswith(("fc.", "head", "classifier"))]
     if missing or unexpected:
         raise ModelError(f"{path}: weights do not fit the encoder "

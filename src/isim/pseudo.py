@@ -40,7 +40,7 @@ def _init(crf_cfg: CrfCfg, crf_on: bool, threshold: float, out: str, gt_dir: str
 
 def _finish(id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> dict:
     """Threshold, refine, write, score one image (runs in a worker)."""
-    local = camlib.to_mask(maps.astype(np.float32), keys, _W["threshold"])
+    local = camlib.to_mask(maps, keys, _W["threshold"])
     cam_mask = keys[local].astype(np.uint8)
     crf_mask = (keys[_W["crf"].refine(rgb, local, len(keys))].astype(np.uint8)
                 if _W["crf_on"] else cam_mask)
@@ -98,7 +98,7 @@ def generate(model: torch.nn.Module, data: Prepared, ids: list[str], out: str | 
                 if pool is None:
                     collect(_finish(item["id"], item["rgb"], maps, keys))
                     continue
-                inflight.append(pool.submit(_finish, item["id"], item["rgb"], maps.astype(np.float16), keys))
+                inflight.append(pool.submit(_finish, item["id"], item["rgb"], maps, keys))
                 while len(inflight) >= 2 * workers:
                     collect(inflight.popleft().result())
         progress.close()

@@ -229,4 +229,4 @@ def train(cfg: Config, data: Prepared, variant: str, ckpt_dir: str | Path, pseud
     else:
         save_checkpoint(ckpt_dir / "final.pt", model, ident, opt, sched, tc.epochs, 0, history, cfg)
     return {"history": history, "rounds": rounds, "seconds": time.perf_counter() - t_start,
-            "n_rounds": len(rounds)}
+            "n_rounds": len(rounds), "model": model}

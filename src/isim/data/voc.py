@@ -32,7 +32,7 @@ def read_sbd_mat(path: Path) -> np.ndarray:
         seg = np.asarray(mat["GTcls"].Segmentation)
     except FileNotFoundError:
         raise DataError(f"{path}: SBD mask is missing") from None
-    except (KeyError, AttributeError, ValueError, TypeError, OSError) as e:
+    except (KeyError, AttributeError, ValueError, TypeError, OSError, scipy.io.matlab.MatReadError) as e:
         raise DataError(f"{path}: not an SBD GTcls file ({type(e).__name__}: {e})") from None
     if seg.ndim != 2 or seg.size == 0:
         raise DataError(f"{path}: GTcls.Segmentation has shape {seg.shape}, expected a 2-D mask")

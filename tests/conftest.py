@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny configurations, the sample data shipped under tests/fixtures."""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+VOC_SAMPLE = FIXTURES / "voc_sample" / "VOCdevkit" / "VOC2012"
+COCO_SAMPLE = FIXTURES / "coco_sample"
+
+# a pipeline small enough for seconds on 2 cores, same code paths as the real one
+TINY = {
+    "crf_freq": 1,
+    "data": {"synthetic": {"n_train": 12, "n_val": 4, "size": 64, "body_size": [30, 44]}},
+    "transform": {"resize_long": [56, 72], "crop": 56, "cam_scales": [1.0, 0.5]},
+    "model": {"backbone": "resnet18",
+              "backbone_kwargs": {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]},
+              "decoder_channels": 16},
+    "train": {"epochs": 3, "warmup_epochs": 1, "batch_size": 4},
+    "crf": {"bilateral_sxy": 10.0, "bilateral_srgb": 20.0, "bilateral_compat": 5.0},
+    "pseudo": {"workers": 0},
+    "eval": {"thresholds": [0.2, 0.3], "grid_images": 2},
+    "tracking": {"enabled": False},
+}
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def repo_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def tiny_params(**over) -> dict:
+    return merge(merge(repo_params(), TINY), over)
+
+
+@pytest.fixture
+def tiny_cfg():
+    from isim.config import from_dict
+    return from_dict(tiny_params())
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A prepared tiny synthetic dataset (read-only for tests)."""
+    from isim.config import from_dict
+    from isim.data.layout import Prepared
+    from isim.data.synthetic import generate
+    root = tmp_path_factory.mktemp("tiny") / "prepared"
+    generate(from_dict(tiny_params()).data.synthetic, root)
+    return Prepared.open(root)
+
+
+def bin_path(name: str) -> str:
+    """A console script of this environment (dvc, isim, mlflow, moto_server)."""
+    p = Path(sys.executable).parent / name
+    return str(p) if p.exists() else (shutil.which(name) or name)
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, timeout: int = 600):
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e.update(env or {})
+    r = subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return r

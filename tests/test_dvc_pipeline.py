@@ -1,0 +1,82 @@
+"""Real DVC commands in a temporary git repository: repro, no-op repro, exp run -S, queued sweeps."""
+import json
+import shutil
+import time
+
+import pytest
+import yaml
+
+from conftest import REPO, bin_path, run, tiny_params
+
+
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("dvcrepo")
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO / name, repo / name)
+    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = tiny_params(tracking={"enabled": True})
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], repo)
+    run(["git", "config", "user.email", "t@example.org"], repo)
+    run(["git", "config", "user.name", "t"], repo)
+    run([bin_path("dvc"), "init", "-q"], repo)
+    run([bin_path("dvc"), "config", "core.analytics", "false"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "init"], repo)
+    return repo
+
+
+def _ran(output: str) -> set[str]:
+    return {ln.split("'")[1] for ln in output.splitlines() if ln.startswith("Running stage '")}
+
+
+def test_repro_then_noop_then_targeted_exp(dvc_repo):
+    dvc = bin_path("dvc")
+    r = run([dvc, "repro"], dvc_repo)
+    assert _ran(r.stdout) == {"prepare", "train_cam", "pseudo_cam", "train_isim", "evaluate"}
+    assert (dvc_repo / "data/prepared/JPEGImages").is_dir()
+    assert (dvc_repo / "pseudo/isim/round_01/crf").is_dir() and (dvc_repo / "checkpoints/isim/round_01.pt").is_file()
+    report = json.loads((dvc_repo / "metrics/eval.json").read_text())
+    assert {"cam_miou", "isim_miou", "gain"} <= set(report["summary"])
+    # second repro: nothing to do, status clean
+    t0 = time.perf_counter()
+    r = run([dvc, "repro"], dvc_repo)
+    assert _ran(r.stdout) == set(), r.stdout
+    assert time.perf_counter() - t0 < 30
+    assert "up to date" in run([dvc, "status"], dvc_repo).stdout
+    # outputs are DVC's, not git's
+    assert "data/prepared" not in run(["git", "status", "--porcelain"], dvc_repo).stdout
+    run(["git", "add", "-A"], dvc_repo)
+    run(["git", "commit", "-qm", "baseline run"], dvc_repo)
+    # changing the threshold reruns exactly what depends on it
+    r = run([dvc, "exp", "run", "-S", "threshold=0.25"], dvc_repo)
+    assert _ran(r.stdout) == {"pseudo_cam", "train_isim", "evaluate"}, r.stdout
+    shown = run([dvc, "metrics", "show", "--json"], dvc_repo).stdout
+    assert "isim_miou" in shown
+
+
+def test_queued_sweep_logs_to_one_tracking_store(dvc_repo):
+    dvc = bin_path("dvc")
+    run([dvc, "exp", "run", "--queue", "-S", "threshold=0.2,0.4"], dvc_repo)
+    run([dvc, "queue", "start", "-j", "1"], dvc_repo)
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        status = run([dvc, "queue", "status"], dvc_repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert "Failed" not in status, status + run([dvc, "queue", "logs", status.split()[-6]], dvc_repo, check=False).stdout
+    assert status.count("Success") >= 2, status
+    exps = json.loads(run([dvc, "exp", "show", "--json"], dvc_repo).stdout)
+    text = json.dumps(exps)
+    assert '"threshold": 0.2' in text and '"threshold": 0.4' in text and "isim_miou" in text
+    # queued runs execute in .dvc/tmp/exps/...: they must log to the repository's own store
+    from mlflow.tracking import MlflowClient
+    db = dvc_repo / "mlflow.db"
+    assert db.is_file() and not list((dvc_repo / ".dvc" / "tmp").rglob("mlflow.db"))
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("isim")
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`isim.kind` = 'pipeline'")
+    names = {p.info.run_name for p in parents}
+    assert len(parents) >= 3 and sum(not n.startswith("pipeline-") for n in names) >= 2, names

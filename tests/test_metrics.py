@@ -1,0 +1,28 @@
+import numpy as np
+
+from isim import metrics
+
+
+def test_confusion_ignores_void_and_counts_exactly():
+    gt = np.array([[0, 1, 255], [1, 1, 2]], np.uint8)
+    pred = np.array([[0, 1, 2], [0, 1, 2]], np.uint8)
+    conf = metrics.confusion(pred, gt, 3)
+    assert conf.sum() == 5  # the 255 pixel is not counted
+    assert conf[1, 1] == 2 and conf[1, 0] == 1 and conf[2, 2] == 1 and conf[0, 0] == 1
+    iou = metrics.iou(conf)
+    np.testing.assert_allclose(iou, [1 / 2, 2 / 3, 1.0])
+    assert abs(metrics.miou(conf) - np.mean([0.5, 2 / 3, 1.0])) < 1e-12
+
+
+def test_absent_class_is_not_averaged():
+    conf = metrics.confusion(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), 4)
+    assert metrics.miou(conf) == 1.0
+    s = metrics.summary(conf, ["bg", "a", "b", "c"])
+    assert s["iou"]["a"] is None and s["miou"] == 100.0
+
+
+def test_classification_accuracy():
+    logits = np.array([[2.0, -1.0], [-3.0, -1.0]])
+    targets = np.array([[1, 0], [0, 1]], np.float32)
+    r = metrics.classification(logits, targets)
+    assert r == {"label_acc": 75.0, "exact_match": 50.0}

@@ -1,0 +1,148 @@
+"""Own data: YOLO/COCO polygons (the real coco_sample) and image-level CSV labels."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from matplotlib.path import Path as MplPath
+from PIL import Image
+
+from isim.config import from_dict
+from isim.data import own
+from isim.data.layout import Prepared
+from isim.io import DataError, read_image, read_label_png
+from conftest import COCO_SAMPLE
+
+VOC_MAP = {"airplane": "aeroplane", "bicycle": "bicycle", "bird": "bird", "boat": "boat", "bottle": "bottle",
+           "bus": "bus", "car": "car", "cat": "cat", "chair": "chair", "cow": "cow",
+           "dining table": "diningtable", "dog": "dog", "horse": "horse", "motorcycle": "motorbike",
+           "person": "person", "potted plant": "pottedplant", "sheep": "sheep", "couch": "sofa",
+           "train": "train", "tv": "tvmonitor"}
+VOC = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+       "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
+
+
+def _cfg(unmapped="background", **over):
+    own_cfg = {"format": "yolo", "images": str(COCO_SAMPLE / "images"), "labels": str(COCO_SAMPLE / "labels"),
+               "names": str(COCO_SAMPLE / "data.yaml"), "classes": VOC, "class_map": VOC_MAP,
+               "unmapped": unmapped}
+    own_cfg.update(over)
+    return from_dict({"data": {"source": "own", "own": own_cfg}})
+
+
+def _reference_mask(polys, w, h, src_to_tgt, unmapped):
+    """Independent rasteriser: pixel centres inside each polygon (matplotlib), same draw order."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    centres = np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5], 1)
+    out = np.zeros(h * w, np.uint8)
+    for cls, xy in sorted(polys, key=lambda p: -own.polygon_area(p[1])):
+        inside = MplPath(xy * [w, h]).contains_points(centres)
+        out[inside] = src_to_tgt.get(cls, unmapped)
+    return out.reshape(h, w)
+
+
+@pytest.fixture(scope="module")
+def coco_prepared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("coco") / "prepared"
+    stats = own.prepare(_cfg().data, out)
+    return out, stats
+
+
+def test_every_image_comes_through(coco_prepared):
+    out, stats = coco_prepared
+    data = Prepared.open(out)
+    images = sorted(p.stem for p in (COCO_SAMPLE / "images").glob("*.jpg"))
+    assert stats["images"] == len(images) == 64 and stats["skipped"] == 0
+    assert sorted(data.ids("train") + data.ids("val")) == images
+    assert data.ids("val"), "a validation split exists"
+    # image-level labels agree with the sample's own table (VOC classes per image)
+    with (COCO_SAMPLE / "image_labels.csv").open() as f:
+        table = {r["image_id"]: sorted(r["voc_classes"].split()) for r in csv.DictReader(f)}
+    for id_ in images:
+        assert sorted(data.classes[c] for c in data.labels[id_]) == table[id_], id_
+    assert stats["no_object_images"] == sum(1 for v in table.values() if not v) == 14
+
+
+def test_rasterisation_matches_polygons(coco_prepared):
+    out, _ = coco_prepared
+    data = Prepared.open(out)
+    names = own.read_names(COCO_SAMPLE / "data.yaml")
+    src_to_tgt = {names.index(s): data.classes.index(t) for s, t in VOC_MAP.items()}
+    total_ours, total_ref = np.zeros(21), np.zeros(21)
+    for id_ in sorted(data.labels)[:24]:
+        w, h = Image.open(COCO_SAMPLE / "images" / f"{id_}.jpg").size
+        polys = own.read_polygons(COCO_SAMPLE / "labels" / f"{id_}.txt", len(names))
+        ours = read_label_png(data.mask_path(id_))
+        assert ours.shape == (h, w)
+        ref = _reference_mask(polys, w, h, src_to_tgt, 0)
+        c_ours = np.bincount(ours.ravel(), minlength=21)[:21]
+        c_ref = np.bincount(ref.ravel(), minlength=21)[:21]
+        perimeter = np.zeros(21)
+        for cls, xy in polys:
+            pts = xy * [w, h]
+            perimeter[src_to_tgt.get(cls, 0)] += np.linalg.norm(np.diff(pts, axis=0, append=pts[:1]), axis=1).sum()
+        for c in np.nonzero(c_ref + c_ours)[0]:
+            if c == 0:
+                continue
+            # only pixels along a polygon's outline may go either way; interiors must agree
+            assert abs(int(c_ours[c]) - int(c_ref[c])) <= perimeter[c] + 0.01 * c_ref[c], (id_, c)
+        total_ours += c_ours
+        total_ref += c_ref
+    fg = slice(1, None)
+    assert abs(total_ours[fg].sum() - total_ref[fg].sum()) / total_ref[fg].sum() < 0.02
+
+
+def test_unmapped_objects_can_be_ignored(tmp_path):
+    own.prepare(_cfg(unmapped="ignore").data, tmp_path / "p")
+    data = Prepared.open(tmp_path / "p")
+    giraffe = read_label_png(data.mask_path("000000000025"))  # giraffes only: not a VOC class
+    assert (giraffe == 255).mean() > 0.05 and data.labels["000000000025"] == []
+
+
+def test_yolo_bad_inputs(tmp_path):
+    imgs, labels = tmp_path / "images", tmp_path / "labels"
+    imgs.mkdir()
+    labels.mkdir()
+    Image.new("RGB", (20, 10)).save(imgs / "a.jpg")
+    (labels / "a.txt").write_text("99 0.1 0.1 0.5 0.1 0.5 0.5\n")
+    cfg = _cfg(images=str(imgs), labels=str(labels))
+    with pytest.raises(DataError, match=r"a.txt:1: class index 99 is not in data.yaml"):
+        own.prepare(cfg.data, tmp_path / "out")
+    (labels / "a.txt").write_text("0 0.1 0.1 0.5\n")
+    with pytest.raises(DataError, match=r"a.txt:1: a polygon needs an even number"):
+        own.prepare(cfg.data, tmp_path / "out")
+    bad_map = _cfg(images=str(imgs), labels=str(labels), class_map={"unicorn": "horse"})
+    with pytest.raises(DataError, match="class_map names 'unicorn'"):
+        own.prepare(bad_map.data, tmp_path / "out")
+    (labels / "a.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5\n")
+    (imgs / "b.jpg").write_bytes(b"broken")
+    with pytest.raises(DataError, match=r"b.jpg: not a readable image"):
+        own.prepare(cfg.data, tmp_path / "out")
+
+
+def test_csv_labels_without_masks(tmp_path):
+    imgs = tmp_path / "images"
+    imgs.mkdir()
+    for i, mode in enumerate(["RGB", "L", "RGBA", "CMYK"]):
+        ext = "png" if mode == "RGBA" else "jpg"
+        Image.new(mode, (16, 12)).save(imgs / f"im{i}.{ext}")
+    table = tmp_path / "labels.csv"
+    table.write_text("id,classes\nim0,cat|dog\nim1,dog\nim2,\nim3,cat\n")
+    cfg = from_dict({"data": {"source": "own", "own": {"format": "csv", "images": str(imgs), "labels": str(table),
+                                                       "classes": ["cat", "dog"], "val_fraction": 0.0}}})
+    stats = own.prepare(cfg.data, tmp_path / "out")
+    data = Prepared.open(tmp_path / "out")
+    assert stats == {"images": 4, "skipped": 0, "no_object_images": 1}
+    assert not data.has_masks and data.labels == {"im0": [1, 2], "im1": [2], "im2": [], "im3": [1]}
+    assert read_image(data.image_path("im2")).shape == (12, 16, 3)
+    table.write_text("id,classes\nim0,cat|horse\n")
+    with pytest.raises(DataError, match=r"labels.csv:2: class 'horse' is not in data.own.classes"):
+        own.prepare(cfg.data, tmp_path / "out2")
+    table.write_text("id,classes\nim0,cat\nim9,dog\n")
+    with pytest.raises(DataError, match=r"id 'im9' has no image"):
+        own.prepare(cfg.data, tmp_path / "out3")
+    skip = from_dict({"data": {"source": "own", "on_bad": "skip", "own": {
+        "format": "csv", "images": str(imgs), "labels": str(table), "classes": ["cat", "dog"]}}})
+    stats = own.prepare(skip.data, tmp_path / "out4")
+    meta = json.loads((tmp_path / "out4" / "image_labels.json").read_text())
+    assert stats["images"] == 1 and stats["skipped"] == 4 and set(meta["skipped"]) == {"im9", "im1", "im2", "im3"}

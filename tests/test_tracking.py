@@ -1,0 +1,170 @@
+"""Tracking and storage with real parts: an `mlflow server` process whose artifacts go to a local
+S3-compatible endpoint (moto in server mode), and DVC push/pull through that endpoint."""
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from conftest import REPO, bin_path, run, tiny_params
+
+CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+STAGES = ["prepare", "train_cam", "pseudo_cam", "train_isim", "evaluate"]
+STAGE_CMDS = {"prepare": ["prepare"], "train_cam": ["train", "--variant", "cam"],
+              "pseudo_cam": ["pseudo", "--variant", "cam"], "train_isim": ["train", "--variant", "isim"],
+              "evaluate": ["evaluate"]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    from moto.server import ThreadedMotoServer
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in CREDS.items()
+                                                          if k != "AWS_DEFAULT_REGION"}, region_name="us-east-1")
+    client.create_bucket(Bucket="isim")
+    yield endpoint, client
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(s3, tmp_path_factory):
+    endpoint, _ = s3
+    work = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    env = {**os.environ, **CREDS, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    proc = subprocess.Popen(
+        [bin_path("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--artifacts-destination", "s3://isim/mlartifacts"],
+        cwd=work, env=env, stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("mlflow server did not start:\n" + (work / "server.log").read_text()[-3000:])
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def _client_env(uri: str) -> dict:
+    """A client with no S3 credentials: artifacts travel through the tracking server."""
+    env = {k: "" for k in CREDS} | {"MLFLOW_TRACKING_URI": uri}
+    return env
+
+
+def _workdir(tmp_path: Path, **over) -> Path:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(**over), sort_keys=False))
+    return tmp_path
+
+
+def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_path):
+    _, s3client = s3
+    work = _workdir(tmp_path, tracking={"enabled": True, "experiment": "tracked"})
+    env = _client_env(mlflow_server)
+    for stage in STAGES:
+        run([bin_path("isim"), *STAGE_CMDS[stage]], work, env=env)
+    run([bin_path("isim"), "evaluate"], work, env=env)  # a re-run joins the same parent
+
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("tracked")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("isim.kind") == "pipeline"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.params["threshold"] == "0.3" and parent.data.params["model.arch"] == "deeplabcam"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == sorted(STAGES + ["evaluate"])
+    assert all(r.info.status == "FINISHED" and r.data.tags["git_commit"] for r in children)
+    train = next(r for r in children if r.info.run_name == "train_isim")
+    loss = client.get_metric_history(train.info.run_id, "loss")
+    assert [m.step for m in loss] == [1, 2, 3]
+    rounds = client.get_metric_history(train.info.run_id, "pseudo_crf_miou")
+    assert [m.step for m in rounds] == [1, 2, 3]
+    arts = {a.path for a in client.list_artifacts(train.info.run_id, "rounds")}
+    assert arts == {f"rounds/round_0{k}.png" for k in (1, 2, 3)}
+    assert any(a.path == "isim_model" for a in client.list_artifacts(train.info.run_id))
+    ev = next(r for r in children if r.info.run_name == "evaluate")
+    assert "isim_miou" in ev.data.metrics and "gain" in ev.data.metrics
+    sweep = client.get_metric_history(ev.info.run_id, "isim_sweep_miou")
+    assert [m.step for m in sweep] == [0, 1]
+    assert {a.path for a in client.list_artifacts(ev.info.run_id)} >= {"confusion_isim_final.png", "eval.json"}
+    # the artifacts are objects in the bucket behind the server
+    keys = [o["Key"] for o in s3client.list_objects_v2(Bucket="isim", Prefix="mlartifacts/").get("Contents", [])]
+    assert any(k.endswith("rounds/round_01.png") for k in keys)
+    assert any(k.endswith("confusion_isim_final.png") for k in keys)
+
+
+def test_unreachable_tracking_costs_no_results(tmp_path):
+    work = _workdir(tmp_path, tracking={"enabled": True})
+    env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}"}
+    r = run([bin_path("isim"), "prepare"], work, env=env)
+    assert r.stderr.count("unreachable") == 1
+    assert (work / "data/prepared/image_labels.json").is_file()
+    strict = _workdir(tmp_path / "strict", tracking={"enabled": True, "strict": True})
+    r = run([bin_path("isim"), "prepare"], strict, env=env, check=False)
+    assert r.returncode == 2 and "unreachable (tracking.strict is true)" in r.stderr
+
+
+def _digest(paths: list[Path]) -> dict:
+    out = {}
+    for root in paths:
+        for p in sorted(root.rglob("*")) if root.is_dir() else [root]:
+            if p.is_file():
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def test_dvc_push_pull_through_s3(s3, tmp_path):
+    endpoint, s3client = s3
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO / name, repo / name)
+    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    dvc = bin_path("dvc")
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.org"],
+                ["git", "config", "user.name", "t"], [dvc, "init", "-q"]):
+        run(cmd, repo)
+    run([dvc, "repro", "train_isim"], repo)
+    run([dvc, "remote", "add", "-d", "store", "s3://isim/dvcstore"], repo)
+    run([dvc, "remote", "modify", "store", "endpointurl", endpoint], repo)
+    run([dvc, "remote", "modify", "--local", "store", "access_key_id", "testing"], repo)
+    run([dvc, "remote", "modify", "--local", "store", "secret_access_key", "testing"], repo)
+    config = (repo / ".dvc" / "config").read_text()
+    assert "testing" not in config and "testing" in (repo / ".dvc" / "config.local").read_text()
+    assert run(["git", "check-ignore", ".dvc/config.local"], repo, check=False).returncode == 0  # never committed
+    outs = [repo / "data/prepared", repo / "pseudo/isim", repo / "checkpoints/isim"]
+    before = _digest(outs)
+    assert any("round_01" in k for k in before) and any(k.endswith(".pt") for k in before)
+    run([dvc, "push"], repo)
+    assert s3client.list_objects_v2(Bucket="isim", Prefix="dvcstore/")["KeyCount"] > 0
+    shutil.rmtree(repo / ".dvc" / "cache")
+    for o in outs:
+        shutil.rmtree(o)
+    run([dvc, "pull"], repo)
+    assert _digest(outs) == before
