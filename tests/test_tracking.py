@@ -76,6 +76,7 @@ def _client_env(uri: str) -> dict:
 
 
 def _workdir(tmp_path: Path, **over) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(**over), sort_keys=False))
     return tmp_path
 
@@ -85,7 +86,8 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     work = _workdir(tmp_path, tracking={"enabled": True, "experiment": "tracked"})
     env = _client_env(mlflow_server)
     for stage in STAGES:
-        run([bin_path("isim"), *STAGE_CMDS[stage]], work, env=env)
+        r = run([bin_path("isim"), *STAGE_CMDS[stage]], work, env=env)
+        assert "without tracking" not in r.stderr, r.stderr[-3000:]
     run([bin_path("isim"), "evaluate"], work, env=env)  # a re-run joins the same parent
 
     from mlflow.tracking import MlflowClient
@@ -95,7 +97,8 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     parents = [r for r in runs if r.data.tags.get("isim.kind") == "pipeline"]
     assert len(parents) == 1
     parent = parents[0]
-    assert parent.data.params["threshold"] == "0.3" and parent.data.params["model.arch"] == "deeplabcam"
+    assert float(parent.data.params["threshold"]) == tiny_params()["threshold"]
+    assert parent.data.params["model.arch"] == "deeplabcam"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.info.run_name for r in children) == sorted(STAGES + ["evaluate"])
     assert all(r.info.status == "FINISHED" and r.data.tags["git_commit"] for r in children)
@@ -106,7 +109,8 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     assert [m.step for m in rounds] == [1, 2, 3]
     arts = {a.path for a in client.list_artifacts(train.info.run_id, "rounds")}
     assert arts == {f"rounds/round_0{k}.png" for k in (1, 2, 3)}
-    assert any(a.path == "isim_model" for a in client.list_artifacts(train.info.run_id))
+    models = client.search_logged_models([exp.experiment_id], filter_string=f"source_run_id = '{train.info.run_id}'")
+    assert [m.name for m in models] == ["isim_model"]
     ev = next(r for r in children if r.info.run_name == "evaluate")
     assert "isim_miou" in ev.data.metrics and "gain" in ev.data.metrics
     sweep = client.get_metric_history(ev.info.run_id, "isim_sweep_miou")
@@ -166,5 +170,5 @@ def test_dvc_push_pull_through_s3(s3, tmp_path):
     shutil.rmtree(repo / ".dvc" / "cache")
     for o in outs:
         shutil.rmtree(o)
-    run([dvc, "pull"], repo)
+    run([dvc, "pull", "--with-deps", "train_isim"], repo)
     assert _digest(outs) == before

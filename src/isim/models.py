@@ -6,6 +6,8 @@ commute, so the CAM used for pseudo labels comes from exactly the weights that c
 """
 from __future__ import annotations
 
+import socket
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,9 @@ def build_encoder(cfg: ModelCfg) -> nn.Module:
     if cfg.pretrained and cfg.weights:
         raise ModelError("model.pretrained and model.weights are exclusive: pick one source of weights")
     try:
-        enc = timm.create_model(cfg.backbone, pretrained=cfg.pretrained, features_only=True,
-                                out_indices=(1, 2, 3, 4), output_stride=cfg.output_stride, **kwargs)
+        with _hub_offline_unless_reachable(cfg.pretrained):
+            enc = timm.create_model(cfg.backbone, pretrained=cfg.pretrained, features_only=True,
+                                    out_indices=(1, 2, 3, 4), output_stride=cfg.output_stride, **kwargs)
     except RuntimeError as e:
         if cfg.pretrained:
             raise ModelError(
@@ -49,6 +52,23 @@ def build_encoder(cfg: ModelCfg) -> nn.Module:
     if cfg.weights:
         _load_encoder_weights(enc, Path(cfg.weights))
     return enc
+
+
+@contextmanager
+def _hub_offline_unless_reachable(pretrained: bool):
+    """Without network, use only the local weight cache: fail in a second, not after minutes of
+    download retries."""
+    import huggingface_hub.constants as hub
+    saved = hub.HF_HUB_OFFLINE
+    if pretrained and not saved:
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        except OSError:
+            hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = saved
 
 
 def _load_encoder_weights(enc: nn.Module, path: Path) -> None:

@@ -174,7 +174,8 @@ class Tracker(NullTracker):
             import mlflow
             import mlflow.pytorch
             with mlflow.start_run(run_id=self.run_id):
-                mlflow.pytorch.log_model(model.cpu(), name=name, pip_requirements=[])
+                # pickle: the traced pt2 format cannot express the dict output and the with_seg switch
+                mlflow.pytorch.log_model(model.cpu(), name=name, pip_requirements=[], serialization_format="pickle")
         self._guard("log_model", _log)
 
 
