@@ -19,31 +19,38 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def one(images: int, workers: int) -> dict:
+def make_data(images: int) -> Path:
+    from isim.config import load
+    from isim.data.synthetic import generate
+
+    syn = load(ROOT / "params.yaml").data.synthetic
+    syn.n_train, syn.n_val = images, 1
+    root = Path(tempfile.mkdtemp()) / "data"
+    generate(syn, root)
+    return root
+
+
+def one(root: Path, workers: int) -> dict:
     from isim import pseudo
     from isim.config import load
     from isim.data.layout import Prepared
-    from isim.data.synthetic import generate
     from isim.models import build_model
 
     cfg = load(ROOT / "params.yaml")
     tmp = Path(tempfile.mkdtemp())
-    syn = cfg.data.synthetic
-    syn.n_train, syn.n_val = images, 1
-    generate(syn, tmp / "data")
-    data = Prepared.open(tmp / "data")
+    data = Prepared.open(root)
     torch.manual_seed(0)
     model = build_model(cfg.model, "deeplabcam", data.n_classes)
     ids = data.ids("train")
     pseudo.generate(model, data, ids[:16], tmp / "warm", cfg, torch.device("cpu"), workers=workers)
     s = pseudo.generate(model, data, ids, tmp / "out", cfg, torch.device("cpu"), workers=workers)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"images": images, "workers": workers, "images_per_s": s["images_per_s"], "peak_mb": peak_kb / 1024}
+    return {"images": len(ids), "workers": workers, "images_per_s": s["images_per_s"], "peak_mb": peak_kb / 1024}
 
 
-def measure(images: int, workers: int) -> dict:
+def measure(root: Path, workers: int) -> dict:
     """In a fresh process, so peak memory is this configuration's own."""
-    out = subprocess.run([sys.executable, __file__, "--one", str(images), str(workers)], capture_output=True,
+    out = subprocess.run([sys.executable, __file__, "--one", str(root), str(workers)], capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -52,14 +59,15 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--one", nargs=2, type=int, help=argparse.SUPPRESS)
+    p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
-        print(json.dumps(one(*a.one)))
+        print(json.dumps(one(Path(a.one[0]), int(a.one[1]))))
         return
-    seq = measure(a.images, 0)
-    pool = measure(a.images, a.workers)
-    big = measure(a.images * 4, a.workers)
+    small, large = make_data(a.images), make_data(a.images * 4)
+    seq = measure(small, 0)
+    pool = measure(small, a.workers)
+    big = measure(large, a.workers)
     print(f"sequential loop      : {seq['images_per_s']:.1f} images/s  (baseline)")
     print(f"worker pool ({a.workers} procs): {pool['images_per_s']:.1f} images/s  "
           f"-> {pool['images_per_s'] / seq['images_per_s']:.2f}x the sequential loop")
