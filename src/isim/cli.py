@@ -5,7 +5,9 @@ Paths default to the layout dvc.yaml declares; every stage reads params.yaml onc
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,13 +18,19 @@ from isim.io import DataError, write_json
 log = logging.getLogger("isim")
 
 
+def _fresh(*dirs: Path) -> None:
+    """Outputs of an earlier run must not mix with this one's (DVC removes them too)."""
+    for d in dirs:
+        if d.exists():
+            shutil.rmtree(d)
+
+
 def _prepare(args, cfg) -> None:
     from isim.data import own, synthetic, voc
+    from isim.data.layout import Prepared
 
     out = Path(args.out)
-    if out.exists():  # a stale dataset must not mix with the new one
-        import shutil
-        shutil.rmtree(out)
+    _fresh(out)
     t0 = time.perf_counter()
     if cfg.data.source == "synthetic":
         stats = synthetic.generate(cfg.data.synthetic, out)
@@ -32,20 +40,14 @@ def _prepare(args, cfg) -> None:
         stats = own.prepare(cfg.data, out)
     stats["seconds"] = round(time.perf_counter() - t0, 3)
     log.info("prepared %s dataset in %s: %s", cfg.data.source, out, stats)
-    from isim.data.layout import Prepared
     data = Prepared.open(out)
-    skipped = data_skipped(out)
+    skipped = json.loads((out / "image_labels.json").read_text()).get("skipped", {})
     if skipped:
         log.warning("%d items were skipped (data.on_bad: skip); reasons in %s/image_labels.json, e.g. %s",
                     len(skipped), out, next(iter(skipped.values())))
     with _tracker(cfg, "prepare") as tr:
         tr.log_metrics({"images": stats["images"], "prepare_seconds": stats["seconds"],
                         "skipped": len(skipped), "classes": data.n_classes - 1})
-
-
-def data_skipped(root: Path) -> dict:
-    import json
-    return json.loads((root / "image_labels.json").read_text()).get("skipped", {})
 
 
 def _train(args, cfg) -> None:
@@ -56,10 +58,7 @@ def _train(args, cfg) -> None:
     data = Prepared.open(args.data)
     ckpt = Path(args.checkpoints or f"checkpoints/{args.variant}")
     pseudo_dir = Path(args.pseudo or f"pseudo/{args.variant}")
-    for d in (ckpt, pseudo_dir) if args.variant == "isim" else (ckpt,):
-        if d.exists():
-            import shutil
-            shutil.rmtree(d)  # outputs of an earlier run must not mix with this one
+    _fresh(*((ckpt, pseudo_dir) if args.variant == "isim" else (ckpt,)))
     with _tracker(cfg, f"train_{args.variant}") as tr:
         result = train(cfg, data, args.variant, ckpt, pseudo_dir if args.variant == "isim" else None,
                        on_epoch=lambda rec: tr.log_metrics(
@@ -91,9 +90,7 @@ def _pseudo(args, cfg) -> None:
     ckpt = Path(args.checkpoint or f"checkpoints/{args.variant}/final.pt")
     model = load_model(ckpt, cfg, arch, data.n_classes, device)
     out = Path(args.out or f"pseudo/{args.variant}/final")
-    if out.exists():
-        import shutil
-        shutil.rmtree(out)
+    _fresh(out)
     with _tracker(cfg, f"pseudo_{args.variant}") as tr:
         summary = pseudo.generate(model, data, data.ids(args.split), out, cfg, device)
         tr.log_round(1, out, summary, data)

@@ -2,7 +2,8 @@
 
 CAM inference runs in this process (GPU when present); thresholding, CRF, PNG writing and the
 comparison with ground truth run in a pool of worker processes. At most ``2 x workers`` images
-(plus one inference batch) are in flight, so memory does not grow with the dataset. A round directory holds
+(plus one inference batch) are in flight, so memory does not grow with the dataset.
+A round directory holds
 
     <round>/cam/<id>.png   thresholded CAM (no CRF)
     <round>/crf/<id>.png   after dense CRF: the labels the next training phase learns from

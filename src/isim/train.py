@@ -77,8 +77,7 @@ class Schedule:
     mode: str = "fixed"
     tol: float = 0.01
     patience: int = 2
-    _flat: int = field(default=0, init=False)
-    _since: int = field(default=0, init=False)
+    _flat: int = field(default=0, init=False)  # consecutive epochs with a flat loss
 
     def due(self, epoch: int, history: list[dict]) -> bool:
         """Regenerate before training ``epoch`` (1-based)?"""
@@ -92,9 +91,8 @@ class Schedule:
         if len(history) >= 2:
             a, b = history[-2]["loss"], history[-1]["loss"]
             self._flat = self._flat + 1 if abs(a - b) <= self.tol * max(abs(a), 1e-8) else 0
-        self._since += 1
-        if self._flat >= self.patience and self._since >= 1:
-            self._flat = self._since = 0
+        if self._flat >= self.patience:
+            self._flat = 0
             return True
         return False
 
