@@ -10,7 +10,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
-# python3.11 for the pinned wheels; gcc/python headers build pydensecrf2; git for dvc
+# python3.11 for the pinned wheels; gcc/python headers build pydensecrf2; git for dvc.
+# Ubuntu's package versions rotate, so apt packages are not pinned (the Python set is).
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends software-properties-common \
     && add-apt-repository -y ppa:deadsnakes/ppa \

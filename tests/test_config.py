@@ -51,3 +51,13 @@ def test_load_names_the_file(tmp_path):
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_cli_reports_a_bad_key_and_exits_2(tmp_path, capsys):
+    from isim.cli import main
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump({"train": {"epochs": 0}}))
+    assert main(["--params", str(p), "prepare", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "isim prepare: error:" in err and "train.epochs: must be >= 1" in err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,20 @@
+"""Docker cannot run here: the GPU worker image is linted and checked against the project's pins."""
+import re
+
+from conftest import REPO, bin_path, run
+
+
+def test_dockerfile_lints_clean():
+    r = run([bin_path("hadolint"), "--no-color", str(REPO / "Dockerfile")], REPO, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dockerfile_installs_the_pinned_set():
+    text = (REPO / "Dockerfile").read_text()
+    assert "COPY requirements.txt" in text and "pip install -r requirements.txt" in text
+    setup_pip = re.search(r"pip==([\d.]+)", (REPO / "setup.sh").read_text()).group(1)
+    assert f"pip=={setup_pip}" in text
+    reqs = (REPO / "requirements.txt").read_text().splitlines()
+    pins = [ln for ln in reqs if ln.strip() and not ln.startswith("#")]
+    assert all("==" in ln for ln in pins), [ln for ln in pins if "==" not in ln]
+    assert "torch==2.14.1" in pins and "torchvision==0.29.1" in pins
