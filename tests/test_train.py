@@ -110,3 +110,21 @@ def test_all_background_pseudo_masks_stop_naming_the_round(tiny_data, tmp_path, 
     monkeypatch.setattr(pseudo, "generate", blank)
     with pytest.raises(TrainingError, match=r"round 1 \(after epoch 1\): 12 of 12 pseudo masks are all background"):
         train(_tiny(tmp_path), tiny_data, "isim", tmp_path / "ck", tmp_path / "ps")
+
+
+def test_resume_from_a_round_equals_an_uninterrupted_run(tiny_data, tmp_path):
+    cfg = _tiny(tmp_path, train={"epochs": 4, "warmup_epochs": 1})
+    full = train(cfg, tiny_data, "isim", tmp_path / "full_ck", tmp_path / "full_ps")
+    import shutil
+    shutil.copytree(tmp_path / "full_ck", tmp_path / "ck")
+    shutil.copytree(tmp_path / "full_ps", tmp_path / "ps")
+    for r in (3, 4):  # as if the run had died while making round 3's labels
+        (tmp_path / "ck" / f"round_{r:02d}.pt").unlink()
+        shutil.rmtree(tmp_path / "ps" / f"round_{r:02d}", ignore_errors=True)
+    (tmp_path / "ps" / "round_03").mkdir()
+    resumed = train(cfg, tiny_data, "isim", tmp_path / "ck", tmp_path / "ps", resume=tmp_path / "ck" / "round_02.pt")
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
+    assert resumed["n_rounds"] == full["n_rounds"] == 4
+    a = torch.load(tmp_path / "full_ck" / "round_04.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "ck" / "round_04.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

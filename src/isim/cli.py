@@ -58,12 +58,13 @@ def _train(args, cfg) -> None:
     data = Prepared.open(args.data)
     ckpt = Path(args.checkpoints or f"checkpoints/{args.variant}")
     pseudo_dir = Path(args.pseudo or f"pseudo/{args.variant}")
-    _fresh(*((ckpt, pseudo_dir) if args.variant == "isim" else (ckpt,)))
+    if not args.resume:
+        _fresh(*((ckpt, pseudo_dir) if args.variant == "isim" else (ckpt,)))
     with _tracker(cfg, f"train_{args.variant}") as tr:
         result = train(cfg, data, args.variant, ckpt, pseudo_dir if args.variant == "isim" else None,
                        on_epoch=lambda rec: tr.log_metrics(
                            {k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]),
-                       on_round=lambda r, d, s: tr.log_round(r, d, s, data))
+                       on_round=lambda r, d, s: tr.log_round(r, d, s, data), resume=args.resume)
         hist = result["history"]
         write_csv(Path(args.plots or f"plots/train_{args.variant}.csv"),
                   [{k: h[k] for k in ("epoch", "round", "loss", "loss_cls", "loss_seg", "train_label_acc")}
@@ -143,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pseudo", help="ISIM round directory root (default: pseudo/isim)")
     s.add_argument("--metrics", help="default: metrics/train_<variant>.json")
     s.add_argument("--plots", help="default: plots/train_<variant>.csv")
+    s.add_argument("--resume", help="continue ISIM from checkpoints/isim/round_XX.pt (optimizer, LR schedule "
+                                    "and round counter included)")
     s.set_defaults(func=_train)
 
     s = sub.add_parser("pseudo", help="pseudo labels (CAM + threshold + CRF) from a checkpoint")

@@ -8,6 +8,7 @@ round is generated from the final model (the run's result).
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -24,7 +25,7 @@ from isim import metrics, pseudo
 from isim.config import Config
 from isim.data.datasets import TrainDataset
 from isim.data.layout import Prepared
-from isim.io import IGNORE, atomic_path
+from isim.io import IGNORE, atomic_path, write_json
 from isim.models import CHECKPOINT_FORMAT, ISIMNet, build_model, check_identity, identity
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,10 @@ def load_model(path: str | Path, cfg: Config, arch: str, n_classes: int, device:
 
 def train(cfg: Config, data: Prepared, variant: str, ckpt_dir: str | Path, pseudo_dir: str | Path | None,
           on_epoch: Callable[[dict], None] | None = None,
-          on_round: Callable[[int, Path, dict], None] | None = None) -> dict:
-    """Train the ``cam`` baseline or ``isim``. Returns {history, rounds, seconds}."""
+          on_round: Callable[[int, Path, dict], None] | None = None,
+          resume: str | Path | None = None) -> dict:
+    """Train the ``cam`` baseline or ``isim``; ``resume`` continues from a round checkpoint
+    (the same result as an uninterrupted run). Returns {history, rounds, seconds, model}."""
     if variant not in ("cam", "isim"):
         raise ValueError(f"variant must be cam or isim, got {variant!r}")
     seed_everything(cfg.seed)
@@ -143,7 +146,7 @@ def train(cfg: Config, data: Prepared, variant: str, ckpt_dir: str | Path, pseud
     tc = cfg.train
     ids = data.ids("train")
     ds = TrainDataset(data, ids, cfg.transform, seed=cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator()  # reseeded every epoch, so a resumed run shuffles like an uninterrupted one
     loader = DataLoader(ds, batch_size=tc.batch_size, shuffle=True, drop_last=len(ids) > tc.batch_size,
                         num_workers=tc.num_workers, generator=gen, pin_memory=device.type == "cuda",
                         persistent_workers=False)
@@ -155,6 +158,26 @@ def train(cfg: Config, data: Prepared, variant: str, ckpt_dir: str | Path, pseud
     schedule = Schedule(tc.warmup_epochs, cfg.crf_freq, tc.regen, tc.converge_tol, tc.converge_patience)
     history: list[dict] = []
     rounds: list[dict] = []
+    start, labels_done = 1, False
+    if resume is not None:
+        if variant != "isim":
+            raise TrainingError("--resume continues ISIM rounds; the CAM baseline has none")
+        state = load_checkpoint(resume, model, ident)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history, start = list(state["history"]), state["epoch"] + 1
+        for r in range(1, state["round"] + 1):
+            summary_path = Path(pseudo_dir) / f"round_{r:02d}" / "summary.json"
+            if summary_path.is_file():
+                rounds.append(json.loads(summary_path.read_text()))
+            elif r < state["round"]:
+                raise TrainingError(f"{summary_path}: missing; round {r} is incomplete, resume from "
+                                    f"round_{r:02d}.pt")
+        if rounds:
+            ds.set_pseudo(pseudo.label_dir(Path(pseudo_dir) / f"round_{len(rounds):02d}"))
+        # the checkpoint was saved just before its round's labels were made: make them only if missing
+        labels_done = len(rounds) == state["round"]
+        log.info("resuming from %s: round %d, epoch %d", resume, len(rounds), start)
     t_start = time.perf_counter()
 
     def regenerate(epoch: int) -> None:
@@ -163,6 +186,7 @@ def train(cfg: Config, data: Prepared, variant: str, ckpt_dir: str | Path, pseud
         save_checkpoint(ckpt_dir / f"round_{r:02d}.pt", model, ident, opt, sched, epoch, r, history, cfg)
         summary = pseudo.generate(model, data, ids, round_dir, cfg, device, desc=f"round {r}")
         summary.update(round=r, after_epoch=epoch)
+        write_json(round_dir / "summary.json", summary)
         rounds.append(summary)
         log.info("round %d (after epoch %d): %s", r, epoch,
                  {k: summary[k] for k in ("cam", "crf") if k in summary} or summary["crf_bg_only"])
@@ -176,10 +200,13 @@ def train(cfg: Config, data: Prepared, variant: str, ckpt_dir: str | Path, pseud
                 "(train.warmup_epochs), lower `threshold`, or check the image-level labels")
         ds.set_pseudo(pseudo.label_dir(round_dir))
 
-    for epoch in range(1, tc.epochs + 1):
-        if variant == "isim" and schedule.due(epoch, history):
+    for epoch in range(start, tc.epochs + 1):
+        if variant == "isim" and schedule.due(epoch, history) and not (epoch == start and labels_done):
             regenerate(epoch - 1)
         ds.set_epoch(epoch)
+        # shuffling and dropout (ASPP) draw from per-epoch seeds: a resumed run matches an uninterrupted one
+        gen.manual_seed(cfg.seed * 100003 + epoch)
+        torch.manual_seed(cfg.seed * 100003 + epoch)
         model.train()
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "loss_cls": 0.0, "loss_seg": 0.0}
@@ -222,7 +249,7 @@ def train(cfg: Config, data: Prepared, variant: str, ckpt_dir: str | Path, pseud
                  rec["loss_cls"], rec["loss_seg"], rec["train_label_acc"], rec["seconds"])
         if on_epoch:
             on_epoch(rec)
-    if variant == "isim":
+    if variant == "isim" and not (rounds and rounds[-1].get("after_epoch") == tc.epochs):
         regenerate(tc.epochs)  # the final model's pseudo labels: the run's result
     else:
         save_checkpoint(ckpt_dir / "final.pt", model, ident, opt, sched, tc.epochs, 0, history, cfg)
