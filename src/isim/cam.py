@@ -8,6 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from isim.config import Config
+from isim.data.layout import Prepared
+
 
 def same_size_batches(items: Iterable[dict], max_batch: int) -> Iterator[list[dict]]:
     """Group consecutive inference items of equal size, so small images share a forward pass."""
@@ -41,6 +44,34 @@ def multiscale_cam(model: torch.nn.Module, items: list[dict], device: torch.devi
         if logits is None:
             logits = out["logits"][0::2].float()
     return total.cpu(), logits.cpu()
+
+
+def dataset_cams(model: torch.nn.Module, data: Prepared, ids: list[str], cfg: Config, device: torch.device,
+                 scales: list[float] | None = None, desc: str = "CAMs"
+                 ) -> Iterator[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
+    """CAMs of a whole split, image by image: (item, maps, keys, scale-1.0 logits), where
+    ``maps``/``keys`` are :func:`normalise`'s. Equal-size images share forward passes; the
+    model is in eval mode meanwhile and gets its previous mode back afterwards."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from isim.data.datasets import InferenceDataset, no_collate
+
+    loader = DataLoader(InferenceDataset(data, ids, cfg.transform, scales), batch_size=None,
+                        collate_fn=no_collate)
+    was_training = model.training
+    model.eval()
+    progress = tqdm(total=len(ids), desc=desc, unit="img", mininterval=2.0, leave=False)
+    try:
+        for items in same_size_batches(loader, cfg.pseudo.batch_size):
+            cams, logits = multiscale_cam(model, items, device)
+            progress.update(len(items))
+            for item, c, lg in zip(items, cams, logits):
+                maps, keys = normalise(c, item["label"])
+                yield item, maps, keys, lg.numpy()
+    finally:
+        progress.close()
+        model.train(was_training)
 
 
 def normalise(cams: torch.Tensor, label: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

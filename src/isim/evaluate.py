@@ -12,13 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from isim import cam as camlib
 from isim import metrics
 from isim.config import Config
-from isim.data.datasets import InferenceDataset, no_collate
 from isim.data.layout import Prepared
 from isim.io import DataError, atomic_path, read_label_png, write_json
 
@@ -49,24 +46,15 @@ def sweep_and_accuracy(model: torch.nn.Module, data: Prepared, cfg: Config, devi
         if not ids:
             continue
         scales = cfg.transform.cam_scales if split == "train" and data.has_masks else [1.0]
-        loader = DataLoader(InferenceDataset(data, ids, cfg.transform, scales), batch_size=None,
-                            collate_fn=no_collate)
         logits, targets = [], []
-        progress = tqdm(total=len(ids), desc=f"evaluate {split}", unit="img", mininterval=2.0, leave=False)
-        for items in camlib.same_size_batches(loader, cfg.pseudo.batch_size):
-            cams, lg = camlib.multiscale_cam(model, items, device)
-            progress.update(len(items))
-            logits.append(lg.numpy())
-            targets.extend(item["label"].numpy() for item in items)
-            if split != "train" or not data.has_masks:
-                continue
-            for item, c in zip(items, cams):
-                maps, keys = camlib.normalise(c, item["label"])
+        for item, maps, keys, lg in camlib.dataset_cams(model, data, ids, cfg, device, scales, f"evaluate {split}"):
+            logits.append(lg)
+            targets.append(item["label"].numpy())
+            if split == "train" and data.has_masks:
                 gt = read_label_png(data.mask_path(item["id"]), n)
                 for i, t in enumerate(thresholds):
                     confs[i] += metrics.confusion(keys[camlib.to_mask(maps, keys, t)], gt, n)
-        progress.close()
-        out[f"{split}_classification"] = metrics.classification(np.concatenate(logits), np.stack(targets))
+        out[f"{split}_classification"] = metrics.classification(np.stack(logits), np.stack(targets))
     if data.has_masks:
         out["threshold_sweep"] = [{"threshold": t, "miou": metrics.summary(c, data.classes)["miou"]}
                                   for t, c in zip(thresholds, confs)]

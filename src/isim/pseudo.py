@@ -19,14 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from isim import cam as camlib
 from isim import metrics
 from isim.config import Config, CrfCfg
 from isim.crf import DenseCRF
-from isim.data.datasets import InferenceDataset, no_collate
 from isim.data.layout import Prepared
 from isim.io import read_label_png, write_json, write_label_png
 
@@ -65,10 +62,6 @@ def generate(model: torch.nn.Module, data: Prepared, ids: list[str], out: str | 
     workers = cfg.pseudo.workers if workers is None else workers
     gt_dir = str(data.root / "SegmentationClass") if data.has_masks else None
     init_args = (cfg.crf, cfg.crf.enabled, cfg.threshold, str(out), gt_dir, data.n_classes)
-    loader = DataLoader(InferenceDataset(data, ids, cfg.transform), batch_size=None,
-                        collate_fn=no_collate, num_workers=0)
-    was_training = model.training
-    model.eval()
     t0 = time.perf_counter()
     n = data.n_classes
     totals = {"conf_cam": np.zeros((n, n), np.int64), "conf_crf": np.zeros((n, n), np.int64),
@@ -88,27 +81,20 @@ def generate(model: torch.nn.Module, data: Prepared, ids: list[str], out: str | 
         _init(*init_args)
     inflight: deque[Future] = deque()
     try:
-        progress = tqdm(total=len(ids), desc=desc, unit="img", mininterval=2.0, leave=False)
-        for items in camlib.same_size_batches(loader, cfg.pseudo.batch_size):
-            cams, lg = camlib.multiscale_cam(model, items, device)
-            progress.update(len(items))
-            for item, c, l in zip(items, cams, lg):
-                maps, keys = camlib.normalise(c, item["label"])
-                logits.append(l.numpy())
-                targets.append(item["label"].numpy())
-                if pool is None:
-                    collect(_finish(item["id"], item["rgb"], maps, keys))
-                    continue
-                inflight.append(pool.submit(_finish, item["id"], item["rgb"], maps, keys))
-                while len(inflight) >= 2 * workers:
-                    collect(inflight.popleft().result())
-        progress.close()
+        for item, maps, keys, lg in camlib.dataset_cams(model, data, ids, cfg, device, desc=desc):
+            logits.append(lg)
+            targets.append(item["label"].numpy())
+            if pool is None:
+                collect(_finish(item["id"], item["rgb"], maps, keys))
+                continue
+            inflight.append(pool.submit(_finish, item["id"], item["rgb"], maps, keys))
+            while len(inflight) >= 2 * workers:
+                collect(inflight.popleft().result())
         while inflight:
             collect(inflight.popleft().result())
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        model.train(was_training)
     seconds = time.perf_counter() - t0
     summary = {"images": len(ids), "seconds": round(seconds, 3),
                "images_per_s": round(len(ids) / max(seconds, 1e-9), 3),
