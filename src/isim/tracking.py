@@ -15,14 +15,17 @@ import json
 import logging
 import os
 import subprocess
+import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import yaml
 
 from isim.config import Config, flatten
+from isim.visualize import confusion_figure, round_grid
 
 log = logging.getLogger(__name__)
 KEY_TAG = "isim.pipeline_key"
@@ -32,22 +35,21 @@ class TrackingError(RuntimeError):
     pass
 
 
+def _outside_dvc_tmp(path: Path) -> Path:
+    """.../repo/.dvc/tmp/exps/<tmp>/... -> .../repo"""
+    return Path(*path.parts[:path.parts.index(".dvc")]) if ".dvc" in path.parts else path
+
+
 def repo_root(start: Path | None = None) -> Path:
     """The user's repository, also from inside a queued experiment's temp copy."""
     env = os.environ.get("DVC_ROOT")
-    path = Path(env) if env else (start or Path.cwd()).resolve()
-    parts = path.parts
-    if ".dvc" in parts:  # .../repo/.dvc/tmp/exps/<tmp>/... -> .../repo
-        path = Path(*parts[:parts.index(".dvc")])
+    path = _outside_dvc_tmp(Path(env) if env else (start or Path.cwd()).resolve())
     try:
         top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True,
                              text=True, check=True).stdout.strip()
-        path = Path(top)
-        if ".dvc" in path.parts:
-            path = Path(*path.parts[:path.parts.index(".dvc")])
+        return _outside_dvc_tmp(Path(top))
     except (subprocess.CalledProcessError, FileNotFoundError):
-        pass
-    return path
+        return path
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -77,7 +79,6 @@ def dataset_hash(root: Path = Path("data/prepared")) -> str:
     """DVC's recorded hash of the prepared dataset (from dvc.lock), when there is one."""
     lock = Path("dvc.lock")
     if lock.is_file():
-        import yaml
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
         for out in stages.get("prepare", {}).get("outs", []):
             if Path(out.get("path", "")) == root:
@@ -127,8 +128,7 @@ class Tracker(NullTracker):
             self.active = False
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-        import time
+        from mlflow.entities import Metric  # mlflow is imported only when tracking is on
         ts = int(time.time() * 1000)
         items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)]
@@ -146,7 +146,6 @@ class Tracker(NullTracker):
         self._guard("log_image", self._log_grid, r, Path(round_dir), data)
 
     def _log_grid(self, r: int, round_dir: Path, data: Any) -> None:
-        from isim.visualize import round_grid
         if self.grid_ids is None:
             self.grid_ids = data.ids("train")[: self.cfg.eval.grid_images]
         self.client.log_image(self.run_id, round_grid(data, self.grid_ids, round_dir),
@@ -164,7 +163,6 @@ class Tracker(NullTracker):
                              step=row["round"])
         conf = report.get("isim", {}).get("rounds", [{}])[-1].get("crf", {}).get("confusion")
         if conf is not None:
-            from isim.visualize import confusion_figure
             fig = confusion_figure(np.asarray(conf), report["classes"])
             self._guard("log_figure", self.client.log_figure, self.run_id, fig, "confusion_isim_final.png")
         self._guard("log_dict", self.client.log_dict, self.run_id, report, "eval.json")
