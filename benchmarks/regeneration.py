@@ -31,10 +31,10 @@ def make_data(images: int) -> Path:
 
 
 def one(root: Path, workers: int) -> dict:
-    from isim import pseudo
+    from isim.pseudo import masks as pseudo
     from isim.config import load
     from isim.data.layout import Prepared
-    from isim.models import build_model
+    from isim.models.net import build_model
 
     cfg = load(ROOT / "params.yaml")
     tmp = Path(tempfile.mkdtemp())

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from isim.config import ModelCfg
-from isim.models import ModelError, build_model, check_identity, identity
+from isim.models.net import ModelError, build_model, check_identity, identity
 
 TINY = {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]}
 

@@ -1,12 +1,12 @@
 import numpy as np
 import torch
 
-from isim import cam as camlib
-from isim import pseudo
+from isim.pseudo import cam as camlib
+from isim.pseudo import masks as pseudo
 from isim.config import CrfCfg
-from isim.crf import DenseCRF
+from isim.pseudo.crf import DenseCRF
 from isim.io import read_image, read_label_png
-from isim.models import build_model
+from isim.models.net import build_model
 from conftest import COCO_SAMPLE
 
 

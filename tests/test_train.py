@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from isim.config import from_dict
 from isim.io import write_label_png
-from isim.train import PolyLR, Schedule, TrainingError, load_checkpoint, segmentation_loss, train
-from isim.models import ModelError, build_model, identity
+from isim.training.fit import PolyLR, Schedule, TrainingError, load_checkpoint, segmentation_loss, train
+from isim.models.net import ModelError, build_model, identity
 from conftest import tiny_params
 
 
@@ -96,7 +96,7 @@ def test_nan_loss_stops_naming_the_epoch(tiny_data, tmp_path):
 
 
 def test_all_background_pseudo_masks_stop_naming_the_round(tiny_data, tmp_path, monkeypatch):
-    from isim import pseudo
+    from isim.pseudo import masks as pseudo
 
     real = pseudo.generate
 

@@ -52,8 +52,8 @@ def _prepare(args, cfg) -> None:
 
 def _train(args, cfg) -> None:
     from isim.data.layout import Prepared
-    from isim.evaluate import write_csv
-    from isim.train import train
+    from isim.evaluation import write_csv
+    from isim.training.fit import train
 
     data = Prepared.open(args.data)
     ckpt = Path(args.checkpoints or f"checkpoints/{args.variant}")
@@ -81,9 +81,9 @@ def _train(args, cfg) -> None:
 
 
 def _pseudo(args, cfg) -> None:
-    from isim import pseudo
+    from isim.pseudo import masks as pseudo
     from isim.data.layout import Prepared
-    from isim.train import load_model, resolve_device
+    from isim.training.fit import load_model, resolve_device
 
     data = Prepared.open(args.data)
     device = resolve_device(cfg.train.device)
@@ -100,9 +100,9 @@ def _pseudo(args, cfg) -> None:
 
 
 def _evaluate(args, cfg) -> None:
-    from isim import evaluate
+    from isim import evaluation as evaluate
     from isim.data.layout import Prepared
-    from isim.train import load_model, resolve_device
+    from isim.training.fit import load_model, resolve_device
 
     data = Prepared.open(args.data)
     device = resolve_device(cfg.train.device)
@@ -173,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from isim.models import ModelError
+    from isim.models.net import ModelError
     from isim.tracking import TrackingError
-    from isim.train import TrainingError
+    from isim.training.fit import TrainingError
     try:
         cfg = config_mod.load(args.params)
         args.func(args, cfg)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from isim import cam as camlib
+from isim.pseudo import cam as camlib
 from isim import metrics
 from isim.config import Config
 from isim.data.layout import Prepared

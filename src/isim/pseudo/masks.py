@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from isim import cam as camlib
+from isim.pseudo import cam as camlib
 from isim import metrics
 from isim.config import Config, CrfCfg
-from isim.crf import DenseCRF
+from isim.pseudo.crf import DenseCRF
 from isim.data.layout import Prepared
 from isim.io import read_label_png, write_json, write_label_png
 

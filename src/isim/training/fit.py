@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from isim import metrics, pseudo
+from isim import metrics
+from isim.pseudo import masks as pseudo
 from isim.config import Config
 from isim.data.datasets import TrainDataset
 from isim.data.layout import Prepared
 from isim.io import IGNORE, atomic_path, write_json
-from isim.models import CHECKPOINT_FORMAT, ISIMNet, build_model, check_identity, identity
+from isim.models.net import CHECKPOINT_FORMAT, ISIMNet, build_model, check_identity, identity
 
 log = logging.getLogger(__name__)
 
