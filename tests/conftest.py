@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,13 +21,14 @@ COCO_SAMPLE = FIXTURES / "coco_sample"
 TINY = {
     "crf_freq": 1,
     "data": {"synthetic": {"n_train": 12, "n_val": 4, "size": 64, "body_size": [30, 44]}},
-    "transform": {"resize_long": [56, 72], "crop": 56, "cam_scales": [1.0, 0.5]},
-    "model": {"backbone": "resnet18",
-              "backbone_kwargs": {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]},
-              "decoder_channels": 16},
-    "train": {"epochs": 3, "warmup_epochs": 1, "batch_size": 4},
+    "transform": {"resize_long": [56, 72], "crop": 56},
+    "cam": {"scales": [1.0, 0.5]},
+    "encoder": {"backbone": "resnet18", "backbone_kwargs": {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]}},
+    "model": {"decoder_channels": 16},
+    "train": {"epochs": 3, "batch_size": 4},
+    "rounds": {"warmup_epochs": 1},
     "crf": {"bilateral_sxy": 10.0, "bilateral_srgb": 20.0, "bilateral_compat": 5.0},
-    "pseudo": {"workers": 0},
+    "runtime": {"crf_workers": 0},
     "eval": {"thresholds": [0.2, 0.3], "grid_images": 2},
     "tracking": {"enabled": False},
 }
@@ -37,6 +39,12 @@ def merge(base: dict, over: dict) -> dict:
     for k, v in over.items():
         out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def stage_cmds(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, list[str]]:
+    """Each stage's command line from dvc.yaml (the one place paths are written)."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    return {name: shlex.split(s["cmd"]) for name, s in stages.items()}
 
 
 def repo_params() -> dict:

@@ -1,17 +1,59 @@
+import json
+
 import pytest
 import yaml
 
-from isim.config import ConfigError, flatten, from_dict, load
 from conftest import REPO, repo_params
+from isim.config import Config, ConfigError, apply_preset, flatten, from_dict, load, schema
 
 
-def test_repo_params_load_and_sweep_knobs_are_top_level():
+def test_repo_params_load_complete_and_sweep_knobs_are_top_level():
     cfg = load(REPO / "params.yaml")
     raw = repo_params()
-    for key in ("threshold", "crf_freq", "lr_encoder", "lr_decoder", "lr_classifier"):
+    for key in ("threshold", "crf_freq", "lr_encoder", "lr_decoder", "lr_classifier", "seed"):
         assert key in raw, key
     assert cfg.threshold == raw["threshold"]
     assert cfg.data.source == "synthetic"
+    # every setting is written in params.yaml, so DVC sees every value a stage uses
+    free_form = ("encoder.backbone_kwargs", "data.own.class_map")
+
+    def settings(d):
+        return {k for k in flatten(d) if not k.startswith(free_form)}
+    assert settings(cfg.to_dict()) == settings(raw)
+
+
+def test_every_shipped_preset_applies_and_validates(tmp_path):
+    presets = sorted((REPO / "pipelines").glob("*.yaml"))
+    assert presets, "no presets shipped"
+    for preset in presets:
+        params = tmp_path / f"{preset.stem}.yaml"
+        params.write_text((REPO / "params.yaml").read_text())
+        apply_preset(params, preset)
+        cfg = load(params)
+        over = yaml.safe_load(preset.read_text())
+        for key, value in flatten(over).items():
+            got = flatten(cfg.to_dict()).get(key, {} if value == {} else None)
+            assert got == value, (preset.name, key)
+        assert "# ISIM parameters" in params.read_text()  # comments kept
+    voc = load(tmp_path / "voc.yaml")
+    assert voc.data.source == "voc" and voc.encoder.backbone_kwargs == {} and voc.encoder.backbone == "resnet50"
+
+
+def test_a_preset_with_a_bad_key_leaves_params_untouched(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    before = params.read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml over .*params.yaml: train\.epoch: unknown key"):
+        apply_preset(params, bad)
+    assert params.read_text() == before
+
+
+def test_committed_schema_is_current():
+    assert (REPO / "params.schema.json").read_text() == schema(), "run: isim schema --out params.schema.json"
+    s = json.loads(schema())
+    assert s["additionalProperties"] is False and "threshold" in s["properties"]
 
 
 def test_unknown_key_is_named():
@@ -21,29 +63,36 @@ def test_unknown_key_is_named():
         from_dict({"thresh": 0.3})
 
 
-@pytest.mark.parametrize("raw, key", [
-    ({"threshold": 1.5}, "threshold"),
-    ({"threshold": "high"}, "threshold"),
-    ({"crf_freq": 0}, "crf_freq"),
-    ({"train": {"epochs": 2.5}}, "train.epochs"),
-    ({"train": {"warmup_epochs": 9, "epochs": 3}}, "train.warmup_epochs"),
-    ({"model": {"arch": "fcn"}}, "model.arch"),
-    ({"crf": {"enabled": "yes"}}, "crf.enabled"),
-    ({"transform": {"cam_scales": []}}, "transform.cam_scales"),
-    ({"data": {"synthetic": {"classes": ["a", "a"]}}}, "data.synthetic.classes"),
+@pytest.mark.parametrize("raw, key, says", [
+    ({"threshold": 1.5}, "threshold", "less than 1 (got 1.5)"),
+    ({"threshold": "high"}, "threshold", "valid number (got 'high')"),
+    ({"crf_freq": 0}, "crf_freq", "greater than or equal to 1"),
+    ({"train": {"epochs": 2.5}}, "train.epochs", "valid integer (got 2.5)"),
+    ({"rounds": {"warmup_epochs": 9}, "train": {"epochs": 3}}, "rounds.warmup_epochs", "<= train.epochs (3)"),
+    ({"model": {"arch": "fcn"}}, "model.arch", "'deeplabcam' or 'unetcam'"),
+    ({"crf": {"enabled": "yes"}}, "crf.enabled", "valid boolean (got 'yes')"),
+    ({"cam": {"scales": []}}, "cam.scales", "at least 1 item"),
+    ({"transform": {"std": [1, 0, 1]}}, "transform.std[1]", "greater than 0"),
+    ({"runtime": {"device": "gpu"}}, "runtime.device", "got 'gpu'"),
+    ({"data": {"synthetic": {"classes": ["a", "a"]}}}, "data.synthetic.classes", "distinct"),
+    ({"encoder": {"pretrained": True, "weights": "w.pt"}}, "encoder.weights", "not both"),
     ({"data": {"source": "own", "own": {"images": "i", "labels": "l", "classes": ["cat"],
-                                        "class_map": {"dog": "hound"}}}}, "data.own.class_map.dog"),
+                                        "class_map": {"dog": "hound"}}}}, "data.own.class_map.dog", "hound"),
 ])
-def test_bad_value_is_named(raw, key):
+def test_bad_value_is_named(raw, key, says):
     with pytest.raises(ConfigError) as e:
         from_dict(raw)
-    assert str(e.value).startswith(key + ":"), str(e.value)
+    assert str(e.value).startswith(key + ":") and says in str(e.value), str(e.value)
+
+
+def test_defaults_live_in_one_place():
+    assert Config().data.synthetic.n_train == 800 and Config().threshold == 0.3
 
 
 def test_load_names_the_file(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump({"lr_encoder": -1}))
-    with pytest.raises(ConfigError, match=r"params\.yaml: lr_encoder: must be > 0"):
+    with pytest.raises(ConfigError, match=r"params\.yaml: lr_encoder: Input should be greater than 0 \(got -1\)"):
         load(p)
     with pytest.raises(ConfigError, match="file not found"):
         load(tmp_path / "missing.yaml")
@@ -59,5 +108,5 @@ def test_cli_reports_a_bad_key_and_exits_2(tmp_path, capsys):
     p.write_text(yaml.safe_dump({"train": {"epochs": 0}}))
     assert main(["--params", str(p), "prepare", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "isim prepare: error:" in err and "train.epochs: must be >= 1" in err
+    assert "isim prepare: error:" in err and "train.epochs: Input should be greater than or equal to 1" in err
     assert not (tmp_path / "out").exists()

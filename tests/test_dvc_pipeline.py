@@ -34,11 +34,11 @@ def _ran(output: str) -> set[str]:
 def test_repro_then_noop_then_targeted_exp(dvc_repo):
     dvc = bin_path("dvc")
     r = run([dvc, "repro"], dvc_repo)
-    assert _ran(r.stdout) == {"prepare", "train_cam", "pseudo_cam", "train_isim", "evaluate"}
+    assert _ran(r.stdout) == {"prepare", "train_baseline", "pseudo_baseline", "train_isim", "evaluate"}
     assert (dvc_repo / "data/prepared/JPEGImages").is_dir()
     assert (dvc_repo / "pseudo/isim/round_01/crf").is_dir() and (dvc_repo / "checkpoints/isim/round_01.pt").is_file()
     report = json.loads((dvc_repo / "metrics/eval.json").read_text())
-    assert {"cam_miou", "isim_miou", "gain"} <= set(report["summary"])
+    assert {"baseline_miou", "isim_miou", "gain"} <= set(report["summary"])
     # second repro: nothing to do, status clean
     t0 = time.perf_counter()
     r = run([dvc, "repro"], dvc_repo)
@@ -51,7 +51,7 @@ def test_repro_then_noop_then_targeted_exp(dvc_repo):
     run(["git", "commit", "-qm", "baseline run"], dvc_repo)
     # changing the threshold reruns exactly what depends on it
     r = run([dvc, "exp", "run", "-S", "threshold=0.25"], dvc_repo)
-    assert _ran(r.stdout) == {"pseudo_cam", "train_isim", "evaluate"}, r.stdout
+    assert _ran(r.stdout) == {"pseudo_baseline", "train_isim", "evaluate"}, r.stdout
     shown = run([dvc, "metrics", "show", "--json"], dvc_repo).stdout
     assert "isim_miou" in shown
 

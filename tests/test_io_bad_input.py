@@ -79,8 +79,7 @@ def test_split_ids_missing_labels_and_small_images(tiny_data, tiny_cfg, tmp_path
         Prepared.open(root).ids("train")
     # an image smaller than the crop is padded: image 0, mask 255 (never background)
     data = Prepared.open(tiny_data.root)
-    from dataclasses import replace
-    tcfg = replace(tiny_cfg.transform, resize_long=[20, 20], crop=40)
+    tcfg = tiny_cfg.transform.model_copy(update={"resize_long": [20, 20], "crop": 40})
     ds = TrainDataset(data, data.ids("train"), tcfg)
     pseudo = tmp_path / "pseudo"
     for id_ in data.ids("train"):

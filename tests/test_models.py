@@ -1,73 +1,139 @@
+"""Models: one shared check per architecture (segmentation_models_pytorch style), plus weights,
+checkpoints and export."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from isim.config import ModelCfg
-from isim.models.net import ModelError, build_model, check_identity, identity
+from isim.config import EncoderCfg, ModelCfg
+from isim.models import ModelError, Output, build_model, check_spec, load_model, model_spec
 
 TINY = {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]}
 
 
-@pytest.mark.parametrize("arch, upsample", [("cam", "learnable"), ("deeplabcam", "learnable"),
-                                            ("unetcam", "learnable"), ("unetcam", "bilinear")])
-def test_variants_shapes(arch, upsample):
-    cfg = ModelCfg(backbone="resnet18", backbone_kwargs=TINY, decoder_channels=8, unet_upsample=upsample)
-    m = build_model(cfg, arch, 7).eval()
-    x = torch.randn(2, 3, 64, 80)
-    out = m(x)
-    assert out["cam"].shape == (2, 6, 4, 5)  # output stride 16
-    assert torch.allclose(out["logits"], out["cam"].mean((2, 3)))  # GAP + 1x1 == mean of the CAM
-    assert m.classifier.bias is None
-    if arch == "cam":
-        assert "seg" not in out and m.decoder is None
-    else:
-        assert out["seg"].shape == (2, 7, 64, 80)
-    groups = {g["name"] for g in m.param_groups(0.1, 0.01, 1.0)}
-    assert groups == ({"encoder", "classifier"} if arch == "cam" else {"encoder", "classifier", "decoder"})
+def spec(arch="deeplabcam", backbone="resnet18", kwargs=TINY, n=7, **model):
+    enc = EncoderCfg(backbone=backbone, backbone_kwargs=kwargs)
+    return model_spec(enc, None if arch == "baseline" else ModelCfg(arch=arch, decoder_channels=8, **model), n)
+
+
+class ArchCheck:
+    """What every architecture must do; each architecture is a three-line subclass."""
+
+    arch, upsample = "baseline", "learnable"
+
+    def build(self):
+        extra = {"unet_upsample": self.upsample} if self.arch == "unetcam" else {}
+        return build_model(spec(self.arch, **extra)).eval()
+
+    def test_outputs_are_tensors_of_the_right_shape(self):
+        m = self.build()
+        out = m(torch.randn(2, 3, 64, 80))
+        assert isinstance(out, Output) and out.cam.shape == (2, 6, 4, 5)  # output stride 16
+        assert torch.allclose(out.logits, out.cam.mean((2, 3)))  # GAP + 1x1 == mean of the CAM
+        assert m.cam_head.conv.bias is None
+        if self.arch == "baseline":
+            assert out.seg is None and m.decoder is None
+        else:
+            assert out.seg.shape == (2, 7, 64, 80)
+        c = m.classify(torch.randn(1, 3, 32, 32))
+        assert c.seg is None and c.logits.shape == (1, 6)
+        groups = {g["name"] for g in m.param_groups(0.1, 0.01, 1.0)}
+        assert groups == ({"encoder", "classifier"} | ({"decoder"} if self.arch != "baseline" else set()))
+        n_params = sum(p.numel() for g in m.param_groups(0.1, 0.01, 1.0) for p in g["params"])
+        assert n_params == sum(p.numel() for p in m.parameters())  # every weight has its LR
+
+    def test_exports_with_torch_export(self):
+        m = self.build()
+        x = torch.randn(2, 3, 64, 64)
+        prog = torch.export.export(m, (x,))
+        got = prog.module()(x)
+        for a, b in zip(m(x), got):
+            assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5)
+
+
+class TestBaseline(ArchCheck):
+    arch = "baseline"
+
+
+class TestDeepLabCAM(ArchCheck):
+    arch = "deeplabcam"
+
+
+class TestUNetCAMLearnable(ArchCheck):
+    arch, upsample = "unetcam", "learnable"
+
+
+class TestUNetCAMBilinear(ArchCheck):
+    arch, upsample = "unetcam", "bilinear"
 
 
 def test_unet_upsampling_kinds_differ():
-    learn = build_model(ModelCfg(backbone="resnet18", backbone_kwargs=TINY, decoder_channels=8), "unetcam", 3)
-    bil = build_model(ModelCfg(backbone="resnet18", backbone_kwargs=TINY, decoder_channels=8,
-                               unet_upsample="bilinear"), "unetcam", 3)
+    learn = build_model(spec("unetcam", n=3))
+    bil = build_model(spec("unetcam", n=3, unet_upsample="bilinear"))
     assert any(isinstance(u, torch.nn.ConvTranspose2d) for u in learn.decoder.ups)
     assert not any(isinstance(u, torch.nn.ConvTranspose2d) for u in bil.decoder.ups)
+
+
+def test_unknown_arch_lists_the_valid_ones():
+    with pytest.raises(ModelError, match=r"'fcn' is not one of \['baseline', 'deeplabcam', 'unetcam'\]"):
+        build_model({**spec(), "arch": "fcn"})
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "resnet101", "resnet152", "resnest50d", "resnest101e",
                                       "resnest200e", "resnest269e"])
 def test_paper_backbones_construct_and_run(backbone):
-    m = build_model(ModelCfg(backbone=backbone, decoder_channels=16), "deeplabcam", 21).eval()
+    m = build_model(spec(backbone=backbone, kwargs={}, n=21)).eval()
     with torch.no_grad():
         out = m(torch.randn(1, 3, 64, 64))
-    assert out["cam"].shape == (1, 20, 4, 4) and out["seg"].shape == (1, 21, 64, 64)
+    assert out.cam.shape == (1, 20, 4, 4) and out.seg.shape == (1, 21, 64, 64)
 
 
 def test_pretrained_unreachable_is_a_clear_error():
     import time
     t0 = time.perf_counter()
-    with pytest.raises(ModelError, match=r"model.backbone=resnet18: pretrained weights .*model.weights"):
-        build_model(ModelCfg(backbone="resnet18", pretrained=True), "cam", 3)
+    with pytest.raises(ModelError, match=r"encoder.backbone=resnet18: pretrained weights .*encoder.weights"):
+        build_model(spec("baseline", kwargs={}, n=3), pretrained=True)
     assert time.perf_counter() - t0 < 20  # no minutes of download retries
 
 
 def test_local_weights_file(tmp_path):
-    src = build_model(ModelCfg(backbone="resnet18", backbone_kwargs=TINY), "cam", 3)
+    src = build_model(spec("baseline", n=3))
     path = tmp_path / "enc.pt"
     torch.save(src.encoder.state_dict(), path)
-    dst = build_model(ModelCfg(backbone="resnet18", backbone_kwargs=TINY, weights=str(path)), "cam", 3)
+    dst = build_model(spec("baseline", n=3), weights=str(path))
     for a, b in zip(src.encoder.state_dict().values(), dst.encoder.state_dict().values()):
         assert torch.equal(a, b)
     other = tmp_path / "other.pt"
     torch.save({"conv1.weight": torch.zeros(1)}, other)
     with pytest.raises(ModelError, match="other.pt: weights do not fit the encoder"):
-        build_model(ModelCfg(backbone="resnet18", backbone_kwargs=TINY, weights=str(other)), "cam", 3)
+        build_model(spec("baseline", n=3), weights=str(other))
     with pytest.raises(ModelError, match="does not exist"):
-        build_model(ModelCfg(backbone="resnet18", weights=str(tmp_path / "nope.pt")), "cam", 3)
+        build_model(spec("baseline", n=3), weights=str(tmp_path / "nope.pt"))
 
 
-def test_identity_mismatch_names_the_difference():
-    a = identity(ModelCfg(backbone="resnet18"), "deeplabcam", 21)
-    b = identity(ModelCfg(backbone="resnet50"), "unetcam", 21)
+def test_spec_mismatch_names_the_difference():
+    a, b = spec("deeplabcam", n=21), spec("unetcam", backbone="resnet50", n=21)
     with pytest.raises(ModelError, match=r"ck.pt: checkpoint is from another model; arch: checkpoint has "
                                          r"'deeplabcam', expected 'unetcam'; backbone: .*'resnet18'"):
-        check_identity("ck.pt", a, b)
+        check_spec("ck.pt", a, b)
+
+
+def test_a_checkpoint_loads_without_params_or_hub_weights(tmp_path):
+    """A model trained from hub weights is rebuilt from its checkpoint alone, offline."""
+    from isim.training.checkpoint import save_checkpoint
+    s = spec("unetcam", kwargs={}, n=5)
+    m = build_model(s)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.PolynomialLR(opt, 10)
+    save_checkpoint(tmp_path / "ck.pt", s, m, opt, sched, 1, 1, [], {"encoder": {"pretrained": True}})
+    code = ("import sys, torch, huggingface_hub.constants as h; h.HF_HUB_OFFLINE = True;"
+            "from isim.models import load_model; m = load_model(sys.argv[1]);"
+            "print(m(torch.zeros(1, 3, 32, 32)).seg.shape)")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ck.pt")], capture_output=True, text=True)
+    assert r.returncode == 0 and "torch.Size([1, 5, 32, 32])" in r.stdout, r.stderr[-2000:]
+    loaded = load_model(tmp_path / "ck.pt")
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), loaded.state_dict().values()))
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="bad.pt: not a loadable checkpoint"):
+        load_model(tmp_path / "bad.pt")

@@ -6,7 +6,7 @@ from isim.pseudo import masks as pseudo
 from isim.config import CrfCfg
 from isim.pseudo.crf import DenseCRF
 from isim.io import read_image, read_label_png
-from isim.models.net import build_model
+from isim.models import build_model, model_spec
 from conftest import COCO_SAMPLE
 
 
@@ -43,16 +43,16 @@ def test_dense_crf_snaps_a_rough_label_to_the_object():
 
 def test_pool_and_sequential_write_identical_rounds(tiny_data, tiny_cfg, tmp_path):
     torch.manual_seed(0)
-    model = build_model(tiny_cfg.model, "cam", tiny_data.n_classes)
+    model = build_model(model_spec(tiny_cfg.encoder, None, tiny_data.n_classes))
     ids = tiny_data.ids("train")
     seq = pseudo.generate(model, tiny_data, ids, tmp_path / "seq", tiny_cfg, torch.device("cpu"), workers=0)
     par = pseudo.generate(model, tiny_data, ids, tmp_path / "par", tiny_cfg, torch.device("cpu"), workers=2)
     for id_ in ids:
-        for kind in ("cam", "crf"):
+        for kind in ("raw", "crf"):
             a = read_label_png(tmp_path / "seq" / kind / f"{id_}.png")
             b = read_label_png(tmp_path / "par" / kind / f"{id_}.png")
             np.testing.assert_array_equal(a, b)
             assert set(np.unique(a)) <= {0, *tiny_data.labels[id_]}  # only the image's own classes
-    assert seq["cam"] == par["cam"] and seq["crf"] == par["crf"]
+    assert seq["raw"] == par["raw"] and seq["crf"] == par["crf"]
     assert (tmp_path / "par" / "summary.json").is_file()
     assert not list((tmp_path / "par").rglob("*.tmp*"))  # no temp files left behind

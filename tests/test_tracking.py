@@ -1,25 +1,26 @@
 """Tracking and storage with real parts: an `mlflow server` process whose artifacts go to a local
 S3-compatible endpoint (moto in server mode), and DVC push/pull through that endpoint."""
 import hashlib
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import boto3
 import pytest
+import torch
 import yaml
 
-from conftest import REPO, bin_path, run, tiny_params
+from conftest import REPO, bin_path, run, stage_cmds, tiny_params
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-STAGES = ["prepare", "train_cam", "pseudo_cam", "train_isim", "evaluate"]
-STAGE_CMDS = {"prepare": ["prepare"], "train_cam": ["train", "--variant", "cam"],
-              "pseudo_cam": ["pseudo", "--variant", "cam"], "train_isim": ["train", "--variant", "isim"],
-              "evaluate": ["evaluate"]}
+STAGE_CMDS = stage_cmds()
+STAGES = list(STAGE_CMDS)
 
 
 def _free_port() -> int:
@@ -85,9 +86,9 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     work = _workdir(tmp_path, tracking={"enabled": True, "experiment": "tracked"})
     env = _client_env(mlflow_server)
     for stage in STAGES:
-        r = run([bin_path("isim"), *STAGE_CMDS[stage]], work, env=env)
+        r = run([bin_path("isim"), *STAGE_CMDS[stage][1:]], work, env=env)
         assert "without tracking" not in r.stderr, r.stderr[-3000:]
-    run([bin_path("isim"), "evaluate"], work, env=env)  # a re-run joins the same parent
+    run([bin_path("isim"), *STAGE_CMDS["evaluate"][1:]], work, env=env)  # a re-run joins the same parent
 
     from mlflow.tracking import MlflowClient
     client = MlflowClient(mlflow_server)
@@ -110,6 +111,14 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     assert arts == {f"rounds/round_0{k}.png" for k in (1, 2, 3)}
     models = client.search_logged_models([exp.experiment_id], filter_string=f"source_run_id = '{train.info.run_id}'")
     assert [m.name for m in models] == ["isim_model"]
+    # the logged model (torch.export, no pickle) loads in a fresh process and computes what the checkpoint does
+    code = ("import sys, json, torch, mlflow.pytorch; m = mlflow.pytorch.load_model(sys.argv[1]);"
+            "out = m(torch.ones(2, 3, 56, 56)); print(json.dumps([t.sum().item() for t in out]))")
+    r = run([sys.executable, "-c", code, f"models:/{models[0].model_id}"], work, env=env)
+    from isim.models import load_model
+    ref = load_model(work / "checkpoints/isim/round_03.pt")(torch.ones(2, 3, 56, 56))
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(got) == 3 and all(abs(g - t.sum().item()) <= 1e-3 * (1 + abs(g)) for g, t in zip(got, ref))
     ev = next(r for r in children if r.info.run_name == "evaluate")
     assert "isim_miou" in ev.data.metrics and "gain" in ev.data.metrics
     sweep = client.get_metric_history(ev.info.run_id, "isim_sweep_miou")
@@ -124,11 +133,11 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
 def test_unreachable_tracking_costs_no_results(tmp_path):
     work = _workdir(tmp_path, tracking={"enabled": True})
     env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}"}
-    r = run([bin_path("isim"), "prepare"], work, env=env)
+    r = run([bin_path("isim"), *STAGE_CMDS["prepare"][1:]], work, env=env)
     assert r.stderr.count("unreachable") == 1
     assert (work / "data/prepared/image_labels.json").is_file()
     strict = _workdir(tmp_path / "strict", tracking={"enabled": True, "strict": True})
-    r = run([bin_path("isim"), "prepare"], strict, env=env, check=False)
+    r = run([bin_path("isim"), *STAGE_CMDS["prepare"][1:]], strict, env=env, check=False)
     assert r.returncode == 2 and "unreachable (tracking.strict is true)" in r.stderr
 
 

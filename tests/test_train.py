@@ -7,8 +7,11 @@ import torch.nn.functional as F
 
 from isim.config import from_dict
 from isim.io import write_label_png
-from isim.training.fit import PolyLR, Schedule, TrainingError, load_checkpoint, segmentation_loss, train
-from isim.models.net import ModelError, build_model, identity
+from isim.models import ModelError, build_model, model_spec
+from isim.training.baseline import train_baseline
+from isim.training.checkpoint import load_checkpoint
+from isim.training.isim import Schedule, train_isim
+from isim.training.loop import TrainingError, segmentation_loss
 from conftest import tiny_params
 
 
@@ -30,19 +33,25 @@ def test_segmentation_loss_truly_skips_all_background_images():
     assert none.item() == 0.0 and seg.grad.abs().sum() == 0
 
 
-def test_poly_lr_and_real_momentum():
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([{"params": [p], "lr": 0.1}, {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1.0}],
-                          lr=0.1, momentum=0.9, weight_decay=1e-4)
-    sched = PolyLR(opt, total_steps=10, power=0.9)
+def test_poly_lr_is_torchs_and_keeps_real_momentum(tiny_data):
+    """torch's PolynomialLR gives the closed form base_lr * (1 - t / T) ** power at every step
+    (the sequence the project's own scheduler produced), per parameter group."""
+    from isim.runtime import resolve_device
+    from isim.training.loop import Trainer
+    cfg = from_dict(tiny_params(train={"epochs": 2, "poly_power": 0.9}))
+    tr = Trainer(cfg, tiny_data, model_spec(cfg.encoder, cfg.model, tiny_data.n_classes), resolve_device("cpu"))
+    opt, sched = tr.opt, tr.sched
+    assert isinstance(sched, torch.optim.lr_scheduler.PolynomialLR)
     assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["weight_decay"] == 1e-4
-    for _ in range(5):
+    total = 2 * len(tr.loader)
+    bases = [g["lr"] for g in opt.param_groups]
+    assert bases == [cfg.lr_encoder, cfg.lr_classifier, cfg.lr_decoder]
+    for t in range(1, total + 1):
         opt.step()
         sched.step()
-    assert math.isclose(opt.param_groups[0]["lr"], 0.1 * 0.5 ** 0.9)
-    assert math.isclose(opt.param_groups[1]["lr"], 1.0 * 0.5 ** 0.9)
-    state = sched.state_dict()
-    assert state["last_epoch"] == 5
+        for g, base in zip(opt.param_groups, bases):
+            assert math.isclose(g["lr"], base * max(0.0, 1 - t / total) ** 0.9, rel_tol=1e-9, abs_tol=1e-15)
+    assert sched.state_dict()["last_epoch"] == total
 
 
 def test_regeneration_schedules():
@@ -60,39 +69,39 @@ def _tiny(tmp_path, **over):
 
 def test_isim_rounds_write_addressable_outputs(tiny_data, tmp_path):
     cfg = _tiny(tmp_path)
-    r = train(cfg, tiny_data, "isim", tmp_path / "ck", tmp_path / "pseudo")
+    r = train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "pseudo")
     # warm-up 1 epoch, regenerate every epoch after it (crf_freq 1), plus the final model's round
-    assert r["n_rounds"] == 3
+    assert len(r["rounds"]) == 3
     ids = tiny_data.ids("train")
     for k in (1, 2, 3):
         assert (tmp_path / "ck" / f"round_{k:02d}.pt").is_file()
-        for kind in ("cam", "crf"):
+        for kind in ("raw", "crf"):
             assert sorted(p.stem for p in (tmp_path / "pseudo" / f"round_{k:02d}" / kind).glob("*.png")) == sorted(ids)
     hist = r["history"]
     assert hist[0]["loss_seg"] == 0 and hist[1]["loss_seg"] > 0  # joint training after warm-up
-    model = build_model(cfg.model, "deeplabcam", tiny_data.n_classes)
-    state = load_checkpoint(tmp_path / "ck" / "round_02.pt", model, identity(cfg.model, "deeplabcam", 7))
+    s = model_spec(cfg.encoder, cfg.model, tiny_data.n_classes)
+    state = load_checkpoint(tmp_path / "ck" / "round_02.pt", build_model(s), s)
     assert state["round"] == 2 and state["epoch"] == 2 and "optimizer" in state and "scheduler" in state
     # a checkpoint of another architecture is refused, saying which
-    other = build_model(cfg.model, "unetcam", tiny_data.n_classes)
+    other = model_spec(cfg.encoder, cfg.model.model_copy(update={"arch": "unetcam"}), tiny_data.n_classes)
     with pytest.raises(ModelError, match="arch: checkpoint has 'deeplabcam', expected 'unetcam'"):
-        load_checkpoint(tmp_path / "ck" / "round_02.pt", other, identity(cfg.model, "unetcam", 7))
+        load_checkpoint(tmp_path / "ck" / "round_02.pt", build_model(other), other)
 
 
 def test_cpu_training_is_deterministic(tiny_data, tmp_path):
-    cfg = _tiny(tmp_path, train={"epochs": 2, "warmup_epochs": 2})
-    a = train(cfg, tiny_data, "cam", tmp_path / "a", None)["history"]
-    b = train(cfg, tiny_data, "cam", tmp_path / "b", None)["history"]
+    cfg = _tiny(tmp_path, train={"epochs": 2})
+    a = train_baseline(cfg, tiny_data, tmp_path / "a.pt")["history"]
+    b = train_baseline(cfg, tiny_data, tmp_path / "b.pt")["history"]
     assert [h["loss"] for h in a] == [h["loss"] for h in b]
-    sa = torch.load(tmp_path / "a" / "final.pt", weights_only=True)["model"]
-    sb = torch.load(tmp_path / "b" / "final.pt", weights_only=True)["model"]
+    sa = torch.load(tmp_path / "a.pt", weights_only=True)["model"]
+    sb = torch.load(tmp_path / "b.pt", weights_only=True)["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_nan_loss_stops_naming_the_epoch(tiny_data, tmp_path):
-    cfg = _tiny(tmp_path, lr_encoder=1e12, lr_classifier=1e12, train={"epochs": 3, "warmup_epochs": 3})
+    cfg = _tiny(tmp_path, lr_encoder=1e12, lr_classifier=1e12, train={"epochs": 3})
     with pytest.raises(TrainingError, match=r"epoch \d: loss is (nan|inf)"):
-        train(cfg, tiny_data, "cam", tmp_path / "ck", None)
+        train_baseline(cfg, tiny_data, tmp_path / "ck.pt")
 
 
 def test_all_background_pseudo_masks_stop_naming_the_round(tiny_data, tmp_path, monkeypatch):
@@ -109,12 +118,12 @@ def test_all_background_pseudo_masks_stop_naming_the_round(tiny_data, tmp_path, 
 
     monkeypatch.setattr(pseudo, "generate", blank)
     with pytest.raises(TrainingError, match=r"round 1 \(after epoch 1\): 12 of 12 pseudo masks are all background"):
-        train(_tiny(tmp_path), tiny_data, "isim", tmp_path / "ck", tmp_path / "ps")
+        train_isim(_tiny(tmp_path), tiny_data, tmp_path / "ck", tmp_path / "ps")
 
 
 def test_resume_from_a_round_equals_an_uninterrupted_run(tiny_data, tmp_path):
-    cfg = _tiny(tmp_path, train={"epochs": 4, "warmup_epochs": 1})
-    full = train(cfg, tiny_data, "isim", tmp_path / "full_ck", tmp_path / "full_ps")
+    cfg = _tiny(tmp_path, train={"epochs": 4}, rounds={"warmup_epochs": 1})
+    full = train_isim(cfg, tiny_data, tmp_path / "full_ck", tmp_path / "full_ps")
     import shutil
     shutil.copytree(tmp_path / "full_ck", tmp_path / "ck")
     shutil.copytree(tmp_path / "full_ps", tmp_path / "ps")
@@ -122,9 +131,9 @@ def test_resume_from_a_round_equals_an_uninterrupted_run(tiny_data, tmp_path):
         (tmp_path / "ck" / f"round_{r:02d}.pt").unlink()
         shutil.rmtree(tmp_path / "ps" / f"round_{r:02d}", ignore_errors=True)
     (tmp_path / "ps" / "round_03").mkdir()
-    resumed = train(cfg, tiny_data, "isim", tmp_path / "ck", tmp_path / "ps", resume=tmp_path / "ck" / "round_02.pt")
+    resumed = train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps", resume=tmp_path / "ck" / "round_02.pt")
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
-    assert resumed["n_rounds"] == full["n_rounds"] == 4
+    assert len(resumed["rounds"]) == len(full["rounds"]) == 4
     a = torch.load(tmp_path / "full_ck" / "round_04.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "ck" / "round_04.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,113 +1,189 @@
-"""Typed configuration, loaded once from params.yaml.
+"""Typed configuration, loaded once from params.yaml (pydantic v2; defaults live here only).
 
+Sections map onto pipeline stages: a stage lists the whole sections it reads in dvc.yaml.
 The knobs people sweep (``threshold``, ``crf_freq``, the learning rates, ``seed``) are
-top-level keys so ``dvc exp run -S threshold=0.25`` works; everything else is grouped.
-Unknown keys and bad values stop with a message that names the dotted key.
+top-level keys so ``dvc exp run -S threshold=0.25`` works. ``runtime`` and ``tracking`` say
+where and how a stage runs, never what it computes, so no stage lists them.
+Unknown keys and bad values stop with a message that names the dotted key and the value.
 """
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from isim.errors import IsimError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Pos = Annotated[float, Field(gt=0)]
+Prob = Annotated[float, Field(gt=0, lt=1)]
+Range = Annotated[list[int], Field(min_length=2, max_length=2)]  # [min, max]
+Rgb = Annotated[list[float], Field(min_length=3, max_length=3)]
 
 
-class ConfigError(ValueError):
+class ConfigError(IsimError, ValueError):
     """params.yaml is wrong; the message names the key."""
 
 
-@dataclass
-class SyntheticCfg:
-    n_train: int = 600
-    n_val: int = 150
-    size: int = 128
-    classes: list[str] = field(
-        default_factory=lambda: ["cross", "ring", "triangle", "stripes", "checker", "dots"])
-    objects: list[int] = field(default_factory=lambda: [1, 3])   # min, max objects per image
-    body_size: list[int] = field(default_factory=lambda: [56, 88])  # body diameter range, px
-    mark_scale: float = 0.45  # mark side as a fraction of the body diameter
-    mark_contrast: float = 80.0  # RGB shift of the mark from its body, along the class's direction
-    distractors: list[int] = field(default_factory=lambda: [0, 1])  # unmarked bodies per image
-    void_width: int = 2  # width of the 255 band around object boundaries, px
+class KeyedError(ValueError):
+    """A cross-field check failed; ``key`` is relative to the section that raised it."""
+
+    def __init__(self, key: str, msg: str):
+        super().__init__(msg)
+        self.key = key
+
+
+def _need(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise KeyedError(key, msg)
+
+
+def _ordered(r: list[int], key: str, low: int = 0) -> None:
+    _need(low <= r[0] <= r[1], key, f"must be [min, max] with {low} <= min <= max, got {r}")
+
+
+class Section(BaseModel):
+    # strict: "yes" is not a bool and 2.5 is not an int; ints are accepted for floats
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class SyntheticCfg(Section):
+    """The embedded benchmark (README: "The embedded dataset")."""
+
+    n_train: int = Field(800, ge=1)
+    n_val: int = Field(200, ge=1)
+    size: int = Field(128, ge=16)
+    classes: list[str] = Field(
+        default_factory=lambda: ["cross", "ring", "triangle", "stripes", "checker", "dots"],
+        min_length=2, max_length=6)  # six mark designs exist
+    objects: Range = Field(default_factory=lambda: [1, 3])       # objects per image
+    body_size: Range = Field(default_factory=lambda: [56, 88])   # body diameter, px
+    mark_scale: float = Field(0.45, ge=0.1, le=0.7)  # mark side as a fraction of the body diameter
+    mark_contrast: float = 80.0   # RGB shift of the mark from its body, along the class's direction
+    distractors: Range = Field(default_factory=lambda: [0, 1])   # unmarked bodies per image
+    void_width: int = Field(2, ge=0)  # width of the 255 band around object boundaries, px
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _check(self) -> SyntheticCfg:
+        _need(len(set(self.classes)) == len(self.classes), "classes", "names must be distinct")
+        _ordered(self.objects, "objects", 1)
+        _ordered(self.body_size, "body_size", 8)
+        _need(self.body_size[1] < self.size, "body_size", f"max must be below size ({self.size})")
+        _ordered(self.distractors, "distractors")
+        return self
 
-@dataclass
-class VocCfg:
+
+class VocCfg(Section):
     voc_root: str = ""            # .../VOCdevkit/VOC2012
     sbd_root: str = ""            # .../benchmark_RELEASE/dataset ("" = VOC masks only)
     train_split: Literal["train", "train_aug"] = "train_aug"
     val_split: str = "val"
 
 
-@dataclass
-class OwnCfg:
+class OwnCfg(Section):
     format: Literal["yolo", "csv"] = "yolo"
     images: str = ""              # folder of images
     labels: str = ""              # yolo: folder of .txt polygons; csv: CSV file id,classes
     names: str = ""               # yolo: data.yaml with the source class names
-    classes: list[str] = field(default_factory=list)   # target classes (without background)
-    class_map: dict[str, str] = field(default_factory=dict)  # source name -> target class
+    classes: list[str] = Field(default_factory=list)          # target classes (no background)
+    class_map: dict[str, str] = Field(default_factory=dict)   # source name -> target class
     unmapped: Literal["background", "ignore"] = "background"
-    val_fraction: float = 0.2
+    val_fraction: float = Field(0.2, ge=0, lt=1)
 
 
-@dataclass
-class DataCfg:
+class DataCfg(Section):
     source: Literal["synthetic", "voc", "own"] = "synthetic"
-    on_bad: Literal["error", "skip"] = "error"   # a bad file stops prepare, or is skipped and reported
-    synthetic: SyntheticCfg = field(default_factory=SyntheticCfg)
-    voc: VocCfg = field(default_factory=VocCfg)
-    own: OwnCfg = field(default_factory=OwnCfg)
+    on_bad: Literal["error", "skip"] = "error"  # a bad file stops prepare, or is skipped and reported
+    synthetic: SyntheticCfg = Field(default_factory=SyntheticCfg)
+    voc: VocCfg = Field(default_factory=VocCfg)
+    own: OwnCfg = Field(default_factory=OwnCfg)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataCfg:
+        o = self.own
+        if self.source == "own":
+            _need(bool(o.images), "own.images", "must name a folder of images")
+            _need(bool(o.labels), "own.labels", "must name the labels folder or CSV")
+            _need(bool(o.classes), "own.classes", "must list the target classes")
+            for src, dst in o.class_map.items():
+                _need(dst in o.classes, f"own.class_map.{src}", f"{dst!r} is not in data.own.classes")
+        if self.source == "voc":
+            _need(bool(self.voc.voc_root), "voc.voc_root", "must name .../VOCdevkit/VOC2012")
+        return self
 
 
-@dataclass
-class TransformCfg:
-    resize_long: list[int] = field(default_factory=lambda: [320, 640])
-    crop: int = 320
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    cam_scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
+class TransformCfg(Section):
+    """Training augmentation and input normalisation."""
+
+    resize_long: Range = Field(default_factory=lambda: [320, 640])  # long side, px
+    crop: int = Field(320, ge=1)
+    mean: Rgb = Field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: Annotated[list[Pos], Field(min_length=3, max_length=3)] = Field(
+        default_factory=lambda: [0.229, 0.224, 0.225])
+
+    @model_validator(mode="after")
+    def _check(self) -> TransformCfg:
+        _ordered(self.resize_long, "resize_long", 1)
+        return self
 
 
-@dataclass
-class ModelCfg:
-    arch: Literal["deeplabcam", "unetcam"] = "deeplabcam"
-    backbone: str = "resnet50"          # any timm ResNet/ResNeSt name
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
-    pretrained: bool = False
+class CamCfg(Section):
+    """Class activation maps for pseudo labels: multi-scale + flip inference (paper 4.1)."""
+
+    scales: list[Pos] = Field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0], min_length=1)
+
+
+class EncoderCfg(Section):
+    """The timm backbone shared by every variant (baseline and ISIM)."""
+
+    backbone: str = "resnet50"    # any timm ResNet / ResNeSt name
+    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to timm.create_model
+    pretrained: bool = False      # hub weights (needs network access)
     weights: str = ""             # local weights file for the encoder (works offline)
     output_stride: Literal[8, 16] = 16
-    decoder_channels: int = 256
+
+    @model_validator(mode="after")
+    def _check(self) -> EncoderCfg:
+        _need(not (self.pretrained and self.weights), "weights",
+              "model weights come from encoder.pretrained or encoder.weights, not both")
+        return self
+
+
+class ModelCfg(Section):
+    """ISIM's segmentation branch (the baseline has none)."""
+
+    arch: Literal["deeplabcam", "unetcam"] = "deeplabcam"
+    decoder_channels: int = Field(256, ge=1)
     unet_upsample: Literal["learnable", "bilinear"] = "learnable"
 
 
-@dataclass
-class TrainCfg:
-    epochs: int = 50
-    warmup_epochs: int = 5
-    batch_size: int = 16
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    poly_power: float = 0.9
-    regen: Literal["fixed", "converge"] = "fixed"
-    converge_tol: float = 0.01    # relative loss change that counts as converged
-    converge_patience: int = 2    # epochs below converge_tol before regenerating
-    num_workers: int = 0
-    device: str = "auto"          # auto | cpu | cuda
+class TrainCfg(Section):
+    """Optimisation shared by the baseline and ISIM: SGD with momentum and poly LR decay."""
+
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(16, ge=1)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    poly_power: float = Field(0.9, ge=0)
     amp: bool = True              # mixed precision on CUDA
-    max_bad_pseudo: float = 1.0   # stop when this fraction of masks is all background
 
 
-@dataclass
-class CrfCfg:
+class RoundsCfg(Section):
+    """ISIM's Algorithm 1: warm-up, then pseudo-label rounds."""
+
+    warmup_epochs: int = Field(5, ge=0)
+    regen: Literal["fixed", "converge"] = "fixed"  # every crf_freq epochs, or when losses flatten
+    converge_tol: float = Field(0.01, ge=0)   # relative loss change that counts as converged
+    converge_patience: int = Field(2, ge=1)   # epochs below converge_tol before regenerating
+    max_bad_pseudo: float = Field(1.0, gt=0, le=1)  # stop when this fraction of masks is all background
+
+
+class CrfCfg(Section):
     enabled: bool = True
-    gt_prob: float = 0.7
-    iters: int = 10
+    gt_prob: float = Field(0.7, ge=0.5, lt=1)
+    iters: int = Field(10, ge=1)
     gaussian_sxy: float = 3.0
     gaussian_compat: float = 3.0
     bilateral_sxy: float = 50.0
@@ -115,166 +191,75 @@ class CrfCfg:
     bilateral_compat: float = 10.0
 
 
-@dataclass
-class PseudoCfg:
-    workers: int = 2              # CRF worker processes (0 = sequential in this process)
-    batch_size: int = 8           # equal-size images per CAM forward pass
-
-
-@dataclass
-class EvalCfg:
-    thresholds: list[float] = field(
+class EvalCfg(Section):
+    thresholds: list[Prob] = Field(
         default_factory=lambda: [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6])
-    grid_images: int = 4
+    grid_images: int = Field(4, ge=0)
 
 
-@dataclass
-class TrackingCfg:
+class RuntimeCfg(Section):
+    """Where a stage runs; changes here never change results (no stage lists this section)."""
+
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    threads: int = Field(0, ge=0)          # torch CPU threads (0 = torch's default)
+    loader_workers: int = Field(0, ge=0)   # DataLoader worker processes for training
+    crf_workers: int = Field(2, ge=0)      # CRF worker processes (0 = sequential in this process)
+    cam_batch_size: int = Field(8, ge=1)   # equal-size images per CAM forward pass
+
+
+class TrackingCfg(Section):
     enabled: bool = True
     uri: str = ""                 # "" = sqlite:///<repo>/mlflow.db (MLFLOW_TRACKING_URI wins)
     experiment: str = "isim"
     strict: bool = False          # True: an unreachable tracking server fails the stage
 
 
-@dataclass
-class Config:
-    threshold: float = 0.3
-    crf_freq: int = 10
-    lr_encoder: float = 0.1
-    lr_decoder: float = 0.01
-    lr_classifier: float = 1.0
+class Config(Section):
+    threshold: Prob = 0.3         # background score against normalised CAMs
+    crf_freq: int = Field(10, ge=1)   # regenerate pseudo labels every N epochs after warm-up
+    lr_encoder: Pos = 0.1
+    lr_decoder: Pos = 0.01
+    lr_classifier: Pos = 1.0
     seed: int = 0
-    data: DataCfg = field(default_factory=DataCfg)
-    transform: TransformCfg = field(default_factory=TransformCfg)
-    model: ModelCfg = field(default_factory=ModelCfg)
-    train: TrainCfg = field(default_factory=TrainCfg)
-    crf: CrfCfg = field(default_factory=CrfCfg)
-    pseudo: PseudoCfg = field(default_factory=PseudoCfg)
-    eval: EvalCfg = field(default_factory=EvalCfg)
-    tracking: TrackingCfg = field(default_factory=TrackingCfg)
+    data: DataCfg = Field(default_factory=DataCfg)
+    transform: TransformCfg = Field(default_factory=TransformCfg)
+    cam: CamCfg = Field(default_factory=CamCfg)
+    encoder: EncoderCfg = Field(default_factory=EncoderCfg)
+    model: ModelCfg = Field(default_factory=ModelCfg)
+    train: TrainCfg = Field(default_factory=TrainCfg)
+    rounds: RoundsCfg = Field(default_factory=RoundsCfg)
+    crf: CrfCfg = Field(default_factory=CrfCfg)
+    eval: EvalCfg = Field(default_factory=EvalCfg)
+    runtime: RuntimeCfg = Field(default_factory=RuntimeCfg)
+    tracking: TrackingCfg = Field(default_factory=TrackingCfg)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        _need(self.rounds.warmup_epochs <= self.train.epochs, "rounds.warmup_epochs",
+              f"must be <= train.epochs ({self.train.epochs}), got {self.rounds.warmup_epochs}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="json")
 
 
-def _check_value(key: str, tp: Any, value: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(tp, value, key)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(tp))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(tp):
-            return None
-        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
-        return _check_value(key, inner, value)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_check_value(f"{key}[{i}]", item, v) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        kt, vt = typing.get_args(tp)
-        return {_check_value(key, kt, k): _check_value(f"{key}.{k}", vt, v) for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp} at {key}")
-
-
-def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for k in raw:
-        if k not in known:
-            where = f"{prefix}.{k}" if prefix else k
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for k, v in raw.items():
-        kwargs[k] = _check_value(f"{prefix}.{k}" if prefix else k, hints[k], v)
-    return cls(**kwargs)
-
-
-def _validate(c: Config) -> None:
-    def need(cond: bool, key: str, msg: str) -> None:
-        if not cond:
-            raise ConfigError(f"{key}: {msg}")
-
-    need(0.0 < c.threshold < 1.0, "threshold", f"must be in (0, 1), got {c.threshold}")
-    need(c.crf_freq >= 1, "crf_freq", f"must be >= 1, got {c.crf_freq}")
-    for k in ("lr_encoder", "lr_decoder", "lr_classifier"):
-        need(getattr(c, k) > 0, k, f"must be > 0, got {getattr(c, k)}")
-    s = c.data.synthetic
-    need(len(s.classes) >= 2 and len(set(s.classes)) == len(s.classes),
-         "data.synthetic.classes", "needs at least 2 distinct names")
-    need(len(s.classes) <= 6, "data.synthetic.classes", "at most 6 mark designs exist")
-    need(len(s.objects) == 2 and 1 <= s.objects[0] <= s.objects[1],
-         "data.synthetic.objects", "must be [min, max] with 1 <= min <= max")
-    need(len(s.body_size) == 2 and 8 <= s.body_size[0] <= s.body_size[1] < s.size,
-         "data.synthetic.body_size", "must be [min, max] within the image size")
-    need(len(s.distractors) == 2 and 0 <= s.distractors[0] <= s.distractors[1],
-         "data.synthetic.distractors", "must be [min, max] with 0 <= min <= max")
-    need(0.1 <= s.mark_scale <= 0.7, "data.synthetic.mark_scale", "must be in [0.1, 0.7]")
-    need(s.n_train >= 1 and s.n_val >= 1, "data.synthetic.n_train", "n_train and n_val must be >= 1")
-    t = c.transform
-    need(len(t.resize_long) == 2 and 0 < t.resize_long[0] <= t.resize_long[1],
-         "transform.resize_long", "must be [min, max] with 0 < min <= max")
-    need(t.crop > 0, "transform.crop", "must be > 0")
-    need(len(t.mean) == 3 and len(t.std) == 3 and all(x > 0 for x in t.std),
-         "transform.mean", "mean and std need 3 values, std > 0")
-    need(len(t.cam_scales) >= 1 and all(x > 0 for x in t.cam_scales),
-         "transform.cam_scales", "needs at least one positive scale")
-    tr = c.train
-    need(tr.epochs >= 1, "train.epochs", "must be >= 1")
-    need(0 <= tr.warmup_epochs <= tr.epochs, "train.warmup_epochs", "must be in [0, epochs]")
-    need(tr.batch_size >= 1, "train.batch_size", "must be >= 1")
-    need(0 <= tr.momentum < 1, "train.momentum", "must be in [0, 1)")
-    need(tr.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-    need(tr.device in ("auto", "cpu", "cuda") or tr.device.startswith("cuda:"),
-         "train.device", "must be auto, cpu, cuda or cuda:N")
-    need(0 < tr.max_bad_pseudo <= 1, "train.max_bad_pseudo", "must be in (0, 1]")
-    need(0.5 <= c.crf.gt_prob < 1, "crf.gt_prob", "must be in [0.5, 1)")
-    need(c.crf.iters >= 1, "crf.iters", "must be >= 1")
-    need(c.pseudo.workers >= 0, "pseudo.workers", "must be >= 0")
-    need(c.pseudo.batch_size >= 1, "pseudo.batch_size", "must be >= 1")
-    need(all(0 < x < 1 for x in c.eval.thresholds), "eval.thresholds", "values must be in (0, 1)")
-    o = c.data.own
-    need(0 <= o.val_fraction < 1, "data.own.val_fraction", "must be in [0, 1)")
-    if c.data.source == "own":
-        need(bool(o.images), "data.own.images", "must name a folder of images")
-        need(bool(o.labels), "data.own.labels", "must name the labels folder or CSV")
-        need(bool(o.classes), "data.own.classes", "must list the target classes")
-        for src, dst in o.class_map.items():
-            need(dst in o.classes, f"data.own.class_map.{src}", f"{dst!r} is not in data.own.classes")
-    if c.data.source == "voc":
-        need(bool(c.data.voc.voc_root), "data.voc.voc_root", "must name .../VOCdevkit/VOC2012")
+def _message(err: Any) -> str:
+    """One pydantic error as ``dotted.key: what is wrong (got value)``."""
+    loc = [str(p) if isinstance(p, str) else f"[{p}]" for p in err["loc"]]
+    key = ".".join(loc).replace(".[", "[")
+    cause = err.get("ctx", {}).get("error")
+    if isinstance(cause, KeyedError):
+        return f"{key + '.' if key else ''}{cause.key}: {cause}"
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    return f"{key}: {err['msg']} (got {err['input']!r})"
 
 
 def from_dict(raw: dict[str, Any] | None) -> Config:
-    cfg = _build(Config, raw or {})
-    _validate(cfg)
-    return cfg
+    try:
+        return Config.model_validate(raw or {})
+    except ValidationError as e:
+        raise ConfigError("; ".join(_message(err) for err in e.errors())) from None
 
 
 def load(path: str | Path = "params.yaml") -> Config:
@@ -293,6 +278,21 @@ def load(path: str | Path = "params.yaml") -> Config:
         raise ConfigError(f"{path}: {e}") from None
 
 
+def schema() -> str:
+    """JSON schema of params.yaml, for editors (yaml-language-server) and checks."""
+    s = Config.model_json_schema()
+    s["title"] = "isim params.yaml"
+    return json.dumps(s, indent=2, sort_keys=True) + "\n"
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` applied onto ``base``, mappings merged key by key (a preset over params.yaml)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'a': {'b': 1}} -> {'a.b': 1}; used for tracking params."""
     out: dict[str, Any] = {}
@@ -304,3 +304,36 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             out[key] = v
     return out
 
+
+def apply_preset(params_path: str | Path, preset_path: str | Path) -> None:
+    """Write ``preset_path``'s values into ``params_path`` (comments kept), validated first: a
+    preset is a small override file (pipelines/voc.yaml), never a second copy of the params."""
+    from ruamel.yaml import YAML
+
+    from isim.io import atomic_path
+    params_path, preset_path = Path(params_path), Path(preset_path)
+    try:
+        preset = yaml.safe_load(preset_path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{preset_path}: cannot read the preset ({e})") from None
+    rt = YAML()
+    rt.preserve_quotes = True
+    doc = rt.load(params_path.read_text())
+    _assign(doc, preset, Config)
+    try:
+        from_dict(json.loads(json.dumps(doc)))
+    except ConfigError as e:
+        raise ConfigError(f"{preset_path} over {params_path}: {e}") from None
+    with atomic_path(params_path) as tmp, tmp.open("w") as f:
+        rt.dump(doc, f)
+
+
+def _assign(doc: Any, over: dict[str, Any], cls: type[BaseModel]) -> None:
+    """Recurse into sections; any other value (free-form mappings included) is replaced."""
+    for k, v in over.items():
+        field = cls.model_fields.get(k)
+        sub = field.annotation if field is not None else None
+        if isinstance(v, dict) and isinstance(sub, type) and issubclass(sub, BaseModel) and k in doc:
+            _assign(doc[k], v, sub)
+        else:
+            doc[k] = v

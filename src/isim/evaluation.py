@@ -6,8 +6,6 @@ gets with ``dvc get``; CAM sweeps and accuracy come from the final checkpoints.
 """
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from isim.pseudo import cam as camlib
 from isim import metrics
 from isim.config import Config
 from isim.data.layout import Prepared
-from isim.io import DataError, atomic_path, read_label_png, write_json
+from isim.io import DataError, read_label_png, write_csv, write_json
 
 
 def score_dir(data: Prepared, ids: list[str], pred_dir: Path) -> dict:
@@ -45,7 +43,7 @@ def sweep_and_accuracy(model: torch.nn.Module, data: Prepared, cfg: Config, devi
         ids = data.ids(split)
         if not ids:
             continue
-        scales = cfg.transform.cam_scales if split == "train" and data.has_masks else [1.0]
+        scales = cfg.cam.scales if split == "train" and data.has_masks else [1.0]
         logits, targets = [], []
         for item, maps, keys, lg in camlib.dataset_cams(model, data, ids, cfg, device, scales, f"evaluate {split}"):
             logits.append(lg)
@@ -68,41 +66,32 @@ def rounds_of(pseudo_root: Path) -> list[Path]:
     return rounds
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
-
-
-def evaluate(cfg: Config, data: Prepared, cam_model: torch.nn.Module, cam_pseudo: Path,
+def evaluate(cfg: Config, data: Prepared, baseline_model: torch.nn.Module, baseline_pseudo: Path,
              isim_model: torch.nn.Module, isim_pseudo: Path, device: torch.device) -> dict:
-    """The comparison: CAM baseline vs ISIM rounds, with and without CRF."""
+    """The comparison: CAM baseline vs ISIM rounds, pseudo masks before (raw) and after CRF."""
     ids = data.ids("train")
     report: dict = {"classes": data.classes,
-                    "cam": sweep_and_accuracy(cam_model, data, cfg, device),
+                    "baseline": sweep_and_accuracy(baseline_model, data, cfg, device),
                     "isim": sweep_and_accuracy(isim_model, data, cfg, device)}
     if not data.has_masks:
         report["note"] = "dataset has no masks: only classification accuracy is reported"
         return report
-    report["cam"]["pseudo"] = {"cam": score_dir(data, ids, cam_pseudo / "cam"),
-                               "crf": score_dir(data, ids, cam_pseudo / "crf")}
+    report["baseline"]["pseudo"] = {"raw": score_dir(data, ids, baseline_pseudo / "raw"),
+                                    "crf": score_dir(data, ids, baseline_pseudo / "crf")}
     rounds = []
     for r in rounds_of(isim_pseudo):
         rounds.append({"round": int(r.name.split("_")[1]),
-                       "cam": score_dir(data, ids, r / "cam"), "crf": score_dir(data, ids, r / "crf")})
+                       "raw": score_dir(data, ids, r / "raw"), "crf": score_dir(data, ids, r / "crf")})
     report["isim"]["rounds"] = rounds
-    base, final = report["cam"]["pseudo"], rounds[-1]
+    base, final = report["baseline"]["pseudo"], rounds[-1]
     report["summary"] = {
-        "cam_miou": base["cam"]["miou"], "cam_crf_miou": base["crf"]["miou"],
-        "isim_miou": final["cam"]["miou"], "isim_crf_miou": final["crf"]["miou"],
-        "gain": round(final["cam"]["miou"] - base["cam"]["miou"], 3),
+        "baseline_miou": base["raw"]["miou"], "baseline_crf_miou": base["crf"]["miou"],
+        "isim_miou": final["raw"]["miou"], "isim_crf_miou": final["crf"]["miou"],
+        "gain": round(final["raw"]["miou"] - base["raw"]["miou"], 3),
         "gain_crf": round(final["crf"]["miou"] - base["crf"]["miou"], 3),
-        "cam_train_label_acc": report["cam"]["train_classification"]["label_acc"],
+        "baseline_train_label_acc": report["baseline"]["train_classification"]["label_acc"],
         "isim_train_label_acc": report["isim"]["train_classification"]["label_acc"],
-        "cam_val_label_acc": report["cam"].get("val_classification", {}).get("label_acc"),
+        "baseline_val_label_acc": report["baseline"].get("val_classification", {}).get("label_acc"),
         "isim_val_label_acc": report["isim"].get("val_classification", {}).get("label_acc"),
     }
     return report
@@ -111,11 +100,11 @@ def evaluate(cfg: Config, data: Prepared, cam_model: torch.nn.Module, cam_pseudo
 def compact(report: dict) -> dict:
     """The headline numbers for `dvc metrics show` / `dvc exp show` (details stay in the report)."""
     out: dict = {"summary": report.get("summary", {})}
-    for name in ("cam", "isim"):
+    for name in ("baseline", "isim"):
         part = report.get(name, {})
         out[name] = {k: part[k] for k in ("train_classification", "val_classification") if k in part}
     if "rounds" in report.get("isim", {}):
-        out["rounds"] = {f"round_{r['round']:02d}": {"isim": r["cam"]["miou"], "isim_crf": r["crf"]["miou"]}
+        out["rounds"] = {f"round_{r['round']:02d}": {"isim": r["raw"]["miou"], "isim_crf": r["crf"]["miou"]}
                          for r in report["isim"]["rounds"]}
     return out
 
@@ -124,11 +113,12 @@ def write_outputs(report: dict, metrics_path: Path, report_path: Path, plots_dir
     write_json(report_path, report)
     write_json(metrics_path, compact(report))
     if "rounds" in report.get("isim", {}):
-        base = report["cam"]["pseudo"]
+        base = report["baseline"]["pseudo"]
         write_csv(plots_dir / "rounds.csv", [
-            {"round": r["round"], "isim": r["cam"]["miou"], "isim_crf": r["crf"]["miou"],
-             "cam": base["cam"]["miou"], "cam_crf": base["crf"]["miou"]} for r in report["isim"]["rounds"]])
-    if "threshold_sweep" in report["cam"]:
+            {"round": r["round"], "isim": r["raw"]["miou"], "isim_crf": r["crf"]["miou"],
+             "baseline": base["raw"]["miou"], "baseline_crf": base["crf"]["miou"]}
+            for r in report["isim"]["rounds"]])
+    if "threshold_sweep" in report["baseline"]:
         write_csv(plots_dir / "thresholds.csv", [
-            {"threshold": a["threshold"], "cam": a["miou"], "isim": b["miou"]}
-            for a, b in zip(report["cam"]["threshold_sweep"], report["isim"]["threshold_sweep"])])
+            {"threshold": a["threshold"], "baseline": a["miou"], "isim": b["miou"]}
+            for a, b in zip(report["baseline"]["threshold_sweep"], report["isim"]["threshold_sweep"])])

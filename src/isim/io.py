@@ -5,6 +5,8 @@ run never leaves a half-written file that looks complete.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -13,12 +15,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from isim.errors import IsimError
 from PIL import Image, UnidentifiedImageError
 
 IGNORE = 255
 
 
-class DataError(ValueError):
+class DataError(IsimError, ValueError):
     """A data file is unusable; the message names the file and the problem."""
 
 
@@ -61,6 +64,15 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    """Rows of equal keys as CSV (DVC plots read these)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def write_label_png(path: str | Path, mask: np.ndarray) -> None:

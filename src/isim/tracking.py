@@ -25,14 +25,15 @@ import numpy as np
 import yaml
 
 from isim.config import Config, flatten
+from isim.errors import IsimError
 from isim.visualize import confusion_figure, round_grid
 
 log = logging.getLogger(__name__)
 KEY_TAG = "isim.pipeline_key"
 
 
-class TrackingError(RuntimeError):
-    pass
+class TrackingError(IsimError, RuntimeError):
+    """tracking.strict is set and MLflow failed."""
 
 
 def _outside_dvc_tmp(path: Path) -> Path:
@@ -104,7 +105,7 @@ class NullTracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_round(self, r: int, round_dir: Path, summary: dict, data: Any) -> None: ...
     def log_evaluation(self, report: dict) -> None: ...
-    def log_model(self, model: Any, name: str) -> None: ...
+    def log_model(self, model: Any, name: str, example: np.ndarray) -> None: ...
 
 
 class Tracker(NullTracker):
@@ -136,7 +137,7 @@ class Tracker(NullTracker):
 
     def log_round(self, r: int, round_dir: Path, summary: dict, data: Any) -> None:
         m = {"pseudo_bg_only": summary.get("crf_bg_only", 0), "pseudo_images_per_s": summary["images_per_s"]}
-        for kind in ("cam", "crf"):
+        for kind in ("raw", "crf"):
             if kind in summary:
                 m[f"pseudo_{kind}_miou"] = summary[kind]["miou"]
                 for cls, v in summary[kind]["iou"].items():
@@ -154,12 +155,12 @@ class Tracker(NullTracker):
     def log_evaluation(self, report: dict) -> None:
         s = report.get("summary", {})
         self.log_metrics({k: v for k, v in s.items() if v is not None})
-        for name in ("cam", "isim"):
+        for name in ("baseline", "isim"):
             for i, row in enumerate(report.get(name, {}).get("threshold_sweep", [])):
                 self.log_metrics({f"{name}_sweep_miou": row["miou"], f"{name}_sweep_threshold": row["threshold"]},
                                  step=i)
         for row in report.get("isim", {}).get("rounds", []):
-            self.log_metrics({"round_isim_miou": row["cam"]["miou"], "round_isim_crf_miou": row["crf"]["miou"]},
+            self.log_metrics({"round_isim_miou": row["raw"]["miou"], "round_isim_crf_miou": row["crf"]["miou"]},
                              step=row["round"])
         conf = report.get("isim", {}).get("rounds", [{}])[-1].get("crf", {}).get("confusion")
         if conf is not None:
@@ -167,13 +168,22 @@ class Tracker(NullTracker):
             self._guard("log_figure", self.client.log_figure, self.run_id, fig, "confusion_isim_final.png")
         self._guard("log_dict", self.client.log_dict, self.run_id, report, "eval.json")
 
-    def log_model(self, model: Any, name: str) -> None:
+    def log_model(self, model: Any, name: str, example: np.ndarray) -> None:
+        """The model as a torch.export program (pt2: no pickle) with tuple outputs (logits, cam[, seg]),
+        traced on ``example``
+        (a batch of 2 or more keeps the batch size dynamic)."""
         def _log() -> None:
             import mlflow
             import mlflow.pytorch
+            from mlflow.models import ModelSignature
+            from mlflow.types import Schema, TensorSpec
+
+            from isim.models.net import PlainOutputs
+            # images in, Output(logits, cam, seg) out; batch and image size stay dynamic
+            signature = ModelSignature(Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1), "images")]))
             with mlflow.start_run(run_id=self.run_id):
-                # pickle: the traced pt2 format cannot express the dict output and the with_seg switch
-                mlflow.pytorch.log_model(model.cpu(), name=name, pip_requirements=[], serialization_format="pickle")
+                mlflow.pytorch.log_model(PlainOutputs(model.cpu().eval()), name=name, input_example=example,
+                                         signature=signature, serialization_format="pt2", pip_requirements=[])
         self._guard("log_model", _log)
 
 

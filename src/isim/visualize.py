@@ -18,14 +18,14 @@ def _blend(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def round_grid(data: Prepared, ids: list[str], round_dir: Path) -> np.ndarray:
-    """One row per image: image | ground truth | thresholded CAM | pseudo mask (after CRF)."""
+    """One row per image: image | ground truth | thresholded CAM (raw) | pseudo mask (after CRF)."""
     rows = []
     for id_ in ids:
         rgb = read_image(data.image_path(id_))
         gt = read_label_png(data.mask_path(id_)) if data.has_masks else np.zeros(rgb.shape[:2], np.uint8)
-        cam = read_label_png(round_dir / "cam" / f"{id_}.png")
+        raw = read_label_png(round_dir / "raw" / f"{id_}.png")
         crf = read_label_png(round_dir / "crf" / f"{id_}.png")
-        rows.append(np.concatenate([rgb, colorize(gt), _blend(rgb, cam), _blend(rgb, crf)], axis=1))
+        rows.append(np.concatenate([rgb, colorize(gt), _blend(rgb, raw), _blend(rgb, crf)], axis=1))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
     return np.concatenate(rows, axis=0)

@@ -94,9 +94,8 @@ class InferenceDataset(Dataset):
     """Per image: the original RGB (for CRF) and, for every scale, the image and its
     horizontal flip stacked as a batch of 2."""
 
-    def __init__(self, data: Prepared, ids: list[str], cfg: TransformCfg, scales: list[float] | None = None):
-        self.data, self.ids, self.cfg = data, ids, cfg
-        self.scales = scales if scales is not None else cfg.cam_scales
+    def __init__(self, data: Prepared, ids: list[str], cfg: TransformCfg, scales: list[float]):
+        self.data, self.ids, self.cfg, self.scales = data, ids, cfg, scales
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -1,0 +1,83 @@
+"""Models by name: ``build_model(spec)`` assembles encoder | decoder | heads, ``load_model``
+rebuilds one from a checkpoint alone (no params, no hub weights).
+
+A *spec* is the plain dict that fully describes an architecture; checkpoints store it, and a
+checkpoint is only loaded into a model of the same spec.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from isim.config import EncoderCfg, ModelCfg
+from isim.models.decoders import DeepLabV3Decoder, UNetDecoder
+from isim.models.encoder import ModelError, build_encoder
+from isim.models.heads import CAMHead, SegmentationHead
+from isim.models.net import ISIMNet, Output
+
+ARCHS = ("baseline", "deeplabcam", "unetcam")
+CHECKPOINT_FORMAT = "isim-checkpoint-2"
+
+
+def model_spec(encoder: EncoderCfg, model: ModelCfg | None, n_classes: int) -> dict[str, Any]:
+    """The spec of the baseline (``model=None``) or of ISIM's net (``model.arch``)."""
+    arch = "baseline" if model is None else model.arch
+    return {"arch": arch, "n_classes": n_classes, "backbone": encoder.backbone,
+            "backbone_kwargs": dict(encoder.backbone_kwargs), "output_stride": encoder.output_stride,
+            "decoder_channels": None if model is None else model.decoder_channels,
+            "unet_upsample": model.unet_upsample if model is not None and arch == "unetcam" else None}
+
+
+def build_model(spec: dict[str, Any], pretrained: bool = False, weights: str = "") -> ISIMNet:
+    """Assemble the net of ``spec``; encoder weights from the hub (``pretrained``), a local
+    file (``weights``) or random."""
+    arch = spec["arch"]
+    if arch not in ARCHS:
+        raise ModelError(f"model.arch: {arch!r} is not one of {list(ARCHS)}")
+    encoder = build_encoder(spec["backbone"], spec["backbone_kwargs"], spec["output_stride"], pretrained, weights)
+    chans, reds = encoder.feature_info.channels(), encoder.feature_info.reduction()
+    cam_head = CAMHead(chans[-1], spec["n_classes"] - 1)
+    if arch == "baseline":
+        return ISIMNet(encoder, cam_head)
+    d = spec["decoder_channels"]
+    decoder = (DeepLabV3Decoder(chans, reds, d) if arch == "deeplabcam"
+               else UNetDecoder(chans, reds, d, learnable=spec["unet_upsample"] == "learnable"))
+    return ISIMNet(encoder, cam_head, decoder, SegmentationHead(d, spec["n_classes"]))
+
+
+def check_spec(path: str | Path, found: dict[str, Any], expected: dict[str, Any]) -> None:
+    diffs = [f"{k}: checkpoint has {found.get(k)!r}, expected {v!r}"
+             for k, v in expected.items() if found.get(k) != v]
+    if diffs:
+        raise ModelError(f"{path}: checkpoint is from another model; " + "; ".join(diffs))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents (``torch.load`` with ``weights_only``), checked to be ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise ModelError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path}: not an isim checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    return state
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu",
+               expected: dict[str, Any] | None = None) -> ISIMNet:
+    """The model saved in ``path``, in eval mode; built from the checkpoint's own spec."""
+    state = read_checkpoint(path)
+    if expected is not None:
+        check_spec(path, state["spec"], expected)
+    model = build_model(state["spec"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+__all__ = ["ARCHS", "CHECKPOINT_FORMAT", "ISIMNet", "ModelError", "Output", "build_model", "check_spec",
+           "load_model", "model_spec", "read_checkpoint"]

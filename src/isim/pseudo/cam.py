@@ -37,12 +37,12 @@ def multiscale_cam(model: torch.nn.Module, items: list[dict], device: torch.devi
     total, logits = None, None
     for s in range(len(items[0]["pyramid"])):
         x = torch.cat([it["pyramid"][s] for it in items]).to(device, non_blocking=True)
-        out = model(x, with_seg=False)
-        cam = F.interpolate(F.relu(out["cam"].float()), size=size, mode="bilinear", align_corners=False)
+        out = model.classify(x)
+        cam = F.interpolate(F.relu(out.cam.float()), size=size, mode="bilinear", align_corners=False)
         cam = cam[0::2] + cam[1::2].flip(-1)  # image + its un-flipped mirror
         total = cam if total is None else total + cam
         if logits is None:
-            logits = out["logits"][0::2].float()
+            logits = out.logits[0::2].float()
     return total.cpu(), logits.cpu()
 
 
@@ -57,13 +57,13 @@ def dataset_cams(model: torch.nn.Module, data: Prepared, ids: list[str], cfg: Co
 
     from isim.data.datasets import InferenceDataset, no_collate
 
-    loader = DataLoader(InferenceDataset(data, ids, cfg.transform, scales), batch_size=None,
+    loader = DataLoader(InferenceDataset(data, ids, cfg.transform, scales or cfg.cam.scales), batch_size=None,
                         collate_fn=no_collate)
     was_training = model.training
     model.eval()
     progress = tqdm(total=len(ids), desc=desc, unit="img", mininterval=2.0, leave=False)
     try:
-        for items in same_size_batches(loader, cfg.pseudo.batch_size):
+        for items in same_size_batches(loader, cfg.runtime.cam_batch_size):
             cams, logits = multiscale_cam(model, items, device)
             progress.update(len(items))
             for item, c, lg in zip(items, cams, logits):

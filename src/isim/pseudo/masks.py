@@ -5,7 +5,7 @@ comparison with ground truth run in a pool of worker processes. At most ``2 x wo
 (plus one inference batch) are in flight, so memory does not grow with the dataset.
 A round directory holds
 
-    <round>/cam/<id>.png   thresholded CAM (no CRF)
+    <round>/raw/<id>.png   thresholded CAM, before CRF
     <round>/crf/<id>.png   after dense CRF: the labels the next training phase learns from
     <round>/summary.json   counts, timings, and mIoU against ground truth when masks exist
 """
@@ -39,18 +39,18 @@ def _init(crf_cfg: CrfCfg, crf_on: bool, threshold: float, out: str, gt_dir: str
 def _finish(id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> dict:
     """Threshold, refine, write, score one image (runs in a worker)."""
     local = camlib.to_mask(maps, keys, _W["threshold"])
-    cam_mask = keys[local].astype(np.uint8)
+    raw_mask = keys[local].astype(np.uint8)
     crf_mask = (keys[_W["crf"].refine(rgb, local, len(keys))].astype(np.uint8)
-                if _W["crf_on"] else cam_mask)
-    write_label_png(_W["out"] / "cam" / f"{id_}.png", cam_mask)
+                if _W["crf_on"] else raw_mask)
+    write_label_png(_W["out"] / "raw" / f"{id_}.png", raw_mask)
     write_label_png(_W["out"] / "crf" / f"{id_}.png", crf_mask)
-    res = {"cam_bg_only": not cam_mask.any(), "crf_bg_only": not crf_mask.any()}
+    res = {"raw_bg_only": not raw_mask.any(), "crf_bg_only": not crf_mask.any()}
     if _W["gt_dir"] is not None:
         gt = read_label_png(_W["gt_dir"] / f"{id_}.png", _W["n"])
-        if gt.shape != cam_mask.shape:
+        if gt.shape != raw_mask.shape:
             raise ValueError(f"{_W['gt_dir'] / (id_ + '.png')}: mask is {gt.shape[::-1]} but its image "
-                             f"is {cam_mask.shape[::-1]}")
-        res["conf_cam"] = metrics.confusion(cam_mask, gt, _W["n"])
+                             f"is {raw_mask.shape[::-1]}")
+        res["conf_raw"] = metrics.confusion(raw_mask, gt, _W["n"])
         res["conf_crf"] = metrics.confusion(crf_mask, gt, _W["n"])
     return res
 
@@ -59,13 +59,13 @@ def generate(model: torch.nn.Module, data: Prepared, ids: list[str], out: str | 
              device: torch.device, workers: int | None = None, desc: str = "pseudo labels") -> dict:
     """Write one round of pseudo labels for ``ids`` into ``out``; return its summary."""
     out = Path(out)
-    workers = cfg.pseudo.workers if workers is None else workers
+    workers = cfg.runtime.crf_workers if workers is None else workers
     gt_dir = str(data.root / "SegmentationClass") if data.has_masks else None
     init_args = (cfg.crf, cfg.crf.enabled, cfg.threshold, str(out), gt_dir, data.n_classes)
     t0 = time.perf_counter()
     n = data.n_classes
-    totals = {"conf_cam": np.zeros((n, n), np.int64), "conf_crf": np.zeros((n, n), np.int64),
-              "cam_bg_only": 0, "crf_bg_only": 0}
+    totals = {"conf_raw": np.zeros((n, n), np.int64), "conf_crf": np.zeros((n, n), np.int64),
+              "raw_bg_only": 0, "crf_bg_only": 0}
     logits, targets = [], []
 
     def collect(res: dict) -> None:
@@ -98,11 +98,11 @@ def generate(model: torch.nn.Module, data: Prepared, ids: list[str], out: str | 
     seconds = time.perf_counter() - t0
     summary = {"images": len(ids), "seconds": round(seconds, 3),
                "images_per_s": round(len(ids) / max(seconds, 1e-9), 3),
-               "cam_bg_only": int(totals["cam_bg_only"]), "crf_bg_only": int(totals["crf_bg_only"]),
-               "threshold": cfg.threshold, "crf": cfg.crf.enabled,
+               "raw_bg_only": int(totals["raw_bg_only"]), "crf_bg_only": int(totals["crf_bg_only"]),
+               "threshold": cfg.threshold, "crf_enabled": cfg.crf.enabled,
                "classification": metrics.classification(np.stack(logits), np.stack(targets)) if ids else {}}
     if gt_dir is not None:
-        summary["cam"] = metrics.summary(totals["conf_cam"], data.classes)
+        summary["raw"] = metrics.summary(totals["conf_raw"], data.classes)
         summary["crf"] = metrics.summary(totals["conf_crf"], data.classes)
     write_json(out / "summary.json", summary)
     return summary

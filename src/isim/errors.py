@@ -1,0 +1,5 @@
+"""The one base class of the errors a user can fix; the CLI prints them without a traceback."""
+
+
+class IsimError(Exception):
+    """Bad params, bad data, a checkpoint that does not fit, training that cannot go on."""

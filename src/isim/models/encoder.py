@@ -1,0 +1,84 @@
+"""Encoders: timm backbones as feature pyramids at output stride 16 (or 8), with weights from
+timm's hub, from a local file (offline), or none."""
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from isim.errors import IsimError
+
+
+class ModelError(IsimError, ValueError):
+    """A model cannot be built or a checkpoint does not fit it."""
+
+
+def build_encoder(backbone: str, backbone_kwargs: dict[str, Any], output_stride: int,
+                  pretrained: bool = False, weights: str = "") -> nn.Module:
+    """The 4 feature levels of ``backbone``; its last stage dilated to reach ``output_stride``."""
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in backbone_kwargs.items()}
+    if pretrained and weights:
+        raise ModelError("encoder.pretrained and encoder.weights are exclusive: pick one source of weights")
+    try:
+        with _hub_offline_unless_reachable(pretrained):
+            enc = timm.create_model(backbone, pretrained=pretrained, features_only=True,
+                                    out_indices=(1, 2, 3, 4), output_stride=output_stride, **kwargs)
+    except RuntimeError as e:
+        if pretrained:
+            raise ModelError(
+                f"encoder.backbone={backbone}: pretrained weights could not be loaded ({e}). "
+                "Without network access, download them elsewhere and set encoder.weights to the file, "
+                "or set encoder.pretrained: false") from None
+        raise
+    except (OSError, ValueError) as e:  # hub unreachable, unknown name, ...
+        if pretrained:
+            raise ModelError(
+                f"encoder.backbone={backbone}: pretrained weights are unreachable ({type(e).__name__}: "
+                f"{e}). Set encoder.weights to a local file or encoder.pretrained: false") from None
+        raise ModelError(f"encoder.backbone={backbone}: {e}") from None
+    if weights:
+        load_encoder_weights(enc, Path(weights))
+    return enc
+
+
+@contextmanager
+def _hub_offline_unless_reachable(pretrained: bool) -> Iterator[None]:
+    """Without network, use only the local weight cache: fail in a second, not after minutes of
+    download retries."""
+    import huggingface_hub.constants as hub
+    saved = hub.HF_HUB_OFFLINE
+    if pretrained and not saved:
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        except OSError:
+            hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = saved
+
+
+def load_encoder_weights(enc: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise ModelError(f"encoder.weights: {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    # features_only encoders drop the classifier head; ignore those keys, refuse anything else
+    try:
+        missing, unexpected = enc.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ModelError(f"{path}: weights do not fit the encoder ({str(e)[:300]})") from None
+    unexpected = [k for k in unexpected if not k.startswith(("fc.", "head", "classifier"))]
+    if missing or unexpected:
+        raise ModelError(f"{path}: weights do not fit the encoder "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -1,0 +1,36 @@
+"""Where code runs: device, CPU threads, seeds and determinism (the ``runtime`` section)."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from isim.config import RuntimeCfg
+from isim.errors import IsimError
+
+
+class DeviceError(IsimError, RuntimeError):
+    """The requested device is not available."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"runtime.device={name}, but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def setup(cfg: RuntimeCfg) -> torch.device:
+    """Apply the runtime section (threads) and return the device to run on."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    return resolve_device(cfg.device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)

@@ -1,0 +1,35 @@
+"""Stage ``evaluate``: CAM baseline vs ISIM rounds - the report, metrics and plots."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from isim import evaluation
+from isim.config import Config
+from isim.data.layout import Prepared
+from isim.io import DataError
+from isim.models import load_model
+from isim.runtime import setup
+from isim.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo: Path, isim_checkpoints: Path,
+        isim_pseudo: Path, metrics: Path, report_path: Path, plots: Path) -> None:
+    data = Prepared.open(data_dir)
+    device = setup(cfg.runtime)
+    baseline = load_model(baseline_checkpoint, device)
+    rounds = sorted(isim_checkpoints.glob("round_*.pt"))
+    if not rounds:
+        raise DataError(f"{isim_checkpoints}: no round_XX.pt checkpoints; run train_isim first")
+    isim = load_model(rounds[-1], device)
+    with stage_run(cfg, "evaluate") as tr:
+        report = evaluation.evaluate(cfg, data, baseline, baseline_pseudo, isim, isim_pseudo, device)
+        evaluation.write_outputs(report, metrics, report_path, plots)
+        tr.log_evaluation(report)
+    if "summary" in report:
+        s = report["summary"]
+        log.info("pseudo-mask mIoU on train: baseline %.2f, baseline+CRF %.2f, ISIM %.2f, ISIM+CRF %.2f "
+                 "(gain %+.2f)", s["baseline_miou"], s["baseline_crf_miou"], s["isim_miou"], s["isim_crf_miou"],
+                 s["gain"])

@@ -1,0 +1,36 @@
+"""Stage ``prepare``: the dataset of ``data.source`` in VOC2012 layout."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from isim.config import Config
+from isim.data import own, synthetic, voc
+from isim.data.layout import Prepared
+from isim.stages import fresh
+from isim.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config, out: Path) -> None:
+    fresh(out)
+    t0 = time.perf_counter()
+    if cfg.data.source == "synthetic":
+        stats = synthetic.generate(cfg.data.synthetic, out)
+    elif cfg.data.source == "voc":
+        stats = voc.prepare(cfg.data, out)
+    else:
+        stats = own.prepare(cfg.data, out)
+    stats["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("prepared %s dataset in %s: %s", cfg.data.source, out, stats)
+    data = Prepared.open(out)
+    skipped = json.loads((out / "image_labels.json").read_text()).get("skipped", {})
+    if skipped:
+        log.warning("%d items were skipped (data.on_bad: skip); reasons in %s/image_labels.json, e.g. %s",
+                    len(skipped), out, next(iter(skipped.values())))
+    with stage_run(cfg, "prepare") as tr:
+        tr.log_metrics({"images": stats["images"], "prepare_seconds": stats["seconds"],
+                        "skipped": len(skipped), "classes": data.n_classes - 1})

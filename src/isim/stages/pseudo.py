@@ -1,0 +1,27 @@
+"""Stage ``pseudo_baseline`` (and any checkpoint): pseudo labels = CAMs + threshold + CRF."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from isim.config import Config
+from isim.data.layout import Prepared
+from isim.models import load_model
+from isim.pseudo import masks
+from isim.runtime import setup
+from isim.stages import fresh
+from isim.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config, checkpoint: Path, data_dir: Path, split: str, out: Path, stage: str = "pseudo") -> None:
+    data = Prepared.open(data_dir)
+    device = setup(cfg.runtime)
+    model = load_model(checkpoint, device)
+    fresh(out)
+    with stage_run(cfg, stage) as tr:
+        summary = masks.generate(model, data, data.ids(split), out, cfg, device)
+        tr.log_round(1, out, summary, data)
+    log.info("pseudo labels %s -> %s: %s", checkpoint, out,
+             {k: summary[k]["miou"] for k in ("raw", "crf") if k in summary} or summary["images"])

@@ -1,0 +1,35 @@
+"""Stage ``train_baseline``: the CAM baseline (classification only), its losses and checkpoint."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from isim.config import Config
+from isim.data.layout import Prepared
+from isim.io import write_csv, write_json
+from isim.stages import model_example
+from isim.tracking import stage_run
+from isim.training.baseline import train_baseline
+
+log = logging.getLogger(__name__)
+PLOT_KEYS = ("epoch", "round", "loss", "loss_cls", "loss_seg", "train_label_acc")
+
+
+def write_history(history: list[dict], plots: Path) -> None:
+    write_csv(plots, [{k: h[k] for k in PLOT_KEYS} for h in history])
+
+
+def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Path) -> None:
+    data = Prepared.open(data_dir)
+    checkpoint.unlink(missing_ok=True)
+    with stage_run(cfg, "train_baseline") as tr:
+        result = train_baseline(cfg, data, checkpoint, on_epoch=lambda rec: tr.log_metrics(
+            {k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]))
+        hist = result["history"]
+        write_history(hist, plots)
+        summary = {"epochs": len(hist), "seconds": round(result["seconds"], 3), "final_loss": hist[-1]["loss"],
+                   "final_train_label_acc": hist[-1]["train_label_acc"]}
+        write_json(metrics, summary)
+        tr.log_metrics(summary)
+        tr.log_model(result["model"], "baseline_model", model_example(cfg.transform.crop))
+    log.info("trained the baseline: %s", summary)

@@ -1,0 +1,37 @@
+"""Stage ``train_isim``: ISIM's rounds (Algorithm 1), every round's checkpoint and pseudo labels."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from isim.config import Config
+from isim.data.layout import Prepared
+from isim.io import write_json
+from isim.stages import fresh, model_example
+from isim.stages.train_baseline import write_history
+from isim.tracking import stage_run
+from isim.training.isim import train_isim
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: Path, plots: Path,
+        resume: Path | None = None) -> None:
+    data = Prepared.open(data_dir)
+    if resume is None:
+        fresh(checkpoints, pseudo)
+    with stage_run(cfg, "train_isim") as tr:
+        result = train_isim(cfg, data, checkpoints, pseudo, resume=resume,
+                            on_epoch=lambda rec: tr.log_metrics(
+                                {k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]),
+                            on_round=lambda r, d, s: tr.log_round(r, d, s, data))
+        hist = result["history"]
+        write_history(hist, plots)
+        summary = {"epochs": len(hist), "rounds": len(result["rounds"]), "seconds": round(result["seconds"], 3),
+                   "final_loss": hist[-1]["loss"], "final_train_label_acc": hist[-1]["train_label_acc"]}
+        last = result["rounds"][-1]
+        summary.update({f"final_{k}_miou": last[k]["miou"] for k in ("raw", "crf") if k in last})
+        write_json(metrics, summary)
+        tr.log_metrics(summary)
+        tr.log_model(result["model"], "isim_model", model_example(cfg.transform.crop))
+    log.info("trained ISIM: %s", summary)

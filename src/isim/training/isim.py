@@ -1,0 +1,122 @@
+"""ISIM training, paper Algorithm 1.
+
+``rounds.warmup_epochs`` of classification only; then pseudo labels are regenerated from the
+model's own CAMs (threshold + dense CRF) - every ``crf_freq`` epochs, or when the losses have
+converged - and training continues on classification + segmentation loss. Every round's
+checkpoint and pseudo-label set are written as ``round_XX``; after the last epoch one more
+round is generated from the final model (the run's result).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from isim.config import Config
+from isim.data.layout import Prepared
+from isim.io import write_json
+from isim.models import model_spec
+from isim.pseudo import masks
+from isim.runtime import seed_everything, setup
+from isim.training.loop import Trainer, TrainingError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Schedule:
+    """When to regenerate pseudo labels (fixed frequency, or on converged losses)."""
+
+    warmup: int
+    freq: int
+    mode: str = "fixed"
+    tol: float = 0.01
+    patience: int = 2
+    _flat: int = field(default=0, init=False)  # consecutive epochs with a flat loss
+
+    def due(self, epoch: int, history: list[dict]) -> bool:
+        """Regenerate before training ``epoch`` (1-based)?"""
+        if epoch <= self.warmup:
+            return False
+        if epoch == self.warmup + 1:
+            return True
+        if self.mode == "fixed":
+            return (epoch - self.warmup - 1) % self.freq == 0
+        # converge: the total loss changed by less than tol (relative) for `patience` epochs
+        if len(history) >= 2:
+            a, b = history[-2]["loss"], history[-1]["loss"]
+            self._flat = self._flat + 1 if abs(a - b) <= self.tol * max(abs(a), 1e-8) else 0
+        if self._flat >= self.patience:
+            self._flat = 0
+            return True
+        return False
+
+
+def round_dir(pseudo_root: Path, r: int) -> Path:
+    return pseudo_root / f"round_{r:02d}"
+
+
+def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
+               on_epoch: Callable[[dict], None] | None = None,
+               on_round: Callable[[int, Path, dict], None] | None = None,
+               resume: Path | None = None) -> dict[str, Any]:
+    """Train ISIM; ``resume`` continues from a round checkpoint (the same result as an
+    uninterrupted run). Returns {history, rounds, seconds, model}."""
+    seed_everything(cfg.seed)
+    device = setup(cfg.runtime)
+    trainer = Trainer(cfg, data, model_spec(cfg.encoder, cfg.model, data.n_classes), device)
+    rc, epochs = cfg.rounds, cfg.train.epochs
+    schedule = Schedule(rc.warmup_epochs, cfg.crf_freq, rc.regen, rc.converge_tol, rc.converge_patience)
+    rounds: list[dict] = []
+    start, labels_done = 1, False
+    if resume is not None:
+        state = trainer.resume(resume)
+        start = state["epoch"] + 1
+        for r in range(1, state["round"] + 1):
+            summary_path = round_dir(pseudo_root, r) / "summary.json"
+            if summary_path.is_file():
+                rounds.append(json.loads(summary_path.read_text()))
+            elif r < state["round"]:
+                raise TrainingError(f"{summary_path}: missing; round {r} is incomplete, resume from "
+                                    f"round_{r:02d}.pt")
+        if rounds:
+            trainer.dataset.set_pseudo(masks.label_dir(round_dir(pseudo_root, len(rounds))))
+        # the checkpoint was saved just before its round's labels were made: make them only if missing
+        labels_done = len(rounds) == state["round"]
+        log.info("resuming from %s: round %d, epoch %d", resume, len(rounds), start)
+    t_start = time.perf_counter()
+
+    def regenerate(epoch: int) -> None:
+        r = len(rounds) + 1
+        out = round_dir(pseudo_root, r)
+        trainer.save(ckpt_dir / f"round_{r:02d}.pt", epoch, r)
+        summary = masks.generate(trainer.model, data, trainer.ids, out, cfg, device, desc=f"round {r}")
+        summary.update(round=r, after_epoch=epoch)
+        write_json(out / "summary.json", summary)
+        rounds.append(summary)
+        log.info("round %d (after epoch %d): %s", r, epoch,
+                 {k: summary[k] for k in ("raw", "crf") if k in summary} or summary["crf_bg_only"])
+        if on_round:
+            on_round(r, out, summary)
+        bad = summary["crf_bg_only"] / max(1, summary["images"])
+        if bad >= rc.max_bad_pseudo:
+            raise TrainingError(
+                f"round {r} (after epoch {epoch}): {summary['crf_bg_only']} of {summary['images']} pseudo "
+                "masks are all background; the classifier's CAMs never exceed the threshold. Train longer "
+                "(rounds.warmup_epochs), lower `threshold`, or check the image-level labels")
+        trainer.dataset.set_pseudo(masks.label_dir(out))
+
+    for epoch in range(start, epochs + 1):
+        if schedule.due(epoch, trainer.history) and not (epoch == start and labels_done):
+            regenerate(epoch - 1)
+        rec = trainer.run_epoch(epoch, len(rounds))
+        if on_epoch:
+            on_epoch(rec)
+    if not (rounds and rounds[-1].get("after_epoch") == epochs):
+        regenerate(epochs)  # the final model's pseudo labels: the run's result
+    return {"history": trainer.history, "rounds": rounds, "seconds": time.perf_counter() - t_start,
+            "model": trainer.model}

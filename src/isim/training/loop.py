@@ -1,0 +1,128 @@
+"""The epoch loop shared by the baseline and ISIM: model, SGD + poly LR, one epoch at a time."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from isim import metrics
+from isim.config import Config
+from isim.data.datasets import TrainDataset
+from isim.data.layout import Prepared
+from isim.errors import IsimError
+from isim.io import IGNORE
+from isim.models import build_model
+from isim.training.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(IsimError, RuntimeError):
+    """Training cannot go on meaningfully (NaN loss, nothing to learn from)."""
+
+
+def segmentation_loss(seg: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy ignoring 255; images whose pseudo mask is all background contribute
+    nothing at all (paper Eq. 2-3, as a real ignore rather than a zeroed logit)."""
+    mask = mask.clone()
+    mask[~valid] = IGNORE
+    if not bool((mask != IGNORE).any()):
+        return seg.sum() * 0.0
+    return F.cross_entropy(seg.float(), mask, ignore_index=IGNORE)
+
+
+class Trainer:
+    """A model with its optimizer, poly LR schedule, data and loss history.
+
+    SGD keeps its real momentum (the schedule is a separate ``PolynomialLR``); shuffling and
+    dropout draw from per-epoch seeds, so a run resumed from a checkpoint matches an
+    uninterrupted one bit for bit on the CPU.
+    """
+
+    def __init__(self, cfg: Config, data: Prepared, spec: dict[str, Any], device: torch.device):
+        self.cfg, self.spec, self.device = cfg, spec, device
+        tc = cfg.train
+        self.model = build_model(spec, cfg.encoder.pretrained, cfg.encoder.weights).to(device)
+        self.ids = data.ids("train")
+        self.dataset = TrainDataset(data, self.ids, cfg.transform, seed=cfg.seed)
+        self.generator = torch.Generator()
+        self.loader = DataLoader(self.dataset, batch_size=tc.batch_size, shuffle=True,
+                                 drop_last=len(self.ids) > tc.batch_size,
+                                 num_workers=cfg.runtime.loader_workers, generator=self.generator,
+                                 pin_memory=device.type == "cuda")
+        # the baseline has no decoder: it neither reads nor depends on lr_decoder
+        lr_decoder = cfg.lr_decoder if self.model.decoder is not None else 0.0
+        self.opt = torch.optim.SGD(self.model.param_groups(cfg.lr_encoder, lr_decoder, cfg.lr_classifier),
+                                   lr=cfg.lr_encoder, momentum=tc.momentum, weight_decay=tc.weight_decay)
+        self.sched = torch.optim.lr_scheduler.PolynomialLR(
+            self.opt, total_iters=max(1, tc.epochs * len(self.loader)), power=tc.poly_power)
+        self.use_amp = tc.amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.history: list[dict] = []
+
+    def save(self, path: Any, epoch: int, round_: int) -> None:
+        save_checkpoint(path, self.spec, self.model, self.opt, self.sched, epoch, round_, self.history,
+                        self.cfg.to_dict())
+
+    def resume(self, path: Any) -> dict[str, Any]:
+        """Model, optimizer, schedule and history from a checkpoint; returns its contents."""
+        state = load_checkpoint(path, self.model, self.spec)
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.history = list(state["history"])
+        return state
+
+    def run_epoch(self, epoch: int, round_: int = 0) -> dict[str, Any]:
+        """Train one epoch (1-based): classification, plus segmentation once pseudo masks are set."""
+        model, device, ds = self.model, self.device, self.dataset
+        joint = ds.pseudo_dir is not None
+        ds.set_epoch(epoch)
+        seed = self.cfg.seed * 100003 + epoch
+        self.generator.manual_seed(seed)
+        torch.manual_seed(seed)
+        model.train()
+        t0 = time.perf_counter()
+        sums = {"loss": 0.0, "loss_cls": 0.0, "loss_seg": 0.0}
+        n_batches, seg_skipped = 0, 0
+        all_logits, all_targets = [], []
+        for batch in self.loader:
+            x = batch["image"].to(device, non_blocking=True)
+            y = batch["label"].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=self.use_amp):
+                out = model(x) if joint else model.classify(x)
+                loss_cls = F.multilabel_soft_margin_loss(out.logits.float(), y)
+                loss = loss_cls
+                loss_seg = torch.zeros((), device=device)
+                if out.seg is not None:
+                    valid = batch["seg_valid"].to(device)
+                    seg_skipped += int((~valid).sum())
+                    loss_seg = segmentation_loss(out.seg, batch["mask"].to(device), valid)
+                    loss = loss + loss_seg
+            if not torch.isfinite(loss):
+                raise TrainingError(f"epoch {epoch}: loss is {loss.item()} (cls {loss_cls.item()}, "
+                                    f"seg {loss_seg.item()}); lower the learning rates")
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.sched.step()
+            sums["loss"] += loss.item()
+            sums["loss_cls"] += loss_cls.item()
+            sums["loss_seg"] += loss_seg.item()
+            n_batches += 1
+            all_logits.append(out.logits.detach().float().cpu().numpy())
+            all_targets.append(batch["label"].numpy())
+        rec: dict[str, Any] = {k: v / max(1, n_batches) for k, v in sums.items()}
+        rec.update(epoch=epoch, round=round_, seconds=round(time.perf_counter() - t0, 3),
+                   seg_skipped_images=seg_skipped, lr_encoder=self.opt.param_groups[0]["lr"],
+                   **{f"train_{k}": v for k, v in metrics.classification(
+                       np.concatenate(all_logits), np.concatenate(all_targets)).items()})
+        self.history.append(rec)
+        log.info("epoch %d/%d loss %.4f (cls %.4f seg %.4f) acc %.1f %.1fs", epoch, self.cfg.train.epochs,
+                 rec["loss"], rec["loss_cls"], rec["loss_seg"], rec["train_label_acc"], rec["seconds"])
+        return rec
