@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Creates .venv with the pinned requirements and the isim package (idempotent: a second run
-# only checks). Used by the README's two commands and by CI.
+# Creates .venv with the pinned runtime (requirements.txt) and test/dev (requirements-dev.txt)
+# sets and the isim package (idempotent: a second run only checks). Used by the README's two
+# commands and by CI. A GPU worker image needs requirements.txt only (see Dockerfile).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 stamp=.venv/.isim-installed
-want=$(cat requirements.txt pyproject.toml | sha1sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha1sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 start=$(date +%s)
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip==25.3
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 echo "$want" > "$stamp"
 echo "setup: environment ready in $(( $(date +%s) - start )) s (.venv)"

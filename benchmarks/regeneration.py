@@ -23,28 +23,28 @@ def make_data(images: int) -> Path:
     from isim.config import load
     from isim.data.synthetic import generate
 
-    syn = load(ROOT / "params.yaml").data.synthetic
-    syn.n_train, syn.n_val = images, 1
+    syn = load(ROOT / "params.yaml").data.synthetic.model_copy(update={"n_train": images, "n_val": 1})
     root = Path(tempfile.mkdtemp()) / "data"
     generate(syn, root)
     return root
 
 
 def one(root: Path, workers: int) -> dict:
-    from isim.pseudo import masks as pseudo
     from isim.config import load
     from isim.data.layout import Prepared
-    from isim.models.net import build_model
+    from isim.models import build_model, model_spec
+    from isim.pseudo import masks as pseudo
 
     cfg = load(ROOT / "params.yaml")
     tmp = Path(tempfile.mkdtemp())
     data = Prepared.open(root)
     torch.manual_seed(0)
-    model = build_model(cfg.model, "deeplabcam", data.n_classes)
+    model = build_model(model_spec(cfg.encoder, cfg.model, data.n_classes))
     ids = data.ids("train")
     pseudo.generate(model, data, ids[:16], tmp / "warm", cfg, torch.device("cpu"), workers=workers)
     s = pseudo.generate(model, data, ids, tmp / "out", cfg, torch.device("cpu"), workers=workers)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage
+    peak_kb = usage(resource.RUSAGE_SELF).ru_maxrss + usage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"images": len(ids), "workers": workers, "images_per_s": s["images_per_s"], "peak_mb": peak_kb / 1024}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage_cmd(name: str) -> list[str]:
+    """The stage's command line as dvc.yaml writes it."""
+    return shlex.split(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][name]["cmd"])
 
 
 def main() -> None:
@@ -28,13 +34,13 @@ def main() -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run(["isim", "prepare"], cwd=work, env=env, check=True, capture_output=True)
+    subprocess.run(stage_cmd("prepare"), cwd=work, env=env, check=True, capture_output=True)
     times = {}
     for enabled in (False, True):
         params["tracking"] = {**params["tracking"], "enabled": enabled, "uri": f"sqlite:///{work / 'mlflow.db'}"}
         (work / "params.yaml").write_text(yaml.safe_dump(params))
         t0 = time.perf_counter()
-        subprocess.run(["isim", "train", "--variant", "isim"], cwd=work, env=env, check=True, capture_output=True)
+        subprocess.run(stage_cmd("train_isim"), cwd=work, env=env, check=True, capture_output=True)
         times[enabled] = time.perf_counter() - t0
     print(f"train_isim without tracking: {times[False]:.1f} s  (baseline)")
     print(f"train_isim with MLflow     : {times[True]:.1f} s  -> overhead "

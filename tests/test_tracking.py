@@ -49,10 +49,11 @@ def mlflow_server(s3, tmp_path_factory):
     work = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
     env = {**os.environ, **CREDS, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    log = open(work / "server.log", "w")  # noqa: SIM115 - the server writes to it until teardown
     proc = subprocess.Popen(
         [bin_path("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--artifacts-destination", "s3://isim/mlartifacts"],
-        cwd=work, env=env, stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT)
+        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -67,6 +68,7 @@ def mlflow_server(s3, tmp_path_factory):
     yield url
     proc.terminate()
     proc.wait(10)
+    log.close()
 
 
 def _client_env(uri: str) -> dict:

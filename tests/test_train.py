@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import tiny_params
 from isim.config import from_dict
 from isim.io import write_label_png
 from isim.models import ModelError, build_model, model_spec
@@ -12,7 +13,6 @@ from isim.training.baseline import train_baseline
 from isim.training.checkpoint import load_checkpoint
 from isim.training.isim import Schedule, train_isim
 from isim.training.loop import TrainingError, segmentation_loss
-from conftest import tiny_params
 
 
 def test_segmentation_loss_truly_skips_all_background_images():

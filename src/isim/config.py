@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from isim.errors import IsimError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from isim.errors import IsimError
 
 Pos = Annotated[float, Field(gt=0)]
 Prob = Annotated[float, Field(gt=0, lt=1)]

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from isim.pseudo import cam as camlib
 from isim import metrics
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import DataError, read_label_png, write_csv, write_json
+from isim.models.net import ISIMNet
+from isim.pseudo import cam as camlib
 
 
 def score_dir(data: Prepared, ids: list[str], pred_dir: Path) -> dict:
@@ -33,7 +34,7 @@ def score_dir(data: Prepared, ids: list[str], pred_dir: Path) -> dict:
 
 
 @torch.no_grad()
-def sweep_and_accuracy(model: torch.nn.Module, data: Prepared, cfg: Config, device: torch.device) -> dict:
+def sweep_and_accuracy(model: ISIMNet, data: Prepared, cfg: Config, device: torch.device) -> dict:
     """CAM mIoU (no CRF) at every eval threshold on train; classification accuracy on train/val."""
     n = data.n_classes
     thresholds = cfg.eval.thresholds
@@ -66,8 +67,8 @@ def rounds_of(pseudo_root: Path) -> list[Path]:
     return rounds
 
 
-def evaluate(cfg: Config, data: Prepared, baseline_model: torch.nn.Module, baseline_pseudo: Path,
-             isim_model: torch.nn.Module, isim_pseudo: Path, device: torch.device) -> dict:
+def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseudo: Path,
+             isim_model: ISIMNet, isim_pseudo: Path, device: torch.device) -> dict:
     """The comparison: CAM baseline vs ISIM rounds, pseudo masks before (raw) and after CRF."""
     ids = data.ids("train")
     report: dict = {"classes": data.classes,
@@ -78,7 +79,7 @@ def evaluate(cfg: Config, data: Prepared, baseline_model: torch.nn.Module, basel
         return report
     report["baseline"]["pseudo"] = {"raw": score_dir(data, ids, baseline_pseudo / "raw"),
                                     "crf": score_dir(data, ids, baseline_pseudo / "crf")}
-    rounds = []
+    rounds: list[dict] = []
     for r in rounds_of(isim_pseudo):
         rounds.append({"round": int(r.name.split("_")[1]),
                        "raw": score_dir(data, ids, r / "raw"), "crf": score_dir(data, ids, r / "crf")})

@@ -10,13 +10,15 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-from isim.errors import IsimError
 from PIL import Image, UnidentifiedImageError
+
+from isim.errors import IsimError
 
 IGNORE = 255
 
@@ -97,8 +99,9 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: image file is missing")
     try:
-        with Image.open(path) as im:
-            im.load()  # forces a full decode: a truncated file fails here, not later
+        with Image.open(path) as f:
+            f.load()  # forces a full decode: a truncated file fails here, not later
+            im: Image.Image = f
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA").convert("RGB")
             elif im.mode != "RGB":

@@ -22,9 +22,9 @@ def normalize(img: np.ndarray, cfg: TransformCfg) -> torch.Tensor:
 
 
 def _resize(img: np.ndarray, mask: np.ndarray | None, h: int, w: int):
-    img = np.array(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+    img = np.array(Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR))
     if mask is not None:
-        mask = np.array(Image.fromarray(mask).resize((w, h), Image.NEAREST))
+        mask = np.array(Image.fromarray(mask).resize((w, h), Image.Resampling.NEAREST))
     return img, mask
 
 

@@ -53,7 +53,7 @@ class Prepared:
     has_masks: bool
 
     @classmethod
-    def open(cls, root: str | Path) -> "Prepared":
+    def open(cls, root: str | Path) -> Prepared:
         root = Path(root)
         meta_path = root / "image_labels.json"
         if not meta_path.is_file():

@@ -114,9 +114,9 @@ def prepare(cfg: DataCfg, out: Path) -> dict:
     splits: dict[str, list[str]] = {"train": [], "val": []}
     if o.format == "yolo":
         names = read_names(Path(o.names))
-        for src in o.class_map:
-            if src not in names:
-                raise DataError(f"{o.names}: data.own.class_map names {src!r}, which is not a class there")
+        for name in o.class_map:
+            if name not in names:
+                raise DataError(f"{o.names}: data.own.class_map names {name!r}, which is not a class there")
         src_to_tgt = {names.index(s): target_index[t] for s, t in o.class_map.items()}
         unmapped = 0 if o.unmapped == "background" else IGNORE
         label_dir = Path(o.labels)

@@ -129,7 +129,7 @@ def render(cfg: SyntheticCfg, index: int) -> tuple[np.ndarray, np.ndarray]:
     for j in order:
         kind = kinds[j]
         for _attempt in range(30):
-            diam = rng.uniform(*cfg.body_size)
+            diam = float(rng.uniform(*cfg.body_size))
             m = max(6, int(round(diam * cfg.mark_scale)))
             cy, cx = rng.uniform(diam * 0.35, s - diam * 0.35, 2)
             body = _blob(rng, s, cy, cx, diam)

@@ -37,7 +37,8 @@ def build_model(spec: dict[str, Any], pretrained: bool = False, weights: str = "
     if arch not in ARCHS:
         raise ModelError(f"model.arch: {arch!r} is not one of {list(ARCHS)}")
     encoder = build_encoder(spec["backbone"], spec["backbone_kwargs"], spec["output_stride"], pretrained, weights)
-    chans, reds = encoder.feature_info.channels(), encoder.feature_info.reduction()
+    info: Any = encoder.feature_info  # timm's FeatureInfo
+    chans, reds = info.channels(), info.reduction()
     cam_head = CAMHead(chans[-1], spec["n_classes"] - 1)
     if arch == "baseline":
         return ISIMNet(encoder, cam_head)

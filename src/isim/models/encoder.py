@@ -22,7 +22,7 @@ class ModelError(IsimError, ValueError):
 def build_encoder(backbone: str, backbone_kwargs: dict[str, Any], output_stride: int,
                   pretrained: bool = False, weights: str = "") -> nn.Module:
     """The 4 feature levels of ``backbone``; its last stage dilated to reach ``output_stride``."""
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in backbone_kwargs.items()}
+    kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in backbone_kwargs.items()}
     if pretrained and weights:
         raise ModelError("encoder.pretrained and encoder.weights are exclusive: pick one source of weights")
     try:
@@ -67,6 +67,7 @@ def _hub_offline_unless_reachable(pretrained: bool) -> Iterator[None]:
 def load_encoder_weights(enc: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise ModelError(f"encoder.weights: {path} does not exist")
+    state: Any
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         state = load_file(str(path))

@@ -2,7 +2,7 @@
 normalised per class, thresholded against a constant background score."""
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from isim.config import Config
 from isim.data.layout import Prepared
+from isim.models.net import ISIMNet
 
 
 def same_size_batches(items: Iterable[dict], max_batch: int) -> Iterator[list[dict]]:
@@ -25,7 +26,7 @@ def same_size_batches(items: Iterable[dict], max_batch: int) -> Iterator[list[di
 
 
 @torch.no_grad()
-def multiscale_cam(model: torch.nn.Module, items: list[dict], device: torch.device
+def multiscale_cam(model: ISIMNet, items: list[dict], device: torch.device
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """For equal-size images: the sum over scales of ReLU(CAM) of each image and its flip,
     upsampled to the image size (paper 4.1: scales 1, 0.5, 1.5, 2 with flips).
@@ -34,7 +35,8 @@ def multiscale_cam(model: torch.nn.Module, items: list[dict], device: torch.devi
     for free and give classification accuracy without another pass.
     """
     size = items[0]["rgb"].shape[:2]
-    total, logits = None, None
+    total: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
     for s in range(len(items[0]["pyramid"])):
         x = torch.cat([it["pyramid"][s] for it in items]).to(device, non_blocking=True)
         out = model.classify(x)
@@ -43,10 +45,11 @@ def multiscale_cam(model: torch.nn.Module, items: list[dict], device: torch.devi
         total = cam if total is None else total + cam
         if logits is None:
             logits = out.logits[0::2].float()
+    assert total is not None and logits is not None  # at least one scale
     return total.cpu(), logits.cpu()
 
 
-def dataset_cams(model: torch.nn.Module, data: Prepared, ids: list[str], cfg: Config, device: torch.device,
+def dataset_cams(model: ISIMNet, data: Prepared, ids: list[str], cfg: Config, device: torch.device,
                  scales: list[float] | None = None, desc: str = "CAMs"
                  ) -> Iterator[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
     """CAMs of a whole split, image by image: (item, maps, keys, scale-1.0 logits), where

@@ -16,16 +16,18 @@ import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from isim.pseudo import cam as camlib
 from isim import metrics
 from isim.config import Config, CrfCfg
-from isim.pseudo.crf import DenseCRF
 from isim.data.layout import Prepared
 from isim.io import read_label_png, write_json, write_label_png
+from isim.models.net import ISIMNet
+from isim.pseudo import cam as camlib
+from isim.pseudo.crf import DenseCRF
 
 _W: dict = {}  # per-worker state, set by _init
 
@@ -44,7 +46,7 @@ def _finish(id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> di
                 if _W["crf_on"] else raw_mask)
     write_label_png(_W["out"] / "raw" / f"{id_}.png", raw_mask)
     write_label_png(_W["out"] / "crf" / f"{id_}.png", crf_mask)
-    res = {"raw_bg_only": not raw_mask.any(), "crf_bg_only": not crf_mask.any()}
+    res: dict[str, Any] = {"raw_bg_only": not raw_mask.any(), "crf_bg_only": not crf_mask.any()}
     if _W["gt_dir"] is not None:
         gt = read_label_png(_W["gt_dir"] / f"{id_}.png", _W["n"])
         if gt.shape != raw_mask.shape:
@@ -55,7 +57,7 @@ def _finish(id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> di
     return res
 
 
-def generate(model: torch.nn.Module, data: Prepared, ids: list[str], out: str | Path, cfg: Config,
+def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, cfg: Config,
              device: torch.device, workers: int | None = None, desc: str = "pseudo labels") -> dict:
     """Write one round of pseudo labels for ``ids`` into ``out``; return its summary."""
     out = Path(out)
@@ -64,7 +66,7 @@ def generate(model: torch.nn.Module, data: Prepared, ids: list[str], out: str | 
     init_args = (cfg.crf, cfg.crf.enabled, cfg.threshold, str(out), gt_dir, data.n_classes)
     t0 = time.perf_counter()
     n = data.n_classes
-    totals = {"conf_raw": np.zeros((n, n), np.int64), "conf_crf": np.zeros((n, n), np.int64),
+    totals: dict[str, Any] = {"conf_raw": np.zeros((n, n), np.int64), "conf_crf": np.zeros((n, n), np.int64),
               "raw_bg_only": 0, "crf_bg_only": 0}
     logits, targets = [], []
 
