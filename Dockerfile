@@ -1,5 +1,6 @@
-# GPU worker image: CUDA-enabled PyTorch from the pinned requirements (torch 2.14.1 wheels
-# bundle their CUDA runtime), the isim package, and dvc/mlflow on PATH.
+# GPU worker image: the pinned runtime set (requirements.txt; no test or dev tools) with
+# CUDA-enabled PyTorch (torch 2.14.1 wheels bundle their CUDA runtime), the isim package, and
+# dvc/mlflow on PATH.
 #   docker build -t isim .
 #   docker run --gpus all -v "$PWD":/work -w /work isim dvc repro
 FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
