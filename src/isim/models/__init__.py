@@ -69,12 +69,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu",
-               expected: dict[str, Any] | None = None) -> ISIMNet:
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> ISIMNet:
     """The model saved in ``path``, in eval mode; built from the checkpoint's own spec."""
     state = read_checkpoint(path)
-    if expected is not None:
-        check_spec(path, state["spec"], expected)
     model = build_model(state["spec"])
     model.load_state_dict(state["model"])
     return model.to(device).eval()
