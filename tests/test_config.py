@@ -15,7 +15,7 @@ def test_repo_params_load_complete_and_sweep_knobs_are_top_level():
     assert cfg.threshold == raw["threshold"]
     assert cfg.data.source == "synthetic"
     # every setting is written in params.yaml, so DVC sees every value a stage uses
-    free_form = ("encoder.backbone_kwargs", "data.own.class_map")
+    free_form = ("encoder.backbone_kwargs", "data.own.class_map", "tune.space", "tune.overrides")
 
     def settings(d):
         return {k for k in flatten(d) if not k.startswith(free_form)}

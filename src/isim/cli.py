@@ -37,6 +37,17 @@ def _evaluate(a: argparse.Namespace, cfg: config_mod.Config) -> None:
                            a.isim_pseudo, a.metrics, a.report, a.plots)
 
 
+def _tune(a: argparse.Namespace, cfg: config_mod.Config) -> None:
+    _stage("tune").run(cfg, a.params, a.data, a.out, a.workdir, a.workers, a.worker)
+
+
+def _tune_apply(a: argparse.Namespace) -> None:
+    from isim.tuning.apply import apply
+    rc = apply(a.best, a.name, a.queue, a.dry_run)
+    if rc:
+        raise SystemExit(rc)
+
+
 def _params(a: argparse.Namespace) -> None:
     config_mod.apply_preset(a.params, a.preset)
     print(f"{a.params}: {a.preset} applied and validated")
@@ -82,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
         data="prepared dataset", baseline_checkpoint="baseline checkpoint", baseline_pseudo="baseline pseudo labels",
         isim_checkpoints="ISIM round checkpoints", isim_pseudo="ISIM round pseudo labels", metrics="metrics JSON",
         report="full report JSON (per-class IoU, confusion)", plots="folder for rounds.csv and thresholds.csv")
+    s = cmd("tune", _tune, "Optuna study over tune.space (README \"Tuning\")", data="prepared dataset",
+            out="folder for best.yaml, trials.csv, plots/")
+    s.add_argument("--workers", type=int, help="worker processes on this host (default: tune.workers)")
+    s.add_argument("--workdir", type=Path, default=Path("tune/work"),
+                   help="per-trial checkpoints, kept until the trial ends (default: tune/work)")
+    s.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the launcher
+    s = sub.add_parser("tune-apply", help="run the study's best params as a DVC experiment (dvc exp run -S ...)")
+    s.add_argument("best", type=Path, nargs="?", default=Path("tune/results/best.yaml"))
+    s.add_argument("--name", help="experiment name (default: <study>-trial-<n>)")
+    s.add_argument("--queue", action="store_true", help="queue it (dvc queue start runs it)")
+    s.add_argument("--dry-run", action="store_true", help="print the command only")
+    s.set_defaults(func=_tune_apply, no_config=True)
     s = sub.add_parser("params", help="apply a preset (e.g. pipelines/voc.yaml) onto the params file")
     s.add_argument("preset", type=Path)
     s.set_defaults(func=_params, no_config=True)

@@ -215,6 +215,95 @@ class TrackingCfg(Section):
     strict: bool = False          # True: an unreachable tracking server fails the stage
 
 
+class HoldoutCfg(Section):
+    """The labelled images the tuning objective is measured on: a fixed part of a split that the
+    results table does not report (it reports pseudo masks on train) and no stage trains on."""
+
+    split: str = "val"
+    fraction: float = Field(0.5, gt=0, le=1)  # this share of the split, drawn once with a fixed seed
+
+
+class DistCfg(Section):
+    """One search dimension: float, log_float (log-uniform), int, or categorical."""
+
+    type: Literal["float", "log_float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None                      # float / int grids (optional)
+    choices: list[bool | int | float | str] = Field(default_factory=list)  # categorical only
+
+    @model_validator(mode="after")
+    def _check(self) -> DistCfg:
+        if self.type == "categorical":
+            _need(bool(self.choices), "choices", "categorical needs a non-empty list of choices")
+            _need(self.low is None and self.high is None, "low", "categorical takes choices, not low/high")
+            return self
+        _need(self.low is not None and self.high is not None, "low", f"{self.type} needs low and high")
+        assert self.low is not None and self.high is not None
+        _need(self.low < self.high, "high", f"range is empty or inverted: low {self.low} >= high {self.high}")
+        if self.type == "log_float":
+            _need(self.low > 0, "low", f"log_float needs low > 0, got {self.low}")
+            _need(self.step is None, "step", "log_float takes no step")
+        if self.type == "int":
+            for k in ("low", "high", "step"):
+                v = getattr(self, k)
+                _need(v is None or float(v).is_integer(), k, f"int range needs whole numbers, got {v}")
+        _need(self.step is None or self.step > 0, "step", f"must be > 0, got {self.step}")
+        _need(not self.choices, "choices", f"{self.type} takes low/high, not choices")
+        return self
+
+
+def _default_space() -> dict[str, DistCfg]:
+    return {
+        "threshold": DistCfg(type="float", low=0.05, high=0.4),
+        "crf_freq": DistCfg(type="int", low=1, high=6),
+        "lr_encoder": DistCfg(type="log_float", low=0.01, high=0.3),
+        "lr_decoder": DistCfg(type="log_float", low=0.001, high=0.1),
+        "lr_classifier": DistCfg(type="log_float", low=0.1, high=3.0),
+    }
+
+
+# keys a trial cannot change: they decide the dataset (made once by `prepare`), where and how
+# things run, or the tuning itself
+UNTUNABLE = ("data.", "runtime.", "tracking.", "tune.", "holdout.")
+
+
+class TuneCfg(Section):
+    """Optuna study (`isim tune`); README "Tuning"."""
+
+    study: str = Field("isim", min_length=1)
+    storage: str = ""              # "" = journal file tune/optuna.journal; journal:PATH | sqlite:///PATH |
+                                   # postgresql://user@host/db (password from PGPASSWORD); ISIM_TUNE_STORAGE wins
+    sampler: Literal["tpe", "random", "qmc"] = "tpe"
+    pruner: Literal["median", "hyperband", "wilcoxon", "none"] = "median"
+    n_trials: int = Field(20, ge=1)      # budget across all workers and machines
+    timeout_s: float = Field(0, ge=0)    # wall-time budget from the study's first trial (0 = none)
+    workers: int = Field(1, ge=1)        # processes `isim tune` starts on this host
+    seed: int = 0                        # sampler seed (worker k uses seed + k)
+    retries: int = Field(2, ge=0)        # reruns of a trial whose worker died
+    heartbeat_s: int = Field(20, ge=1)   # RDB storages: a trial silent for 3x this is failed and rerun
+    overrides: dict[str, Any] = Field(default_factory=dict)  # dotted key -> value, for trials only
+    space: dict[str, DistCfg] = Field(default_factory=_default_space)
+
+    @model_validator(mode="after")
+    def _check(self) -> TuneCfg:
+        _need(bool(self.space), "space", "needs at least one key to tune")
+        for key in [*self.space, *self.overrides]:
+            where = f"space.{key}" if key in self.space else f"overrides.{key}"
+            _need(not key.startswith(UNTUNABLE), where, f"cannot be tuned or overridden per trial "
+                  f"(sections {', '.join(s.rstrip('.') for s in UNTUNABLE)} are not trial settings)")
+        _need(not _has_password(self.storage), "storage", "holds a password: put it in PGPASSWORD "
+              "(or the whole URL in ISIM_TUNE_STORAGE) so it never lands in params.yaml or logs")
+        return self
+
+
+def _has_password(url: str) -> bool:
+    if "://" not in url or url.startswith("journal:"):
+        return False
+    netloc = url.split("://", 1)[1].split("/", 1)[0]
+    return "@" in netloc and ":" in netloc.rsplit("@", 1)[0]
+
+
 class Config(Section):
     threshold: Prob = 0.3         # background score against normalised CAMs
     crf_freq: int = Field(10, ge=1)   # regenerate pseudo labels every N epochs after warm-up
@@ -233,11 +322,19 @@ class Config(Section):
     eval: EvalCfg = Field(default_factory=EvalCfg)
     runtime: RuntimeCfg = Field(default_factory=RuntimeCfg)
     tracking: TrackingCfg = Field(default_factory=TrackingCfg)
+    holdout: HoldoutCfg = Field(default_factory=HoldoutCfg)
+    tune: TuneCfg = Field(default_factory=TuneCfg)
 
     @model_validator(mode="after")
     def _check(self) -> Config:
         _need(self.rounds.warmup_epochs <= self.train.epochs, "rounds.warmup_epochs",
               f"must be <= train.epochs ({self.train.epochs}), got {self.rounds.warmup_epochs}")
+        known = flatten(self.model_dump(mode="json", exclude={"tune"}))
+        for key in [*self.tune.space, *self.tune.overrides]:
+            # a free-form mapping (encoder.backbone_kwargs) takes any sub-key
+            _need(key in known or any(key.startswith(k + ".") for k in known if isinstance(known[k], dict)),
+                  f"tune.space.{key}" if key in self.tune.space else f"tune.overrides.{key}",
+                  "unknown key (dotted, as in params.yaml: threshold, crf.bilateral_srgb, ...)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -98,6 +98,20 @@ def _reachable(uri: str) -> bool:
         return False
 
 
+def retrying(fn, *a, wait_s: float = 120.0, **kw):
+    """``fn`` again while SQLite says "database is locked" (several processes logging to one
+    mlflow.db, e.g. tuning workers), so a busy store delays a record instead of dropping it."""
+    deadline, delay = time.monotonic() + wait_s, 0.05
+    while True:
+        try:
+            return fn(*a, **kw)
+        except Exception as e:
+            if "database is locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+
 class NullTracker:
     """Used when tracking is off or unavailable: every call is a no-op."""
 
@@ -122,7 +136,7 @@ class Tracker(NullTracker):
         if not self.active:
             return
         try:
-            fn(*a, **kw)
+            retrying(fn, *a, **kw)
         except Exception as e:  # noqa: BLE001 - tracking must never cost results
             if self.cfg.tracking.strict:
                 raise TrackingError(f"tracking.strict: {what} failed: {e}") from e
@@ -144,6 +158,8 @@ class Tracker(NullTracker):
                 for cls, v in summary[kind]["iou"].items():
                     if v is not None:
                         m[f"pseudo_{kind}_iou.{cls}"] = v
+        if "holdout" in summary:
+            m.update({f"holdout_{k}_miou": summary["holdout"][k]["miou"] for k in ("raw", "crf")})
         self.log_metrics(m, step=r)
         self._guard("log_image", self._log_grid, r, Path(round_dir), data)
 
@@ -188,6 +204,27 @@ class Tracker(NullTracker):
         self._guard("log_model", _log)
 
 
+def _experiment(cfg: Config, uri: str) -> tuple[Any, str]:
+    """Client and experiment id; the experiment is made as a model-training one (MLflow 3 opens
+    other experiments on its GenAI overview)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exp = retrying(client.get_experiment_by_name, cfg.tracking.experiment)
+    if exp is not None:
+        return client, exp.experiment_id
+    try:
+        exp_id = retrying(client.create_experiment, cfg.tracking.experiment,
+                          tags={"mlflow.experimentKind": "custom_model_development"})
+    except Exception:  # another process created it first
+        exp = retrying(client.get_experiment_by_name, cfg.tracking.experiment)
+        if exp is None:
+            raise
+        exp_id = exp.experiment_id
+    return client, exp_id
+
+
 def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
     if not cfg.tracking.enabled:
         return NullTracker()
@@ -199,12 +236,7 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
         log.warning("%s; stage %s runs without tracking", msg, stage)
         return NullTracker()
     try:
-        import mlflow
-        from mlflow.tracking import MlflowClient
-        mlflow.set_tracking_uri(uri)
-        client = MlflowClient(uri)
-        exp = client.get_experiment_by_name(cfg.tracking.experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
+        client, exp_id = _experiment(cfg, uri)
         key = pipeline_key(cfg)
         found = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)
         commit = git_commit()
@@ -244,4 +276,98 @@ def stage_run(cfg: Config, stage: str) -> Iterator[Tracker | NullTracker]:
                 log.warning("MLflow could not close run %s: %s", tracker.run_id, e)
 
 
-__all__ = ["stage_run", "tracking_uri", "repo_root", "pipeline_key", "NullTracker", "Tracker"]
+STUDY_TAG = "isim.study"
+
+
+class TrialRun:
+    """A trial's child run: its params, holdout mIoU per round (step = round), final state."""
+
+    def __init__(self, tracker: Tracker):
+        self.t = tracker
+
+    def round(self, r: int, summary: dict) -> None:
+        m = {f"holdout_{k}_miou": summary["holdout"][k]["miou"] for k in ("raw", "crf")}
+        m.update({f"pseudo_{k}_miou": summary[k]["miou"] for k in ("raw", "crf") if k in summary})
+        self.t.log_metrics(m, step=r)
+
+    def end(self, state: str, reason: str, value: float | None, seconds: float) -> None:
+        self.t.log_metrics({"seconds": seconds, **({"objective": value} if value is not None else {})})
+        tags = {"state": state.lower(), **({"reason": reason[:5000]} if reason else {})}
+        for k, v in tags.items():
+            self.t._guard("set_tag", self.t.client.set_tag, self.t.run_id, k, v)
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
+        self.t._guard("set_terminated", self.t.client.set_terminated, self.t.run_id, status)
+
+
+class StudyTracker:
+    """MLflow for an Optuna study: one parent run per study, a child run per trial.
+
+    The parent's id is kept in the study itself, so every worker on every machine logs under
+    the same parent. SQLite stores are retried while locked (``retrying``) rather than dropped.
+    """
+
+    def __init__(self, cfg: Config, client: Any, exp_id: str, parent: str):
+        self.cfg, self.client, self.exp_id, self.parent = cfg, client, exp_id, parent
+
+    @classmethod
+    def open(cls, cfg: Config, study_name: str, parent: str | None, storage_label: str) -> StudyTracker | None:
+        """Attach to the study's parent run, or create it when ``parent`` is None."""
+        if not cfg.tracking.enabled:
+            return None
+        uri = tracking_uri(cfg)
+        try:
+            if not _reachable(uri):
+                raise TrackingError(f"MLflow tracking server {uri} is unreachable")
+            client, exp_id = _experiment(cfg, uri)
+            if parent is None:
+                from mlflow.entities import Param
+                parent = retrying(client.create_run, exp_id, run_name=f"tune-{study_name}", tags={
+                    STUDY_TAG: study_name, "isim.kind": "study", "optuna.storage": storage_label,
+                    "mlflow.source.git.commit": git_commit(), "mlflow.source.name": "isim tune",
+                    "mlflow.source.type": "PROJECT", "dataset_hash": dataset_hash()}).info.run_id
+                space = {f"space.{k}": json.dumps(v.model_dump(exclude_defaults=True))
+                         for k, v in cfg.tune.space.items()}
+                plain = {f"tune.{k}": v for k, v in cfg.tune.model_dump(mode="json").items()
+                         if k not in ("space", "storage")}
+                params = {**plain, **space}
+                retrying(client.log_batch, parent, params=[Param(k, json.dumps(v) if not isinstance(v, str) else v)
+                                                            for k, v in params.items()])
+            return cls(cfg, client, exp_id, parent)
+        except Exception as e:  # noqa: BLE001
+            if cfg.tracking.strict:
+                raise TrackingError(f"tracking.strict: study run at {uri}: {e}") from e
+            log.warning("MLflow at %s unusable (%s: %s); the study runs without tracking", uri,
+                        type(e).__name__, e)
+            return None
+
+    def trial(self, number: int, values: dict[str, Any], retry_of: list[int]) -> TrialRun:
+        from mlflow.entities import Param
+        tags = {"mlflow.parentRunId": self.parent, "isim.kind": "trial", "trial": str(number),
+                **({"retry_of": str(retry_of[-1])} if retry_of else {})}
+        run_id = retrying(self.client.create_run, self.exp_id, run_name=f"trial-{number:04d}", tags=tags).info.run_id
+        t = Tracker(self.client, run_id, self.cfg)
+        t._guard("log_params", self.client.log_batch, run_id,
+                 params=[Param(k, str(v)) for k, v in values.items()])
+        return TrialRun(t)
+
+    def finish(self, best: dict | None, counts: dict[str, int], figures: dict[str, Any], files: list[Path]) -> None:
+        """Best trial tagged (on the child and the parent), counts and best value as metrics,
+        study pictures and result files as artifacts; the parent run is closed."""
+        t = Tracker(self.client, self.parent, self.cfg)
+        t.log_metrics({f"trials_{k}": v for k, v in counts.items()})
+        if best is not None:
+            t.log_metrics({"best_value": best["value"]})
+            t._guard("set_tag", self.client.set_tag, self.parent, "best_trial", str(best["trial"]))
+            runs = retrying(self.client.search_runs, [self.exp_id], filter_string=(
+                f"tags.`mlflow.parentRunId` = '{self.parent}' and tags.trial = '{best['trial']}'"))
+            for r in runs:
+                t._guard("set_tag", self.client.set_tag, r.info.run_id, "best", "true")
+        for name, fig in figures.items():
+            t._guard("log_figure", self.client.log_figure, self.parent, fig, f"study/{name}.png")
+        for f in files:
+            t._guard("log_artifact", self.client.log_artifact, self.parent, str(f), "study")
+        t._guard("set_terminated", self.client.set_terminated, self.parent, "FINISHED")
+
+
+__all__ = ["stage_run", "tracking_uri", "repo_root", "pipeline_key", "NullTracker", "Tracker", "StudyTracker",
+           "retrying"]

@@ -79,6 +79,17 @@ class Prepared:
             raise DataError(f"{path}: {len(missing)} ids have no image-level label, e.g. {missing[:3]}")
         return ids
 
+    def holdout_ids(self, split: str, fraction: float) -> list[str]:
+        """A fixed share of ``split`` (drawn with seed 0, whatever the run's seed), in split order:
+        the images the tuning objective is measured on."""
+        ids = self.ids(split)
+        if not self.has_masks:
+            raise DataError(f"{self.root}: the dataset has no masks, so no pseudo-mask mIoU can be measured "
+                            "on a holdout (tuning needs a labelled split: holdout.split)")
+        n = max(1, round(fraction * len(ids))) if ids else 0
+        keep = set(np.random.default_rng(0).permutation(len(ids))[:n].tolist())
+        return [i for k, i in enumerate(ids) if k in keep]
+
     def image_path(self, id_: str) -> Path:
         return self.root / "JPEGImages" / f"{id_}.jpg"
 

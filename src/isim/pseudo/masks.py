@@ -12,6 +12,7 @@ A round directory holds
 from __future__ import annotations
 
 import multiprocessing as mp
+import tempfile
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -113,3 +114,13 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, cf
 def label_dir(round_dir: str | Path) -> Path:
     """Where the training labels of a round live."""
     return Path(round_dir) / "crf"
+
+
+def score(model: ISIMNet, data: Prepared, ids: list[str], cfg: Config, device: torch.device,
+          desc: str = "holdout") -> dict:
+    """mIoU (before and after CRF) of the pseudo masks ``generate`` would write for ``ids``,
+    without keeping them: the tuning objective's measurement."""
+    with tempfile.TemporaryDirectory(prefix="isim-holdout-") as tmp:
+        s = generate(model, data, ids, tmp, cfg, device, desc=desc)
+    return {k: {"miou": s[k]["miou"]} for k in ("raw", "crf")} | {
+        "images": s["images"], "crf_bg_only": s["crf_bg_only"], "seconds": s["seconds"]}

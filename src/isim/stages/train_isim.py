@@ -21,7 +21,8 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
     if resume is None:
         fresh(checkpoints, pseudo)
     with stage_run(cfg, "train_isim") as tr:
-        result = train_isim(cfg, data, checkpoints, pseudo, resume=resume,
+        holdout = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction) if data.has_masks else None
+        result = train_isim(cfg, data, checkpoints, pseudo, resume=resume, holdout=holdout,
                             on_epoch=lambda rec: tr.log_metrics(
                                 {k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]),
                             on_round=lambda r, d, s: tr.log_round(r, d, s, data))
@@ -31,6 +32,9 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
                    "final_loss": hist[-1]["loss"], "final_train_label_acc": hist[-1]["train_label_acc"]}
         last = result["rounds"][-1]
         summary.update({f"final_{k}_miou": last[k]["miou"] for k in ("raw", "crf") if k in last})
+        # the tuning objective, measured the same way here so a tuned run can be checked against it
+        summary.update({f"final_holdout_{k}_miou": last["holdout"][k]["miou"] for k in ("raw", "crf")
+                        if k in last.get("holdout", {})})
         write_json(metrics, summary)
         tr.log_metrics(summary)
         tr.log_model(result["model"], "isim_model", model_example(cfg.transform.crop))

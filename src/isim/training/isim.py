@@ -63,9 +63,11 @@ def round_dir(pseudo_root: Path, r: int) -> Path:
 def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
                on_epoch: Callable[[dict], None] | None = None,
                on_round: Callable[[int, Path, dict], None] | None = None,
-               resume: Path | None = None) -> dict[str, Any]:
+               resume: Path | None = None, holdout: list[str] | None = None) -> dict[str, Any]:
     """Train ISIM; ``resume`` continues from a round checkpoint (the same result as an
-    uninterrupted run). Returns {history, rounds, seconds, model}."""
+    uninterrupted run). Every round also scores the pseudo masks of the ``holdout`` ids
+    (``summary["holdout"]``, the tuning objective) without training on them.
+    Returns {history, rounds, seconds, model}."""
     seed_everything(cfg.seed)
     device = setup(cfg.runtime)
     trainer = Trainer(cfg, data, model_spec(cfg.encoder, cfg.model, data.n_classes), device)
@@ -96,6 +98,8 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         trainer.save(ckpt_dir / f"round_{r:02d}.pt", epoch, r)
         summary = masks.generate(trainer.model, data, trainer.ids, out, cfg, device, desc=f"round {r}")
         summary.update(round=r, after_epoch=epoch)
+        if holdout:
+            summary["holdout"] = masks.score(trainer.model, data, holdout, cfg, device, desc=f"round {r} holdout")
         write_json(out / "summary.json", summary)
         rounds.append(summary)
         log.info("round %d (after epoch %d): %s", r, epoch,

@@ -1,0 +1,26 @@
+"""Stage ``tune`` (pipelines/tune/dvc.yaml, not part of the default `dvc repro`): an Optuna
+study over ``tune.space``, then its outcome as files: best params, trials table, pictures."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from isim.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config, params: Path, data_dir: Path, out: Path, workdir: Path, workers: int | None,
+        worker: int | None = None) -> None:
+    from isim.tuning import launcher
+    from isim.tuning.run import finish, run_worker
+    if worker is not None:  # started by the launcher below
+        run_worker(cfg, data_dir, workdir, worker)
+        return
+    n = workers or cfg.tune.workers
+    restarts = launcher.launch(cfg, params, data_dir, out, workdir, n)
+    result = finish(cfg, out)
+    if restarts:
+        log.warning("%d worker(s) had to be restarted; their trials were rerun (see %s)", restarts,
+                    out / "trials.csv")
+    log.info("tuned: %s", result)
