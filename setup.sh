@@ -6,6 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
+# PostgreSQL server binaries for the tuning tests (a throwaway server on 127.0.0.1); the
+# project itself needs none: its default study storage is a journal file
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -q postgresql >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }
+  else
+    echo "setup: PostgreSQL's initdb not found; the tuning tests need your distribution's postgresql package" >&2
+  fi
+fi
 stamp=.venv/.isim-installed
 want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha1sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

@@ -22,8 +22,12 @@ def _recording(self, name):
     return value
 
 
+_kept: list = []  # indexed sections stay alive, so their ids are never reused by other objects
+
+
 def _index(section, prefix: str) -> None:
     paths[id(section)] = prefix
+    _kept.append(section)
     for name in type(section).model_fields:
         value = _get(section, name)
         if isinstance(value, config.Section):
@@ -40,6 +44,16 @@ def _load_and_record(path):
 
 
 config.load = _load_and_record
+_from_dict = config.from_dict
+
+
+def _from_dict_and_record(raw):  # configs built from params (a tuning trial's) are recorded too
+    cfg = _from_dict(raw)
+    _index(cfg, "")
+    return cfg
+
+
+config.from_dict = _from_dict_and_record
 config.Section.__getattribute__ = _recording
 
 out, argv = sys.argv[1], sys.argv[3:]

@@ -19,14 +19,24 @@ def _covered(item: str, declared: list[str], sep: str) -> bool:
     return any(item == d or item.startswith(d + sep) for d in declared)
 
 
+def _stages() -> dict[str, tuple[dict, list[str]]]:
+    """Every stage of dvc.yaml and pipelines/tune/dvc.yaml, with the arguments the probe runs.
+    The tune stage's trials run in worker processes: the probe runs one worker in-process."""
+    out = {}
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        out[name] = (stage, stage["cmd"].split()[1:])
+    for name, stage in yaml.safe_load((REPO / "pipelines/tune/dvc.yaml").read_text())["stages"].items():
+        out[name] = (stage, [*stage["cmd"].split()[1:], "--worker", "0"])
+    return out
+
+
 def test_stages_declare_the_params_and_modules_they_use(tmp_path):
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    params = tiny_params(tune={"n_trials": 1, "pruner": "none"})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     src = REPO / "src"
     problems = []
-    for name, stage in stages.items():
+    for name, (stage, argv) in _stages().items():
         out = tmp_path / f"{name}.json"
-        argv = stage["cmd"].split()[1:]
         run([sys.executable, str(Path(__file__).parent / "stage_probe.py"), str(out), "--", *argv], tmp_path)
         used = json.loads(out.read_text())
         declared = [p if isinstance(p, str) else next(iter(p)) for p in stage.get("params", [])]
@@ -42,6 +52,8 @@ def test_stages_declare_the_params_and_modules_they_use(tmp_path):
             if not _covered(f"src/{rel}", deps, "/"):
                 problems.append(f"{name} runs src/{rel} but does not list it in deps")
         assert used["params"], f"{name}: nothing recorded; the probe is broken"
+        if name == "tune":  # the trial's own config (built from params) was seen
+            assert {"train.epochs", "crf.iters", "holdout.fraction"} <= set(used["params"]), used["params"]
     assert not problems, "\n".join(problems)
 
 
