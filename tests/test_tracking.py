@@ -130,6 +130,52 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     keys = [o["Key"] for o in s3client.list_objects_v2(Bucket="isim", Prefix="mlartifacts/").get("Contents", [])]
     assert any(k.endswith("rounds/round_01.png") for k in keys)
     assert any(k.endswith("confusion_isim_final.png") for k in keys)
+    _pipeline_run_reads_back_over_rest(mlflow_server, work, env)
+
+
+def _rest(url: str, path: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", method="POST" if body else "GET",
+                                 data=json.dumps(body).encode() if body else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _parent_over_rest(url: str) -> dict:
+    exp = _rest(url, "experiments/get-by-name?experiment_name=tracked")["experiment"]
+    found = _rest(url, "runs/search", {"experiment_ids": [exp["experiment_id"]],
+                                       "filter": "tags.`isim.kind` = 'pipeline'"})["runs"]
+    assert len(found) == 1
+    return {"exp": exp, **found[0]}
+
+
+def _pipeline_run_reads_back_over_rest(url: str, work: Path, env: dict) -> None:
+    """What the MLflow UI shows, read through the server's REST API: a model-training experiment
+    whose pipeline run ended with its last stage, carries the headline metrics and the params as
+    columns, the prepared dataset as input and the code version as source."""
+    p = _parent_over_rest(url)
+    tags = {t["key"]: t["value"] for t in p["exp"].get("tags", [])}
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    info, data = p["info"], p["data"]
+    assert info["status"] == "FINISHED" and int(info["end_time"]) >= int(info["start_time"])
+    metrics = {m["key"]: m["value"] for m in data["metrics"]}
+    assert {"baseline_crf_miou", "isim_crf_miou", "gain_crf", "isim_train_label_acc",
+            "final_holdout_crf_miou"} <= set(metrics)
+    params = {m["key"]: m["value"] for m in data["params"]}
+    assert float(params["threshold"]) == tiny_params()["threshold"] and "crf_freq" in params
+    run_tags = {t["key"]: t["value"] for t in data["tags"]}
+    assert run_tags["mlflow.source.name"] == "dvc.yaml" and "mlflow.source.git.commit" in run_tags
+    (ds,) = p["inputs"]["dataset_inputs"]
+    assert ds["dataset"]["name"] == "prepared" and ds["dataset"]["digest"]
+    # a failing stage ends the pipeline run FAILED and names itself; a good rerun finishes it again
+    cmd = STAGE_CMDS["evaluate"][1:]
+    r = run([bin_path("isim"), *[("missing" if a == "pseudo/isim" else a) for a in cmd]], work, env=env, check=False)
+    assert r.returncode == 2
+    p = _parent_over_rest(url)
+    tags = {t["key"]: t["value"] for t in p["data"]["tags"]}
+    assert p["info"]["status"] == "FAILED" and tags["failed_stage"] == "evaluate"
+    run([bin_path("isim"), *cmd], work, env=env)
+    assert _parent_over_rest(url)["info"]["status"] == "FINISHED"
 
 
 def test_unreachable_tracking_costs_no_results(tmp_path):

@@ -78,14 +78,21 @@ def pipeline_key(cfg: Config) -> str:
 
 
 def dataset_hash(root: Path = Path("data/prepared")) -> str:
-    """DVC's recorded hash of the prepared dataset (from dvc.lock), when there is one."""
+    """DVC's recorded hash of the prepared dataset (from dvc.lock); outside a DVC run, a hash
+    of its label file and split lists (prefixed ``labels:``); "" when there is no dataset."""
     lock = Path("dvc.lock")
     if lock.is_file():
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
         for out in stages.get("prepare", {}).get("outs", []):
             if Path(out.get("path", "")) == root:
                 return str(out.get("md5", ""))
-    return ""
+    files = [root / "image_labels.json", *sorted((root / "ImageSets" / "Segmentation").glob("*.txt"))]
+    if not files[0].is_file():
+        return ""
+    h = hashlib.md5()
+    for f in files:
+        h.update(f.name.encode() + f.read_bytes())
+    return "labels:" + h.hexdigest()
 
 
 def _reachable(uri: str) -> bool:
@@ -117,7 +124,7 @@ class NullTracker:
 
     active = False
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, headline: bool = False) -> None: ...
     def log_round(self, r: int, round_dir: Path, summary: dict, data: Any) -> None: ...
     def log_evaluation(self, report: dict) -> None: ...
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None: ...
@@ -128,8 +135,8 @@ class Tracker(NullTracker):
 
     active = True
 
-    def __init__(self, client: Any, run_id: str, cfg: Config):
-        self.client, self.run_id, self.cfg = client, run_id, cfg
+    def __init__(self, client: Any, run_id: str, cfg: Config, parent: str | None = None):
+        self.client, self.run_id, self.cfg, self.parent = client, run_id, cfg, parent
         self.grid_ids: list[str] | None = None
 
     def _guard(self, what: str, fn, *a, **kw) -> None:
@@ -143,12 +150,15 @@ class Tracker(NullTracker):
             log.warning("MLflow %s failed (%s: %s); continuing without tracking", what, type(e).__name__, e)
             self.active = False
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, headline: bool = False) -> None:
+        """``headline``: also on the pipeline's parent run, so runs compare in MLflow's runs table."""
         from mlflow.entities import Metric  # mlflow is imported only when tracking is on
         ts = int(time.time() * 1000)
         items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)]
         self._guard("log_metrics", self.client.log_batch, self.run_id, metrics=items)
+        if headline and self.parent:
+            self._guard("log_metrics", self.client.log_batch, self.parent, metrics=items)
 
     def log_round(self, r: int, round_dir: Path, summary: dict, data: Any) -> None:
         m = {"pseudo_bg_only": summary.get("crf_bg_only", 0), "pseudo_images_per_s": summary["images_per_s"]}
@@ -171,7 +181,7 @@ class Tracker(NullTracker):
 
     def log_evaluation(self, report: dict) -> None:
         s = report.get("summary", {})
-        self.log_metrics({k: v for k, v in s.items() if v is not None})
+        self.log_metrics({k: v for k, v in s.items() if v is not None}, headline=True)
         for name in ("baseline", "isim"):
             for i, row in enumerate(report.get(name, {}).get("threshold_sweep", [])):
                 self.log_metrics({f"{name}_sweep_miou": row["miou"], f"{name}_sweep_threshold": row["threshold"]},
@@ -213,6 +223,8 @@ def _experiment(cfg: Config, uri: str) -> tuple[Any, str]:
     client = MlflowClient(uri)
     exp = retrying(client.get_experiment_by_name, cfg.tracking.experiment)
     if exp is not None:
+        if "mlflow.experimentKind" not in exp.tags:  # made by an older version of this project
+            retrying(client.set_experiment_tag, exp.experiment_id, "mlflow.experimentKind", "custom_model_development")
         return client, exp.experiment_id
     try:
         exp_id = retrying(client.create_experiment, cfg.tracking.experiment,
@@ -238,21 +250,27 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
     try:
         client, exp_id = _experiment(cfg, uri)
         key = pipeline_key(cfg)
-        found = client.search_runs([exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)
-        commit = git_commit()
-        tags = {"git_commit": commit, "dataset_hash": dataset_hash()}
+        found = retrying(client.search_runs, [exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)
+        commit, data_hash = git_commit(), dataset_hash()
+        tags = {"git_commit": commit, "dataset_hash": data_hash, "mlflow.source.git.commit": commit,
+                "mlflow.source.type": "PROJECT"}
         if found:
             parent = found[0].info.run_id
+            retrying(client.update_run, parent, status="RUNNING")  # the pipeline runs again
         else:
-            parent = client.create_run(exp_id, run_name=os.environ.get("DVC_EXP_NAME") or f"pipeline-{key}",
-                                       tags={KEY_TAG: key, "isim.kind": "pipeline", **tags}).info.run_id
+            parent = retrying(client.create_run, exp_id, run_name=os.environ.get("DVC_EXP_NAME") or f"pipeline-{key}",
+                              tags={KEY_TAG: key, "isim.kind": "pipeline", "mlflow.source.name": "dvc.yaml",
+                                    **tags}).info.run_id
             params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v
                       for k, v in flatten(cfg.to_dict()).items()}
             from mlflow.entities import Param
-            client.log_batch(parent, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        child = client.create_run(exp_id, run_name=stage, tags={
-            "mlflow.parentRunId": parent, "dvc_stage": stage, "isim.kind": "stage", **tags}).info.run_id
-        return Tracker(client, child, cfg)
+            retrying(client.log_batch, parent, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        child = retrying(client.create_run, exp_id, run_name=stage, tags={
+            "mlflow.parentRunId": parent, "dvc_stage": stage, "isim.kind": "stage",
+            "mlflow.source.name": f"dvc.yaml:{stage}", **tags}).info.run_id
+        if data_hash:
+            _log_dataset(client, [child] if found else [parent, child], data_hash)
+        return Tracker(client, child, cfg, parent)
     except Exception as e:  # noqa: BLE001
         if cfg.tracking.strict:
             raise TrackingError(f"tracking.strict: could not start a run at {uri}: {e}") from e
@@ -261,8 +279,20 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
         return NullTracker()
 
 
+def _log_dataset(client: Any, run_ids: list[str], digest: str) -> None:
+    """The prepared dataset as the runs' input: name + DVC hash (MLflow's Dataset column)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    ds = DatasetInput(Dataset(name="prepared", digest=digest[:36], source_type="dvc", source=json.dumps(
+        {"path": "data/prepared", "dvc_hash": digest})), tags=[InputTag("mlflow.data.context", "training")])
+    for run_id in run_ids:
+        retrying(client.log_inputs, run_id, datasets=[ds])
+
+
 @contextmanager
 def stage_run(cfg: Config, stage: str) -> Iterator[Tracker | NullTracker]:
+    """A stage's child run. The pipeline's parent run ends with each stage too: FINISHED after a
+    stage that succeeded (the next stage sets it RUNNING again), FAILED naming the stage that
+    failed, so no run is left RUNNING once `dvc repro` has stopped."""
     tracker = _start(cfg, stage)
     status = "FAILED"
     try:
@@ -271,7 +301,11 @@ def stage_run(cfg: Config, stage: str) -> Iterator[Tracker | NullTracker]:
     finally:
         if isinstance(tracker, Tracker):
             try:
-                tracker.client.set_terminated(tracker.run_id, status=status)
+                retrying(tracker.client.set_terminated, tracker.run_id, status=status)
+                if tracker.parent:
+                    retrying(tracker.client.set_tag, tracker.parent, "failed_stage",
+                             stage if status == "FAILED" else "")
+                    retrying(tracker.client.set_terminated, tracker.parent, status=status)
             except Exception as e:  # noqa: BLE001
                 log.warning("MLflow could not close run %s: %s", tracker.run_id, e)
 

@@ -36,6 +36,6 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
         summary.update({f"final_holdout_{k}_miou": last["holdout"][k]["miou"] for k in ("raw", "crf")
                         if k in last.get("holdout", {})})
         write_json(metrics, summary)
-        tr.log_metrics(summary)
+        tr.log_metrics(summary, headline=True)
         tr.log_model(result["model"], "isim_model", model_example(cfg.transform.crop))
     log.info("trained ISIM: %s", summary)
