@@ -275,3 +275,24 @@ def test_tuned_params_reproduce_the_objective_with_dvc_exp_run(tmp_path_factory)
     applied = yaml.safe_load((repo / "params.yaml").read_text())
     assert applied["threshold"] == pytest.approx(best["params"]["threshold"])
     assert "evaluate" in run([bin_path("dvc"), "exp", "show", "--json"], repo).stdout
+
+
+def test_workers_get_their_own_gpu_round_robin_or_a_share_of_the_cpu_threads(monkeypatch):
+    from isim.tuning.launcher import gpus, worker_env
+    envs = [worker_env(k, 3, ["0", "1"], 16) for k in range(3)]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0"]
+    assert {e["ISIM_WORKER_THREADS"] for e in envs} == {"5"}
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cpu = [worker_env(k, 2, [], 2) for k in range(2)]
+    assert all(e["ISIM_WORKER_THREADS"] == "1" and e["OMP_NUM_THREADS"] == "1" for e in cpu)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert gpus() == ["2", "5"]  # a scheduler's allocation is respected
+
+
+def test_a_worker_takes_its_thread_share_and_a_crf_pool_no_larger(tiny_cfg, monkeypatch):
+    from isim.tuning.run import worker_config
+    monkeypatch.setenv("ISIM_WORKER_THREADS", "4")
+    cfg = tiny_cfg.model_copy(update={"tune": tiny_cfg.tune.model_copy(update={"workers": 4}),
+                                      "runtime": tiny_cfg.runtime.model_copy(update={"threads": 0, "crf_workers": 8})})
+    rt = worker_config(cfg).runtime
+    assert (rt.threads, rt.crf_workers) == (4, 3)

@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 
 from isim.config import TuneCfg
@@ -55,10 +56,13 @@ def journal_path(url: str) -> Path:
     return Path(url.removeprefix("journal:"))
 
 
-def retry_callback(tc: TuneCfg) -> RetryFailedTrialCallback:
-    # the rerun resumes from the dead trial's last round checkpoint, whose summaries hold the
-    # intermediate values: they are reported again rather than copied
-    return RetryFailedTrialCallback(max_retry=tc.retries, inherit_intermediate_values=False)
+def retry_callback(tc: TuneCfg) -> RetryHeartbeatStaleTrialCallback:
+    """Queues a dead trial again with its parameters (``retry_history`` names every attempt).
+    The rerun resumes from the dead attempt's last round checkpoint, whose summaries hold the
+    intermediate values: they are reported again rather than copied."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry=tc.retries, inherit_intermediate_values=False)
 
 
 def open_storage(url: str, tc: TuneCfg) -> BaseStorage:
@@ -74,8 +78,10 @@ def open_storage(url: str, tc: TuneCfg) -> BaseStorage:
     if url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=tc.heartbeat_s,
-                          grace_period=3 * tc.heartbeat_s, failed_trial_callback=retry_callback(tc))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=tc.heartbeat_s,
+                              grace_period=3 * tc.heartbeat_s, heartbeat_stale_trial_callback=retry_callback(tc))
     except Exception as e:  # noqa: BLE001 - driver errors vary; the message is what matters
         reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
         raise TuneError(f"tune storage {redact(url)}: cannot be reached or used ({reason})") from None

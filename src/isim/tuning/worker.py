@@ -10,6 +10,7 @@ rerun after its worker died resumes from the last of them.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +62,22 @@ def reap(study: optuna.Study, storage: Any, cfg: Config) -> list[int]:
     (any storage), and every trial whose heartbeat went stale (RDB storages). Returns the
     numbers of the trials failed here."""
     failed = []
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.system_attrs.get(WORKER_ATTR)
-        if worker and not _alive(worker):
-            storage.set_trial_user_attr(t._trial_id, REASON_ATTR, f"worker {worker} died; trial rerun")
+        # a trial is marked with its worker right after it is asked for; one still unmarked a
+        # minute later lost its worker in between
+        orphan = worker is None and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > 60
+        if not orphan and (worker is None or _alive(worker)):
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, REASON_ATTR, f"worker {worker or '?'} died; trial rerun")
             if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
                 retry_callback(cfg.tune)(study, storage.get_trial(t._trial_id))
                 failed.append(t.number)
                 log.warning("trial %d: its worker %s is gone; failed and queued again", t.number, worker)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished after all
     fail_stale(study)
     return failed
 
@@ -75,14 +85,14 @@ def reap(study: optuna.Study, storage: Any, cfg: Config) -> list[int]:
 def budget_left(study: optuna.Study, cfg: Config) -> bool:
     """Trials still to run: queued reruns, or fewer trials than ``tune.n_trials`` (a failed trial
     that was rerun counts once) and time left."""
+    started = study.user_attrs.get(STARTED_ATTR)
+    if cfg.tune.timeout_s and started is not None and time.time() > started + cfg.tune.timeout_s:
+        return False
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.WAITING for t in trials):
         return True
     rerun = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     used = sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in rerun))
-    started = study.user_attrs.get(STARTED_ATTR)
-    if cfg.tune.timeout_s and started is not None and time.time() > started + cfg.tune.timeout_s:
-        return False
     return used < cfg.tune.n_trials
 
 
@@ -133,7 +143,9 @@ class Worker:
                     return n
                 if STARTED_ATTR not in self.study.user_attrs:
                     self.study.set_user_attr(STARTED_ATTR, time.time())
-                trial = self.study.ask()
+                with warnings.catch_warnings():  # this worker beats for its trials itself (_Heartbeat)
+                    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
+                    trial = self.study.ask()
                 self.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, process_id())
             self.run_trial(trial)
             n += 1
