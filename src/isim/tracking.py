@@ -366,6 +366,8 @@ class StudyTracker:
                 params = {**plain, **space}
                 retrying(client.log_batch, parent, params=[Param(k, json.dumps(v) if not isinstance(v, str) else v)
                                                             for k, v in params.items()])
+                if dataset_hash():
+                    _log_dataset(client, [parent], dataset_hash())
             return cls(cfg, client, exp_id, parent)
         except Exception as e:  # noqa: BLE001
             if cfg.tracking.strict:
