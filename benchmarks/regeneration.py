@@ -1,8 +1,10 @@
 """Pseudo-label regeneration throughput: the worker pool (CRF in worker processes, CAMs batched in
 the main process) vs a plain sequential loop, on the embedded dataset; and peak memory for two
-dataset sizes (it must not grow with the number of images).
+dataset sizes (it must not grow with the number of images); and the throughput on 500x375
+photographs (coco_sample's photos) with the `pipelines/photo.yaml` settings, next to the
+embedded 128 px images with the committed params.
 
-    .venv/bin/python benchmarks/regeneration.py [--images 200] [--workers 2]
+    .venv/bin/python benchmarks/regeneration.py [--images 200] [--workers 2] [--photos 40]
 """
 from __future__ import annotations
 
@@ -29,13 +31,46 @@ def make_data(images: int) -> Path:
     return root
 
 
-def one(root: Path, workers: int) -> dict:
-    from isim.config import load
+def photo_data(n: int) -> Path:
+    """``n`` photos of coco_sample at 500x375 with their image-level VOC labels (CSV mode)."""
+    import csv
+
+    from PIL import Image
+
+    from isim.config import from_dict
+    from isim.data import own
+    sample = ROOT / "tests" / "fixtures" / "coco_sample"
+    src = Path(tempfile.mkdtemp())
+    (src / "images").mkdir()
+    with (sample / "image_labels.csv").open() as f:
+        rows = list(csv.DictReader(f))[:n]
+    classes = sorted({c for r in rows for c in r["voc_classes"].split()})
+    with (src / "labels.csv").open("w") as f:
+        f.write("id,classes\n")
+        for r in rows:
+            Image.open(sample / "images" / f"{r['image_id']}.jpg").convert("RGB").resize((500, 375)).save(
+                src / "images" / f"{r['image_id']}.jpg", quality=92)
+            f.write(f"{r['image_id']},{'|'.join(r['voc_classes'].split())}\n")
+    cfg = from_dict({"data": {"source": "own", "own": {"format": "csv", "images": str(src / "images"),
+                                                       "labels": str(src / "labels.csv"), "classes": classes,
+                                                       "val_fraction": 0.0}}})
+    root = src / "prepared"
+    own.prepare(cfg.data, root)
+    return root
+
+
+def one(root: Path, workers: int, preset: str = "") -> dict:
+    import yaml
+
+    from isim.config import from_dict, merge
     from isim.data.layout import Prepared
     from isim.models import build_model, model_spec
     from isim.pseudo import masks as pseudo
 
-    cfg = load(ROOT / "params.yaml")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if preset:
+        raw = merge(raw, yaml.safe_load((ROOT / preset).read_text()))
+    cfg = from_dict(raw)
     tmp = Path(tempfile.mkdtemp())
     data = Prepared.open(root)
     torch.manual_seed(0)
@@ -48,9 +83,9 @@ def one(root: Path, workers: int) -> dict:
     return {"images": len(ids), "workers": workers, "images_per_s": s["images_per_s"], "peak_mb": peak_kb / 1024}
 
 
-def measure(root: Path, workers: int) -> dict:
+def measure(root: Path, workers: int, preset: str = "") -> dict:
     """In a fresh process, so peak memory is this configuration's own."""
-    out = subprocess.run([sys.executable, __file__, "--one", str(root), str(workers)], capture_output=True,
+    out = subprocess.run([sys.executable, __file__, "--one", str(root), str(workers), preset], capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -59,10 +94,11 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--photos", type=int, default=40, help="500x375 photos for the photo figure (0: skip)")
+    p.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
-        print(json.dumps(one(Path(a.one[0]), int(a.one[1]))))
+        print(json.dumps(one(Path(a.one[0]), int(a.one[1]), a.one[2])))
         return
     small, large = make_data(a.images), make_data(a.images * 4)
     seq = measure(small, 0)
@@ -74,6 +110,11 @@ def main() -> None:
     print(f"peak memory          : {pool['peak_mb']:.0f} MB at {a.images} images, "
           f"{big['peak_mb']:.0f} MB at {a.images * 4} images "
           f"(ratio {big['peak_mb'] / pool['peak_mb']:.2f})")
+    if a.photos:
+        photo = measure(photo_data(a.photos), a.workers, "pipelines/photo.yaml")
+        print(f"500x375 photos, photo preset, worker pool: {photo['images_per_s']:.2f} images/s "
+              f"({1 / photo['images_per_s']:.2f} s per image) vs {pool['images_per_s']:.1f} images/s on the "
+              f"128 px embedded images -> {pool['images_per_s'] / photo['images_per_s']:.0f}x slower per image")
 
 
 if __name__ == "__main__":

@@ -86,3 +86,20 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, 
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
     return r
+
+
+def dvc_project(repo: Path, params: dict) -> Path:
+    """A git + DVC repository with this project's pipeline files, sources and ``params``
+    (the raw/ folder that `prepare` depends on included), committed."""
+    repo.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO / name, repo / name)
+    for folder in ("src", "pipelines", "raw"):
+        shutil.copytree(REPO / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.org"],
+                ["git", "config", "user.name", "t"], [bin_path("dvc"), "init", "-q"],
+                [bin_path("dvc"), "config", "core.analytics", "false"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "init"]):
+        run(cmd, repo)
+    return repo

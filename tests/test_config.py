@@ -76,7 +76,7 @@ def test_unknown_key_is_named():
     ({"runtime": {"device": "gpu"}}, "runtime.device", "got 'gpu'"),
     ({"data": {"synthetic": {"classes": ["a", "a"]}}}, "data.synthetic.classes", "distinct"),
     ({"encoder": {"pretrained": True, "weights": "w.pt"}}, "encoder.weights", "not both"),
-    ({"data": {"source": "own", "own": {"images": "i", "labels": "l", "classes": ["cat"],
+    ({"data": {"source": "own", "own": {"images": "i", "labels": "l", "names": "n", "classes": ["cat"],
                                         "class_map": {"dog": "hound"}}}}, "data.own.class_map.dog", "hound"),
 ])
 def test_bad_value_is_named(raw, key, says):
@@ -110,3 +110,11 @@ def test_cli_reports_a_bad_key_and_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "isim prepare: error:" in err and "train.epochs: Input should be greater than or equal to 1" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_voc_preset_carries_the_photo_settings():
+    photo = flatten(yaml.safe_load((REPO / "pipelines/photo.yaml").read_text()))
+    voc = flatten(yaml.safe_load((REPO / "pipelines/voc.yaml").read_text()))
+    assert photo and {k: voc.get(k) for k in photo} == photo
+    embedded = flatten(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert embedded["transform.crop"] < photo["transform.crop"]  # the committed params are not photo-sized

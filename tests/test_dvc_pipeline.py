@@ -1,30 +1,16 @@
 """Real DVC commands in a temporary git repository: repro, no-op repro, exp run -S, queued sweeps."""
 import json
-import shutil
 import time
 
 import pytest
 import yaml
 
-from conftest import REPO, bin_path, run, tiny_params
+from conftest import bin_path, dvc_project, run, tiny_params
 
 
 @pytest.fixture(scope="module")
 def dvc_repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("dvcrepo")
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(REPO / name, repo / name)
-    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = tiny_params(tracking={"enabled": True})
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], repo)
-    run(["git", "config", "user.email", "t@example.org"], repo)
-    run(["git", "config", "user.name", "t"], repo)
-    run([bin_path("dvc"), "init", "-q"], repo)
-    run([bin_path("dvc"), "config", "core.analytics", "false"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "init"], repo)
-    return repo
+    return dvc_project(tmp_path_factory.mktemp("dvcrepo"), tiny_params(tracking={"enabled": True}))
 
 
 def _ran(output: str) -> set[str]:
@@ -34,7 +20,7 @@ def _ran(output: str) -> set[str]:
 def test_repro_then_noop_then_targeted_exp(dvc_repo):
     dvc = bin_path("dvc")
     r = run([dvc, "repro"], dvc_repo)
-    assert _ran(r.stdout) == {"prepare", "train_baseline", "pseudo_baseline", "train_isim", "evaluate"}
+    assert _ran(r.stdout) == {"check", "prepare", "train_baseline", "pseudo_baseline", "train_isim", "evaluate"}
     assert (dvc_repo / "data/prepared/JPEGImages").is_dir()
     assert (dvc_repo / "pseudo/isim/round_01/crf").is_dir() and (dvc_repo / "checkpoints/isim/round_01.pt").is_file()
     report = json.loads((dvc_repo / "metrics/eval.json").read_text())
@@ -44,14 +30,16 @@ def test_repro_then_noop_then_targeted_exp(dvc_repo):
     r = run([dvc, "repro"], dvc_repo)
     assert _ran(r.stdout) == set(), r.stdout
     assert time.perf_counter() - t0 < 30
-    assert "up to date" in run([dvc, "status"], dvc_repo).stdout
+    assert "up to date" in run([dvc, "status", "dvc.yaml"], dvc_repo).stdout
+    # the on-demand tuning pipeline is the only thing `dvc status` (all pipelines) still lists
+    assert run([dvc, "status"], dvc_repo).stdout.splitlines()[0] == "pipelines/tune/dvc.yaml:tune:"
     # outputs are DVC's, not git's
     assert "data/prepared" not in run(["git", "status", "--porcelain"], dvc_repo).stdout
     run(["git", "add", "-A"], dvc_repo)
     run(["git", "commit", "-qm", "baseline run"], dvc_repo)
     # changing the threshold reruns exactly what depends on it
     r = run([dvc, "exp", "run", "-S", "threshold=0.25"], dvc_repo)
-    assert _ran(r.stdout) == {"pseudo_baseline", "train_isim", "evaluate"}, r.stdout
+    assert _ran(r.stdout) == {"check", "pseudo_baseline", "train_isim", "evaluate"}, r.stdout
     shown = run([dvc, "metrics", "show", "--json"], dvc_repo).stdout
     assert "isim_miou" in shown
 
@@ -81,3 +69,28 @@ def test_queued_sweep_logs_to_one_tracking_store(dvc_repo):
     parents = client.search_runs([exp.experiment_id], filter_string="tags.`isim.kind` = 'pipeline'")
     names = {p.info.run_name for p in parents}
     assert len(parents) >= 3 and sum(not n.startswith("pipeline-") for n in names) >= 2, names
+
+
+def test_a_typo_or_bad_value_stops_at_check_and_costs_no_outputs(dvc_repo):
+    dvc = bin_path("dvc")
+    run([dvc, "repro"], dvc_repo)  # outputs of a good run (nothing to do after the tests above)
+    params = dvc_repo / "params.yaml"
+    good = params.read_text()
+    ckpt, pseudo = dvc_repo / "checkpoints/baseline.pt", dvc_repo / "pseudo/baseline/crf"
+    before = ckpt.read_bytes()
+    try:
+        for edit, message in ((lambda p: p["train"].update(epoch=p["train"].pop("epochs")), "train.epoch: unknown key"),
+                              (lambda p: p.update(threshold=1.5), "threshold: Input should be less than 1")):
+            p = yaml.safe_load(good)
+            edit(p)
+            params.write_text(yaml.safe_dump(p, sort_keys=False))
+            r = run([dvc, "repro"], dvc_repo, check=False)
+            assert r.returncode != 0 and message in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+            assert _ran(r.stdout) == {"check"}
+            assert ckpt.read_bytes() == before and any(pseudo.iterdir())
+        # `-S train.epoch=3` is refused by DVC itself (no such key); appending one reaches the check stage
+        r = run([dvc, "exp", "run", "-S", "+train.epoch=3"], dvc_repo, check=False)
+        assert r.returncode != 0 and "train.epoch: unknown key" in r.stdout + r.stderr, r.stdout + r.stderr
+    finally:
+        params.write_text(good)
+    assert ckpt.read_bytes() == before

@@ -35,7 +35,7 @@ def _reference_mask(polys, w, h, src_to_tgt, unmapped):
     yy, xx = np.mgrid[0:h, 0:w]
     centres = np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5], 1)
     out = np.zeros(h * w, np.uint8)
-    for cls, xy in sorted(polys, key=lambda p: -own.polygon_area(p[1])):
+    for cls, xy in sorted(polys, key=lambda p: (p[0] in src_to_tgt, -own.polygon_area(p[1]))):
         inside = MplPath(xy * [w, h]).contains_points(centres)
         out[inside] = src_to_tgt.get(cls, unmapped)
     return out.reshape(h, w)
@@ -132,7 +132,7 @@ def test_csv_labels_without_masks(tmp_path):
                                                        "classes": ["cat", "dog"], "val_fraction": 0.0}}})
     stats = own.prepare(cfg.data, tmp_path / "out")
     data = Prepared.open(tmp_path / "out")
-    assert stats == {"images": 4, "skipped": 0, "no_object_images": 1}
+    assert stats == {"images": 4, "skipped": 0, "no_object_images": 1, "no_label_file": 0, "warnings": []}
     assert not data.has_masks and data.labels == {"im0": [1, 2], "im1": [2], "im2": [], "im3": [1]}
     assert read_image(data.image_path("im2")).shape == (12, 16, 3)
     table.write_text("id,classes\nim0,cat|horse\n")

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, bin_path, run, stage_cmds, tiny_params
+from conftest import bin_path, dvc_project, run, stage_cmds, tiny_params
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 STAGE_CMDS = stage_cmds()
@@ -200,16 +200,8 @@ def _digest(paths: list[Path]) -> dict:
 
 def test_dvc_push_pull_through_s3(s3, tmp_path):
     endpoint, s3client = s3
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(REPO / name, repo / name)
-    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    repo = dvc_project(tmp_path / "repo", tiny_params())
     dvc = bin_path("dvc")
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.org"],
-                ["git", "config", "user.name", "t"], [dvc, "init", "-q"]):
-        run(cmd, repo)
     run([dvc, "repro", "train_isim"], repo)
     run([dvc, "remote", "add", "-d", "store", "s3://isim/dvcstore"], repo)
     run([dvc, "remote", "modify", "store", "endpointurl", endpoint], repo)

@@ -3,7 +3,6 @@ a worker killed mid-trial, four workers logging to one SQLite MLflow store, prun
 optuna-dashboard, and the best params reproduced by `dvc exp run`."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import REPO, bin_path, run, tiny_params
+from conftest import bin_path, dvc_project, run, tiny_params
 from pg import PASSWORD, LocalPostgres
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -253,18 +252,8 @@ def test_bad_space_or_storage_fails_before_any_trial(tmp_path, tiny_data):
 
 
 def test_tuned_params_reproduce_the_objective_with_dvc_exp_run(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("tunerepo")
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(REPO / name, repo / name)
-    shutil.copytree(REPO / "pipelines", repo / "pipelines")
-    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = tiny_params(runtime={"threads": 1}, tune={"n_trials": 2, "pruner": "none", "sampler": "random"})
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.org"],
-                ["git", "config", "user.name", "t"], [bin_path("dvc"), "init", "-q"],
-                [bin_path("dvc"), "config", "core.analytics", "false"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "init"]):
-        run(cmd, repo)
+    repo = dvc_project(tmp_path_factory.mktemp("tunerepo"), params)
     r = run([bin_path("dvc"), "repro", "pipelines/tune/dvc.yaml"], repo, env=_env())
     assert "Running stage 'prepare'" in r.stdout and "Running stage 'pipelines/tune/dvc.yaml:tune'" in r.stdout
     best = yaml.safe_load((repo / "tune/results/best.yaml").read_text())["best"]

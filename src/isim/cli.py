@@ -16,6 +16,10 @@ def _stage(name: str):
     return importlib.import_module(f"isim.stages.{name}")
 
 
+def _check(a: argparse.Namespace, cfg: config_mod.Config) -> None:
+    _stage("check").run(cfg, a.out)
+
+
 def _prepare(a: argparse.Namespace, cfg: config_mod.Config) -> None:
     _stage("prepare").run(cfg, a.out)
 
@@ -75,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
         return s
 
+    cmd("check", _check, "validate params.yaml (the first stage: nothing is deleted for a typo)",
+        out="marker file written when params.yaml is valid")
     cmd("prepare", _prepare, "build the dataset in VOC layout (synthetic, VOC+SBD or own data)",
         out="prepared dataset folder")
     cmd("train-baseline", _train_baseline, "train the CAM baseline (classification only)",

@@ -97,6 +97,7 @@ class OwnCfg(Section):
 class DataCfg(Section):
     source: Literal["synthetic", "voc", "own"] = "synthetic"
     on_bad: Literal["error", "skip"] = "error"  # a bad file stops prepare, or is skipped and reported
+    allow_negatives_only: bool = False  # own data: prepare even when no image has a target class
     synthetic: SyntheticCfg = Field(default_factory=SyntheticCfg)
     voc: VocCfg = Field(default_factory=VocCfg)
     own: OwnCfg = Field(default_factory=OwnCfg)
@@ -106,7 +107,11 @@ class DataCfg(Section):
         o = self.own
         if self.source == "own":
             _need(bool(o.images), "own.images", "must name a folder of images")
-            _need(bool(o.labels), "own.labels", "must name the labels folder or CSV")
+            _need(bool(o.labels), "own.labels", "must name the labels folder (yolo) or CSV file (csv)")
+            _need(o.format != "yolo" or bool(o.names), "own.names", "must name the data.yaml with the source "
+                  "class names (format: yolo)")
+            _need(o.format != "yolo" or bool(o.class_map), "own.class_map", "must map source class names to "
+                  "data.own.classes (format: yolo), e.g. {person: person, puppy: dog}")
             _need(bool(o.classes), "own.classes", "must list the target classes")
             for src, dst in o.class_map.items():
                 _need(dst in o.classes, f"own.class_map.{src}", f"{dst!r} is not in data.own.classes")

@@ -14,7 +14,7 @@ import torch
 from isim import metrics
 from isim.config import Config
 from isim.data.layout import Prepared
-from isim.io import DataError, read_label_png, write_csv, write_json
+from isim.io import DataError, read_label_png, write_csv, write_json, write_text
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 
@@ -74,8 +74,11 @@ def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseu
     report: dict = {"classes": data.classes,
                     "baseline": sweep_and_accuracy(baseline_model, data, cfg, device),
                     "isim": sweep_and_accuracy(isim_model, data, cfg, device)}
+    accuracy = {f"{name}_{split}_label_acc": report[name].get(f"{split}_classification", {}).get("label_acc")
+                for name in ("baseline", "isim") for split in ("train", "val")}
     if not data.has_masks:
         report["note"] = "dataset has no masks: only classification accuracy is reported"
+        report["summary"] = accuracy
         return report
     report["baseline"]["pseudo"] = {"raw": score_dir(data, ids, baseline_pseudo / "raw"),
                                     "crf": score_dir(data, ids, baseline_pseudo / "crf")}
@@ -90,10 +93,7 @@ def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseu
         "isim_miou": final["raw"]["miou"], "isim_crf_miou": final["crf"]["miou"],
         "gain": round(final["raw"]["miou"] - base["raw"]["miou"], 3),
         "gain_crf": round(final["crf"]["miou"] - base["crf"]["miou"], 3),
-        "baseline_train_label_acc": report["baseline"]["train_classification"]["label_acc"],
-        "isim_train_label_acc": report["isim"]["train_classification"]["label_acc"],
-        "baseline_val_label_acc": report["baseline"].get("val_classification", {}).get("label_acc"),
-        "isim_val_label_acc": report["isim"].get("val_classification", {}).get("label_acc"),
+        **accuracy,
     }
     return report
 
@@ -113,6 +113,10 @@ def compact(report: dict) -> dict:
 def write_outputs(report: dict, metrics_path: Path, report_path: Path, plots_dir: Path) -> None:
     write_json(report_path, report)
     write_json(metrics_path, compact(report))
+    if "rounds" not in report.get("isim", {}):  # no masks: no mIoU, but the declared plot files exist
+        write_text(plots_dir / "rounds.csv", "round,isim,isim_crf,baseline,baseline_crf\n")
+        write_text(plots_dir / "thresholds.csv", "threshold,baseline,isim\n")
+        return
     if "rounds" in report.get("isim", {}):
         base = report["baseline"]["pseudo"]
         write_csv(plots_dir / "rounds.csv", [

@@ -3,8 +3,8 @@
 - ``yolo``: images + YOLO segmentation polygons (``class x1 y1 ... xn yn``, normalised) and a
   ``data.yaml`` with the source class names (COCO/Ultralytics style). Source classes are
   mapped to the target classes by ``class_map``; unmapped objects become background or 255
-  (ignore), the user's choice. Polygons are filled largest first, so smaller objects that lie
-  on larger ones stay visible.
+  (ignore), the user's choice, and never cover a mapped object. Polygons are filled largest
+  first, so smaller objects that lie on larger ones stay visible.
 - ``csv``: images + a CSV ``id,classes`` (classes separated by ``|``) for users without masks:
   only image-level labels; no mIoU can be reported, only pseudo labels.
 """
@@ -82,11 +82,15 @@ def polygon_area(xy: np.ndarray) -> float:
 
 def rasterise(polys: list[tuple[int, np.ndarray]], size: tuple[int, int], source_to_target: dict[int, int],
               unmapped: int) -> np.ndarray:
-    """Semantic mask (H, W): larger instances first; ``unmapped`` for objects outside the map."""
+    """Semantic mask (H, W). Objects outside the class map are painted first (as ``unmapped``),
+    mapped objects after them, so an unmapped object (a tie on a person, a table under a cat)
+    never erases a mapped one; within each group larger instances first, so smaller ones lying
+    on larger ones stay visible."""
     w, h = size
     canvas = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(canvas)
-    for cls, xy in sorted(polys, key=lambda p: -polygon_area(p[1])):
+    order = sorted(polys, key=lambda p: (p[0] in source_to_target, -polygon_area(p[1])))
+    for cls, xy in order:
         value = source_to_target.get(cls, unmapped)
         draw.polygon([(float(x * w), float(y * h)) for x, y in xy], fill=int(value))
     return np.asarray(canvas, np.uint8).copy()
@@ -98,47 +102,88 @@ def split_of(id_: str, val_fraction: float) -> str:
     return "val" if u < val_fraction else "train"
 
 
-def _store_image(src: Path, dst: Path) -> tuple[int, int]:
-    rgb = read_image(src)  # validates and converts grayscale / CMYK / RGBA / palette to RGB
-    write_jpeg(dst, rgb)
-    return rgb.shape[1], rgb.shape[0]
+def _existing(path: str, key: str, folder: bool) -> Path:
+    p = Path(path)
+    if not (p.is_dir() if folder else p.is_file()):
+        what = "folder" if folder else "file"
+        raise DataError(f"data.own.{key}: {path} is not an existing {what}"
+                        f"{' (it is a folder)' if p.is_dir() and not folder else ''}")
+    return p
+
+
+def _diagnose(cfg: DataCfg, classes: list[str], labels: dict[str, list[int]], no_label: list[str],
+              label_dir: Path | None, unused_map: list[str]) -> list[str]:
+    """Loud warnings (and one error) for datasets that would train on nothing: the usual
+    causes are a labels folder one level too high and class_map keys that never occur."""
+    n = len(labels)
+    negatives = sum(1 for v in labels.values() if not v)
+    causes = []
+    if label_dir is not None and no_label:
+        nested = sorted({p.parent for p in label_dir.glob("*/*.txt")})
+        if nested:
+            causes.append(f"data.own.labels ({label_dir}) may be one folder too high: {nested[0]} holds label files")
+    if unused_map:
+        causes.append(f"class_map keys that occur in no label file: {', '.join(unused_map)}")
+    hint = f" Likely cause: {'; '.join(causes)}." if causes else ""
+    if n and negatives == n and not cfg.allow_negatives_only:
+        raise DataError(f"none of the {n} images contains a target class ({', '.join(classes[1:])}): nothing to "
+                        f"learn from.{hint} (Set data.allow_negatives_only: true if this is intended.)")
+    warnings = []
+    if n and negatives * 2 > n:
+        warnings.append(f"{negatives} of {n} images contain no target class and train as negatives.{hint}")
+    if no_label:
+        warnings.append(f"{len(no_label)} of {n + 0} images have no label file in {label_dir} and count as "
+                        f"negatives, e.g. {', '.join(no_label[:3])}")
+    seen = {c for v in labels.values() for c in v}
+    missing = [c for i, c in enumerate(classes) if i and i not in seen]
+    if missing:
+        warnings.append(f"target classes that occur in no image: {', '.join(missing)}{'.' + hint if hint else ''}")
+    return warnings
 
 
 def prepare(cfg: DataCfg, out: Path) -> dict:
     o: OwnCfg = cfg.own
     classes = ["background", *o.classes]
     target_index = {c: i for i, c in enumerate(classes)}
-    images = list_images(Path(o.images))
+    images = list_images(_existing(o.images, "images", folder=True))
     labels: dict[str, list[int]] = {}
     skipped: dict[str, str] = {}
     splits: dict[str, list[str]] = {"train": [], "val": []}
+    no_label: list[str] = []  # yolo images without a label file (kept as negatives)
+    label_dir: Path | None = None
+    src_seen: set[int] = set()
     if o.format == "yolo":
-        names = read_names(Path(o.names))
+        names = read_names(_existing(o.names, "names", folder=False))
         for name in o.class_map:
             if name not in names:
-                raise DataError(f"{o.names}: data.own.class_map names {name!r}, which is not a class there")
+                raise DataError(f"{o.names}: data.own.class_map names {name!r}, which is not a class there "
+                                f"(its classes: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''})")
         src_to_tgt = {names.index(s): target_index[t] for s, t in o.class_map.items()}
         unmapped = 0 if o.unmapped == "background" else IGNORE
-        label_dir = Path(o.labels)
-        if not label_dir.is_dir():
-            raise DataError(f"{label_dir}: label folder does not exist")
+        label_dir = _existing(o.labels, "labels", folder=True)
         for id_, src in images.items():
-            try:
-                size = _store_image(src, out / "JPEGImages" / f"{id_}.jpg")
+            try:  # read and check everything first: a skipped image leaves no file behind
+                rgb = read_image(src)  # converts grayscale / CMYK / RGBA / palette to RGB
                 lbl = label_dir / f"{id_}.txt"
+                if not lbl.is_file():
+                    no_label.append(id_)
                 polys = read_polygons(lbl, len(names)) if lbl.is_file() else []  # no file: no objects
-                mask = rasterise(polys, size, src_to_tgt, unmapped)
+                src_seen.update(c for c, _ in polys)
+                mask = rasterise(polys, (rgb.shape[1], rgb.shape[0]), src_to_tgt, unmapped)
             except DataError as e:
                 if cfg.on_bad == "error":
                     raise
                 skipped[id_] = str(e)
                 continue
+            write_jpeg(out / "JPEGImages" / f"{id_}.jpg", rgb)
             write_label_png(out / "SegmentationClass" / f"{id_}.png", mask)
             labels[id_] = labels_from_mask(mask, len(classes))
             splits[split_of(id_, o.val_fraction)].append(id_)
         has_masks = True
+        unused_map = [k for k in o.class_map if names.index(k) not in src_seen]
     else:
-        table = read_csv_labels(Path(o.labels), target_index)
+        unused_map = []
+        table = read_csv_labels(_existing(o.labels, "labels", folder=False), target_index)
         for id_ in table:
             if id_ not in images:
                 msg = f"{o.labels}: id {id_!r} has no image in {o.images}"
@@ -149,7 +194,7 @@ def prepare(cfg: DataCfg, out: Path) -> dict:
             try:
                 if id_ not in table:
                     raise DataError(f"{src}: image has no row in {o.labels}")
-                _store_image(src, out / "JPEGImages" / f"{id_}.jpg")
+                write_jpeg(out / "JPEGImages" / f"{id_}.jpg", read_image(src))
             except DataError as e:
                 if cfg.on_bad == "error":
                     raise
@@ -158,11 +203,12 @@ def prepare(cfg: DataCfg, out: Path) -> dict:
             labels[id_] = table[id_]
             splits[split_of(id_, o.val_fraction)].append(id_)
         has_masks = False
+    warnings = _diagnose(cfg, classes, labels, no_label, label_dir, unused_map)
     for split, ids in splits.items():
         write_split(out, split, ids)
     write_labels(out, classes, labels, has_masks=has_masks, skipped=skipped, source=f"own:{o.format}")
-    return {"images": len(labels), "skipped": len(skipped),
-            "no_object_images": sum(1 for v in labels.values() if not v)}
+    return {"images": len(labels), "skipped": len(skipped), "no_label_file": len(no_label),
+            "no_object_images": sum(1 for v in labels.values() if not v), "warnings": warnings}
 
 
 def read_csv_labels(path: Path, target_index: dict[str, int]) -> dict[str, list[int]]:

@@ -28,8 +28,11 @@ def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo:
         report = evaluation.evaluate(cfg, data, baseline, baseline_pseudo, isim, isim_pseudo, device)
         evaluation.write_outputs(report, metrics, report_path, plots)
         tr.log_evaluation(report)
-    if "summary" in report:
-        s = report["summary"]
+    s = report.get("summary", {})
+    if "baseline_miou" in s:
         log.info("pseudo-mask mIoU on train: baseline %.2f, baseline+CRF %.2f, ISIM %.2f, ISIM+CRF %.2f "
                  "(gain %+.2f)", s["baseline_miou"], s["baseline_crf_miou"], s["isim_miou"], s["isim_crf_miou"],
                  s["gain"])
+    else:
+        log.info("no masks: label accuracy train/val: baseline %s/%s, ISIM %s/%s", s.get("baseline_train_label_acc"),
+                 s.get("baseline_val_label_acc"), s.get("isim_train_label_acc"), s.get("isim_val_label_acc"))
