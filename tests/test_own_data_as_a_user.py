@@ -173,3 +173,20 @@ def test_a_failed_prepare_leaves_no_half_dataset_and_a_skipped_image_no_file(tmp
     assert not (out / "JPEGImages/000000000025.jpg").exists()
     assert not (out / "SegmentationClass/000000000025.png").exists()
     assert "000000000025" not in Prepared.open(out).labels
+
+
+def test_photos_under_the_embedded_settings_are_told_which_preset_fits(tmp_path, caplog):
+    from isim.stages import warn_if_photo_sized
+    out = tmp_path / "prepared"
+    own.prepare(from_dict({"data": _yolo(root=str(COCO_SAMPLE))}).data, out)
+    data = Prepared.open(out)
+    embedded = from_dict(tiny_params()).transform
+    with caplog.at_level("WARNING"):
+        warn_if_photo_sized(embedded, data)
+    assert "apply pipelines/photo.yaml" in caplog.text and "px on their long side" in caplog.text
+    caplog.clear()
+    photo = from_dict({"transform": yaml.safe_load((Path(__file__).parents[1] / "pipelines/photo.yaml")
+                                                   .read_text())["transform"]}).transform
+    with caplog.at_level("WARNING"):
+        warn_if_photo_sized(photo, data)
+    assert "photo.yaml" not in caplog.text

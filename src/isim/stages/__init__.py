@@ -3,8 +3,12 @@ method code, writes all of the stage's outputs and records them in MLflow. Paths
 the caller (dvc.yaml's ``cmd``): they are written in one place."""
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def fresh(*dirs: Path) -> None:
@@ -18,3 +22,22 @@ def model_example(crop: int):
     """An input batch for exporting a model (batch 2 keeps the batch dimension dynamic)."""
     import numpy as np
     return np.zeros((2, 3, crop, crop), np.float32)
+
+
+def warn_if_photo_sized(transform: Any, data: Any, sample: int = 32) -> None:
+    """Images much larger than ``transform.resize_long`` (photos under the settings of the 128 px
+    embedded images) train on a fraction of each image and refine with CRF kernels that are far
+    too small: say which preset fits."""
+    from PIL import Image
+    ids = data.ids("train")[:sample]
+    sides = []
+    for id_ in ids:
+        with Image.open(data.image_path(id_)) as im:
+            sides.append(max(im.size))
+    if sides:
+        median = sorted(sides)[len(sides) // 2]
+        if median > 2 * transform.resize_long[1]:
+            log.warning("images are about %d px on their long side but transform.resize_long is %s (crop %d): "
+                        "settings for the 128 px embedded images. For photographs apply pipelines/photo.yaml "
+                        "(`isim params pipelines/photo.yaml`; README \"Your own data\")", median,
+                        transform.resize_long, transform.crop)

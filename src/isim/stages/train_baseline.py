@@ -7,7 +7,7 @@ from pathlib import Path
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_csv, write_json
-from isim.stages import model_example
+from isim.stages import model_example, warn_if_photo_sized
 from isim.tracking import stage_run
 from isim.training.baseline import train_baseline
 
@@ -21,6 +21,7 @@ def write_history(history: list[dict], plots: Path) -> None:
 
 def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Path) -> None:
     data = Prepared.open(data_dir)
+    warn_if_photo_sized(cfg.transform, data)
     checkpoint.unlink(missing_ok=True)
     with stage_run(cfg, "train_baseline") as tr:
         result = train_baseline(cfg, data, checkpoint, on_epoch=lambda rec: tr.log_metrics(

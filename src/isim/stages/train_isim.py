@@ -7,7 +7,7 @@ from pathlib import Path
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_json
-from isim.stages import fresh, model_example
+from isim.stages import fresh, model_example, warn_if_photo_sized
 from isim.stages.train_baseline import write_history
 from isim.tracking import stage_run
 from isim.training.isim import train_isim
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: Path, plots: Path,
         resume: Path | None = None) -> None:
     data = Prepared.open(data_dir)
+    warn_if_photo_sized(cfg.transform, data)
     if resume is None:
         fresh(checkpoints, pseudo)
     with stage_run(cfg, "train_isim") as tr:
