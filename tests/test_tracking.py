@@ -20,7 +20,7 @@ from conftest import bin_path, dvc_project, run, stage_cmds, tiny_params
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 STAGE_CMDS = stage_cmds()
-STAGES = list(STAGE_CMDS)
+STAGES = [s for s in STAGE_CMDS if s != "check"]  # check validates params and tracks nothing
 
 
 def _free_port() -> int:

@@ -298,3 +298,18 @@ def test_diverging_trials_are_failed_with_their_reason_and_the_study_finishes(tm
     assert yaml.safe_load((work / "results/best.yaml").read_text())["best"] is None
     r = run([bin_path("isim"), "tune-apply", "results/best.yaml"], work, check=False)
     assert r.returncode == 2 and "no complete trial" in r.stderr
+
+
+@pytest.mark.parametrize("choice", ["median", "hyperband", "wilcoxon", "none"])
+def test_every_pruner_choice_is_built_and_decides(choice, tiny_cfg):
+    from isim.tuning.study import pruner, sampler
+    cfg = tiny_cfg.model_copy(update={"tune": tiny_cfg.tune.model_copy(update={"pruner": choice, "n_trials": 8})})
+    study = optuna.create_study(direction="maximize", pruner=pruner(cfg), sampler=sampler(cfg, 0))
+    for value in (50.0, 52.0, 51.0, 10.0):  # the last trial is clearly worse at every step
+        t = study.ask()
+        for step in range(2, 5):
+            t.report(value + step, step)
+        pruned = t.should_prune()
+        study.tell(t, state=TrialState.PRUNED) if pruned else study.tell(t, value)
+    if choice in ("median", "none"):  # the default prunes the clearly worse trial; none never does
+        assert pruned == (choice == "median")

@@ -132,7 +132,7 @@ def _diagnose(cfg: DataCfg, classes: list[str], labels: dict[str, list[int]], no
     if n and negatives * 2 > n:
         warnings.append(f"{negatives} of {n} images contain no target class and train as negatives.{hint}")
     if no_label:
-        warnings.append(f"{len(no_label)} of {n + 0} images have no label file in {label_dir} and count as "
+        warnings.append(f"{len(no_label)} of {n} images have no label file in {label_dir} and count as "
                         f"negatives, e.g. {', '.join(no_label[:3])}")
     seen = {c for v in labels.values() for c in v}
     missing = [c for i, c in enumerate(classes) if i and i not in seen]
@@ -165,8 +165,6 @@ def prepare(cfg: DataCfg, out: Path) -> dict:
             try:  # read and check everything first: a skipped image leaves no file behind
                 rgb = read_image(src)  # converts grayscale / CMYK / RGBA / palette to RGB
                 lbl = label_dir / f"{id_}.txt"
-                if not lbl.is_file():
-                    no_label.append(id_)
                 polys = read_polygons(lbl, len(names)) if lbl.is_file() else []  # no file: no objects
                 src_seen.update(c for c, _ in polys)
                 mask = rasterise(polys, (rgb.shape[1], rgb.shape[0]), src_to_tgt, unmapped)
@@ -175,6 +173,8 @@ def prepare(cfg: DataCfg, out: Path) -> dict:
                     raise
                 skipped[id_] = str(e)
                 continue
+            if not lbl.is_file():
+                no_label.append(id_)
             write_jpeg(out / "JPEGImages" / f"{id_}.jpg", rgb)
             write_label_png(out / "SegmentationClass" / f"{id_}.png", mask)
             labels[id_] = labels_from_mask(mask, len(classes))
