@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from typing import Any
 
 import optuna
@@ -45,7 +46,9 @@ def pruner(cfg: Config) -> optuna.pruners.BasePruner:
     if p == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=cfg.rounds.warmup_epochs + 1, max_resource="auto")
     if p == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+        with warnings.catch_warnings():  # "experimental" in Optuna 5: a note, not a problem
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
     # pruning starts once a few trials have finished (fewer for small budgets)
     return optuna.pruners.MedianPruner(n_startup_trials=max(2, min(5, cfg.tune.n_trials // 4)))
 
