@@ -117,12 +117,11 @@ def write_outputs(report: dict, metrics_path: Path, report_path: Path, plots_dir
         write_text(plots_dir / "rounds.csv", "round,isim,isim_crf,baseline,baseline_crf\n")
         write_text(plots_dir / "thresholds.csv", "threshold,baseline,isim\n")
         return
-    if "rounds" in report.get("isim", {}):
-        base = report["baseline"]["pseudo"]
-        write_csv(plots_dir / "rounds.csv", [
-            {"round": r["round"], "isim": r["raw"]["miou"], "isim_crf": r["crf"]["miou"],
-             "baseline": base["raw"]["miou"], "baseline_crf": base["crf"]["miou"]}
-            for r in report["isim"]["rounds"]])
+    base = report["baseline"]["pseudo"]
+    write_csv(plots_dir / "rounds.csv", [
+        {"round": r["round"], "isim": r["raw"]["miou"], "isim_crf": r["crf"]["miou"],
+         "baseline": base["raw"]["miou"], "baseline_crf": base["crf"]["miou"]}
+        for r in report["isim"]["rounds"]])
     if "threshold_sweep" in report["baseline"]:
         write_csv(plots_dir / "thresholds.csv", [
             {"threshold": a["threshold"], "baseline": a["miou"], "isim": b["miou"]}

@@ -119,6 +119,24 @@ def retrying(fn, *a, wait_s: float = 120.0, **kw):
             delay = min(2.0, delay * 2)
 
 
+def round_metrics(summary: dict, per_class: bool = True) -> dict[str, float]:
+    """A pseudo-label round's figures: mIoU before/after CRF (per class too), holdout mIoU."""
+    m: dict[str, float] = {}
+    for kind in ("raw", "crf"):
+        if kind in summary:
+            m[f"pseudo_{kind}_miou"] = summary[kind]["miou"]
+            if per_class:
+                m.update({f"pseudo_{kind}_iou.{c}": v for c, v in summary[kind]["iou"].items() if v is not None})
+        if kind in summary.get("holdout", {}):
+            m[f"holdout_{kind}_miou"] = summary["holdout"][kind]["miou"]
+    return m
+
+
+def _source_tags(name: str) -> dict[str, str]:
+    """What MLflow's Source column shows: the entry point and the code version."""
+    return {"mlflow.source.name": name, "mlflow.source.type": "PROJECT", "mlflow.source.git.commit": git_commit()}
+
+
 class NullTracker:
     """Used when tracking is off or unavailable: every call is a no-op."""
 
@@ -161,15 +179,8 @@ class Tracker(NullTracker):
             self._guard("log_metrics", self.client.log_batch, self.parent, metrics=items)
 
     def log_round(self, r: int, round_dir: Path, summary: dict, data: Any) -> None:
-        m = {"pseudo_bg_only": summary.get("crf_bg_only", 0), "pseudo_images_per_s": summary["images_per_s"]}
-        for kind in ("raw", "crf"):
-            if kind in summary:
-                m[f"pseudo_{kind}_miou"] = summary[kind]["miou"]
-                for cls, v in summary[kind]["iou"].items():
-                    if v is not None:
-                        m[f"pseudo_{kind}_iou.{cls}"] = v
-        if "holdout" in summary:
-            m.update({f"holdout_{k}_miou": summary["holdout"][k]["miou"] for k in ("raw", "crf")})
+        m = {"pseudo_bg_only": summary.get("crf_bg_only", 0), "pseudo_images_per_s": summary["images_per_s"],
+             **round_metrics(summary)}
         self.log_metrics(m, step=r)
         self._guard("log_image", self._log_grid, r, Path(round_dir), data)
 
@@ -251,15 +262,14 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
         client, exp_id = _experiment(cfg, uri)
         key = pipeline_key(cfg)
         found = retrying(client.search_runs, [exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)
-        commit, data_hash = git_commit(), dataset_hash()
-        tags = {"git_commit": commit, "dataset_hash": data_hash, "mlflow.source.git.commit": commit,
-                "mlflow.source.type": "PROJECT"}
+        data_hash = dataset_hash()
+        tags = {"git_commit": git_commit(), "dataset_hash": data_hash}
         if found:
             parent = found[0].info.run_id
             retrying(client.update_run, parent, status="RUNNING")  # the pipeline runs again
         else:
             parent = retrying(client.create_run, exp_id, run_name=os.environ.get("DVC_EXP_NAME") or f"pipeline-{key}",
-                              tags={KEY_TAG: key, "isim.kind": "pipeline", "mlflow.source.name": "dvc.yaml",
+                              tags={KEY_TAG: key, "isim.kind": "pipeline", **_source_tags("dvc.yaml"),
                                     **tags}).info.run_id
             params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v
                       for k, v in flatten(cfg.to_dict()).items()}
@@ -267,7 +277,7 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
             retrying(client.log_batch, parent, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         child = retrying(client.create_run, exp_id, run_name=stage, tags={
             "mlflow.parentRunId": parent, "dvc_stage": stage, "isim.kind": "stage",
-            "mlflow.source.name": f"dvc.yaml:{stage}", **tags}).info.run_id
+            **_source_tags(f"dvc.yaml:{stage}"), **tags}).info.run_id
         if data_hash:
             _log_dataset(client, [child] if found else [parent, child], data_hash)
         return Tracker(client, child, cfg, parent)
@@ -320,9 +330,7 @@ class TrialRun:
         self.t = tracker
 
     def round(self, r: int, summary: dict) -> None:
-        m = {f"holdout_{k}_miou": summary["holdout"][k]["miou"] for k in ("raw", "crf")}
-        m.update({f"pseudo_{k}_miou": summary[k]["miou"] for k in ("raw", "crf") if k in summary})
-        self.t.log_metrics(m, step=r)
+        self.t.log_metrics(round_metrics(summary, per_class=False), step=r)
 
     def end(self, state: str, reason: str, value: float | None, seconds: float) -> None:
         self.t.log_metrics({"seconds": seconds, **({"objective": value} if value is not None else {})})
@@ -355,10 +363,10 @@ class StudyTracker:
             client, exp_id = _experiment(cfg, uri)
             if parent is None:
                 from mlflow.entities import Param
+                data_hash = dataset_hash()
                 parent = retrying(client.create_run, exp_id, run_name=f"tune-{study_name}", tags={
                     STUDY_TAG: study_name, "isim.kind": "study", "optuna.storage": storage_label,
-                    "mlflow.source.git.commit": git_commit(), "mlflow.source.name": "isim tune",
-                    "mlflow.source.type": "PROJECT", "dataset_hash": dataset_hash()}).info.run_id
+                    **_source_tags("isim tune"), "dataset_hash": data_hash}).info.run_id
                 space = {f"space.{k}": json.dumps(v.model_dump(exclude_defaults=True))
                          for k, v in cfg.tune.space.items()}
                 plain = {f"tune.{k}": v for k, v in cfg.tune.model_dump(mode="json").items()
@@ -366,8 +374,8 @@ class StudyTracker:
                 params = {**plain, **space}
                 retrying(client.log_batch, parent, params=[Param(k, json.dumps(v) if not isinstance(v, str) else v)
                                                             for k, v in params.items()])
-                if dataset_hash():
-                    _log_dataset(client, [parent], dataset_hash())
+                if data_hash:
+                    _log_dataset(client, [parent], data_hash)
             return cls(cfg, client, exp_id, parent)
         except Exception as e:  # noqa: BLE001
             if cfg.tracking.strict:

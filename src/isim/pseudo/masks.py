@@ -12,7 +12,6 @@ A round directory holds
 from __future__ import annotations
 
 import multiprocessing as mp
-import tempfile
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -33,9 +32,9 @@ from isim.pseudo.crf import DenseCRF
 _W: dict = {}  # per-worker state, set by _init
 
 
-def _init(crf_cfg: CrfCfg, crf_on: bool, threshold: float, out: str, gt_dir: str | None,
+def _init(crf_cfg: CrfCfg, crf_on: bool, threshold: float, out: str | None, gt_dir: str | None,
           n_classes: int) -> None:
-    _W.update(crf=DenseCRF(crf_cfg), crf_on=crf_on, threshold=threshold, out=Path(out),
+    _W.update(crf=DenseCRF(crf_cfg), crf_on=crf_on, threshold=threshold, out=Path(out) if out else None,
               gt_dir=Path(gt_dir) if gt_dir else None, n=n_classes)
 
 
@@ -45,8 +44,9 @@ def _finish(id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> di
     raw_mask = keys[local].astype(np.uint8)
     crf_mask = (keys[_W["crf"].refine(rgb, local, len(keys))].astype(np.uint8)
                 if _W["crf_on"] else raw_mask)
-    write_label_png(_W["out"] / "raw" / f"{id_}.png", raw_mask)
-    write_label_png(_W["out"] / "crf" / f"{id_}.png", crf_mask)
+    if _W["out"] is not None:
+        write_label_png(_W["out"] / "raw" / f"{id_}.png", raw_mask)
+        write_label_png(_W["out"] / "crf" / f"{id_}.png", crf_mask)
     res: dict[str, Any] = {"raw_bg_only": not raw_mask.any(), "crf_bg_only": not crf_mask.any()}
     if _W["gt_dir"] is not None:
         gt = read_label_png(_W["gt_dir"] / f"{id_}.png", _W["n"])
@@ -58,13 +58,14 @@ def _finish(id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> di
     return res
 
 
-def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, cfg: Config,
+def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | None, cfg: Config,
              device: torch.device, workers: int | None = None, desc: str = "pseudo labels") -> dict:
-    """Write one round of pseudo labels for ``ids`` into ``out``; return its summary."""
-    out = Path(out)
+    """Write one round of pseudo labels for ``ids`` into ``out`` (None: score them only, write
+    nothing); return its summary."""
     workers = cfg.runtime.crf_workers if workers is None else workers
     gt_dir = str(data.root / "SegmentationClass") if data.has_masks else None
-    init_args = (cfg.crf, cfg.crf.enabled, cfg.threshold, str(out), gt_dir, data.n_classes)
+    init_args = (cfg.crf, cfg.crf.enabled, cfg.threshold, str(out) if out is not None else None, gt_dir,
+                 data.n_classes)
     t0 = time.perf_counter()
     n = data.n_classes
     totals: dict[str, Any] = {"conf_raw": np.zeros((n, n), np.int64), "conf_crf": np.zeros((n, n), np.int64),
@@ -107,7 +108,8 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, cf
     if gt_dir is not None:
         summary["raw"] = metrics.summary(totals["conf_raw"], data.classes)
         summary["crf"] = metrics.summary(totals["conf_crf"], data.classes)
-    write_json(out / "summary.json", summary)
+    if out is not None:
+        write_json(Path(out) / "summary.json", summary)
     return summary
 
 
@@ -119,8 +121,7 @@ def label_dir(round_dir: str | Path) -> Path:
 def score(model: ISIMNet, data: Prepared, ids: list[str], cfg: Config, device: torch.device,
           desc: str = "holdout") -> dict:
     """mIoU (before and after CRF) of the pseudo masks ``generate`` would write for ``ids``,
-    without keeping them: the tuning objective's measurement."""
-    with tempfile.TemporaryDirectory(prefix="isim-holdout-") as tmp:
-        s = generate(model, data, ids, tmp, cfg, device, desc=desc)
+    without writing them: the tuning objective's measurement."""
+    s = generate(model, data, ids, None, cfg, device, desc=desc)
     return {k: {"miou": s[k]["miou"]} for k in ("raw", "crf")} | {
         "images": s["images"], "crf_bg_only": s["crf_bg_only"], "seconds": s["seconds"]}

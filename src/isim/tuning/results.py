@@ -76,10 +76,11 @@ def figures(study: optuna.Study) -> dict[str, Any]:
     return out
 
 
-def write(study: optuna.Study, out: Path, storage_label: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """best.yaml, trials.csv and plots/*.png under ``out``; returns the pictures."""
-    b = best(study)
-    doc = {"study": study.study_name, "storage": storage_label, "counts": counts(study),
+def write(study: optuna.Study, out: Path, storage_label: str,
+          overrides: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, int], dict[str, Any]]:
+    """best.yaml, trials.csv and plots/*.png under ``out``; returns (best, counts, pictures)."""
+    b, n = best(study), counts(study)
+    doc = {"study": study.study_name, "storage": storage_label, "counts": n,
            "best": b, "trial_overrides": overrides,
            "apply": "isim tune-apply " + str(out / "best.yaml")}
     write_text(out / "best.yaml", yaml.safe_dump(doc, sort_keys=False))
@@ -94,7 +95,7 @@ def write(study: optuna.Study, out: Path, storage_label: str, overrides: dict[st
         tmp = out / "plots" / f".{name}.tmp.png"
         fig.savefig(tmp, dpi=90)
         tmp.replace(out / "plots" / f"{name}.png")
-    return figs
+    return b, n, figs
 
 
 __all__ = ["write", "best", "counts", "trial_rows", "figures"]

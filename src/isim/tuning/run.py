@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 PARENT_ATTR = "isim:mlflow_parent"
 
 
-def open_tracker(cfg: Config, study: optuna.Study, url: str) -> StudyTracker | None:
+def open_tracker(cfg: Config, study: optuna.Study, storage: Any, url: str) -> StudyTracker | None:
     """The study's MLflow parent run: made once (under the budget lock), found by every worker."""
-    with budget_lock(url, study._storage, study.study_name):
+    with budget_lock(url, storage, study.study_name):
         parent = study.user_attrs.get(PARENT_ATTR)
         tracker = StudyTracker.open(cfg, study.study_name, parent, redact(url))
         if tracker is not None and parent is None:
@@ -43,7 +43,7 @@ def run_worker(cfg: Config, data_dir: Path, workdir: Path, index: int) -> int:
     install_sigterm()
     cfg = worker_config(cfg)
     study, storage, url = open_study(cfg, worker=index)
-    tracker = open_tracker(cfg, study, url)
+    tracker = open_tracker(cfg, study, storage, url)
     n = Worker(cfg, study, storage, url, Prepared.open(data_dir), workdir / cfg.tune.study, tracker).run()
     log.info("worker %d: %d trial(s) run; study budget spent", index, n)
     return n
@@ -51,10 +51,9 @@ def run_worker(cfg: Config, data_dir: Path, workdir: Path, index: int) -> int:
 
 def finish(cfg: Config, out: Path) -> dict[str, Any]:
     """best.yaml, trials.csv, plots/ under ``out``; the MLflow parent closed with the same."""
-    study, _, url = open_study(cfg)
-    figs = results.write(study, out, redact(url), cfg.tune.overrides)
-    best, counts = results.best(study), results.counts(study)
-    tracker = open_tracker(cfg, study, url)
+    study, storage, url = open_study(cfg)
+    best, counts, figs = results.write(study, out, redact(url), cfg.tune.overrides)
+    tracker = open_tracker(cfg, study, storage, url)
     if tracker is not None:
         tracker.finish(best, counts, figs, [out / "best.yaml", out / "trials.csv"])
     import matplotlib.pyplot as plt

@@ -115,9 +115,9 @@ def has_heartbeat(storage: BaseStorage) -> bool:
     return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
 
 
-def fail_stale(study: optuna.Study) -> None:
+def fail_stale(study: optuna.Study, storage: BaseStorage) -> None:
     """RDB storages: trials whose worker stopped beating are failed and queued again."""
-    if has_heartbeat(study._storage):
+    if has_heartbeat(storage):
         optuna.storages.fail_stale_trials(study)
 
 

@@ -78,7 +78,7 @@ def reap(study: optuna.Study, storage: Any, cfg: Config) -> list[int]:
                 log.warning("trial %d: its worker %s is gone; failed and queued again", t.number, worker)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished after all
-    fail_stale(study)
+    fail_stale(study, storage)
     return failed
 
 
