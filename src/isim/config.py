@@ -144,10 +144,11 @@ class CamCfg(Section):
 class EncoderCfg(Section):
     """The timm backbone shared by every variant (baseline and ISIM)."""
 
-    backbone: str = "resnet50"    # any timm ResNet / ResNeSt name
+    backbone: str = "resnet50"    # any timm ResNet / ResNeSt / EfficientNet(-Lite) name
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to timm.create_model
     pretrained: bool = False      # hub weights (needs network access)
-    weights: str = ""             # local weights file for the encoder (works offline)
+    # offline weights: "package" (the backbone's pip package: efficientnet_lite0) or a file path
+    weights: str = ""
     output_stride: Literal[8, 16] = 16
 
     @model_validator(mode="after")

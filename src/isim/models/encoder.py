@@ -1,5 +1,5 @@
 """Encoders: timm backbones as feature pyramids at output stride 16 (or 8), with weights from
-timm's hub, from a local file (offline), or none."""
+timm's hub, from a pip package or a local file (both offline: models/pretrained.py), or none."""
 from __future__ import annotations
 
 import socket
@@ -9,14 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 from torch import nn
 
-from isim.errors import IsimError
-
-
-class ModelError(IsimError, ValueError):
-    """A model cannot be built or a checkpoint does not fit it."""
+from isim.errors import ModelError
+from isim.models.pretrained import PACKAGE, load_weights, package_weights
 
 
 def build_encoder(backbone: str, backbone_kwargs: dict[str, Any], output_stride: int,
@@ -43,7 +39,7 @@ def build_encoder(backbone: str, backbone_kwargs: dict[str, Any], output_stride:
                 f"{e}). Set encoder.weights to a local file or encoder.pretrained: false") from None
         raise ModelError(f"encoder.backbone={backbone}: {e}") from None
     if weights:
-        load_encoder_weights(enc, Path(weights))
+        load_weights(enc, package_weights(backbone) if weights == PACKAGE else Path(weights))
     return enc
 
 
@@ -62,24 +58,3 @@ def _hub_offline_unless_reachable(pretrained: bool) -> Iterator[None]:
         yield
     finally:
         hub.HF_HUB_OFFLINE = saved
-
-
-def load_encoder_weights(enc: nn.Module, path: Path) -> None:
-    if not path.is_file():
-        raise ModelError(f"encoder.weights: {path} does not exist")
-    state: Any
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-    # features_only encoders drop the classifier head; ignore those keys, refuse anything else
-    try:
-        missing, unexpected = enc.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        raise ModelError(f"{path}: weights do not fit the encoder ({str(e)[:300]})") from None
-    unexpected = [k for k in unexpected if not k.startswith(("fc.", "head", "classifier"))]
-    if missing or unexpected:
-        raise ModelError(f"{path}: weights do not fit the encoder "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

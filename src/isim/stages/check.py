@@ -33,4 +33,16 @@ def run(cfg: Config, out: Path) -> None:
         if p.is_absolute() or not p.parts or p.parts[0] != "raw":
             raise ConfigError(f"{key}: {path} is outside raw/, so DVC cannot see when its files change and "
                               f"`prepare` would not rerun; move it under raw/ and `dvc add` it (README \"Data\")")
+    _check_weights(cfg)
     write_text(out, "params.yaml is valid\n")
+
+
+def _check_weights(cfg: Config) -> None:
+    """Offline encoder weights exist (the file or the package), so a missing one stops here,
+    not after the data is prepared."""
+    from isim.models.pretrained import PACKAGE, package_weights
+    w = cfg.encoder.weights
+    if w == PACKAGE:
+        package_weights(cfg.encoder.backbone)
+    elif w and not Path(w).is_file():
+        raise ConfigError(f"encoder.weights: {w} is not a file")
