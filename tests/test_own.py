@@ -7,7 +7,7 @@ import pytest
 from matplotlib.path import Path as MplPath
 from PIL import Image
 
-from conftest import COCO_SAMPLE
+from conftest import COCO_SAMPLE, HORSE_SAMPLE
 from isim.config import from_dict
 from isim.data import own
 from isim.data.layout import Prepared
@@ -146,3 +146,89 @@ def test_csv_labels_without_masks(tmp_path):
     stats = own.prepare(skip.data, tmp_path / "out4")
     meta = json.loads((tmp_path / "out4" / "image_labels.json").read_text())
     assert stats["images"] == 1 and stats["skipped"] == 4 and set(meta["skipped"]) == {"im9", "im1", "im2", "im3"}
+
+
+def _photos(tmp_path, **over):
+    """The horse photos (masks format) with the COCO photos as their negatives: two sources."""
+    own_cfg = {"format": "masks", "images": str(HORSE_SAMPLE / "images"), "labels": str(HORSE_SAMPLE / "masks"),
+               "mask_class": "horse", "classes": VOC,
+               "more_sources": [{"format": "yolo", "images": str(COCO_SAMPLE / "images"),
+                                 "labels": str(COCO_SAMPLE / "labels"), "names": str(COCO_SAMPLE / "data.yaml"),
+                                 "class_map": VOC_MAP}]}
+    own_cfg.update(over)
+    return from_dict({"data": {"source": "own", "own": own_cfg}})
+
+
+def test_figure_ground_masks_and_a_second_source_make_one_dataset(tmp_path):
+    stats = own.prepare(_photos(tmp_path).data, tmp_path / "p")
+    data = Prepared.open(tmp_path / "p")
+    assert stats["images"] == 8 + 64 and stats["skipped"] == 0
+    horse = VOC.index("horse") + 1
+    assert sum(1 for v in data.labels.values() if horse in v) == 8  # COCO has no horse: its negatives
+    for n in ["001", "002", "006"]:
+        id_ = f"horse{n}"
+        with Image.open(HORSE_SAMPLE / "masks" / f"{id_}.jpg") as m:
+            src = np.asarray(m.convert("L")) > 128
+        with Image.open(HORSE_SAMPLE / "images" / f"{id_}.jpg") as im:
+            photo = im.size
+        mask = read_label_png(data.mask_path(id_))
+        img = read_image(data.image_path(id_))
+        assert img.shape[:2] == mask.shape
+        if src.size < photo[0] * photo[1]:  # the smaller one sets the size: the mask is kept as drawn
+            assert mask.shape == src.shape and np.array_equal(mask == horse, src)
+        else:
+            assert mask.shape == (photo[1], photo[0])
+            assert abs((mask == horse).mean() - src.mean()) < 0.01
+        assert set(np.unique(mask)) <= {0, horse} and data.labels[id_] == [horse]
+    assert json.loads((tmp_path / "p/image_labels.json").read_text())["source"] == "own:masks+yolo"
+
+
+def test_max_side_shrinks_photos_and_masks_together(tmp_path):
+    own.prepare(_photos(tmp_path, max_side=96).data, tmp_path / "p")
+    data = Prepared.open(tmp_path / "p")
+    for id_ in ["horse001", "000000000034"]:
+        img, mask = read_image(data.image_path(id_)), read_label_png(data.mask_path(id_))
+        assert max(img.shape[:2]) == 96 and img.shape[:2] == mask.shape
+    assert data.labels["000000000034"] == []  # zebra: no VOC class, still a negative
+    assert VOC.index("horse") + 1 in np.unique(read_label_png(data.mask_path("horse001")))
+
+
+def test_figure_ground_bad_inputs(tmp_path):
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir()
+    masks.mkdir()
+    Image.new("RGB", (40, 20)).save(imgs / "a.jpg")
+    Image.new("L", (20, 10), 255).save(masks / "a.png")
+    Image.new("RGB", (40, 20)).save(imgs / "b.jpg")
+    cfg = _photos(tmp_path, images=str(imgs), labels=str(masks), more_sources=[])
+    with pytest.raises(DataError, match=r"b.jpg: image has no mask in .*masks"):
+        own.prepare(cfg.data, tmp_path / "o1")
+    Image.new("L", (10, 10)).save(masks / "b.png")
+    with pytest.raises(DataError, match=r"b.png: mask is 10x10, its image b.jpg 40x20: the aspect ratios differ"):
+        own.prepare(cfg.data, tmp_path / "o2")
+    (masks / "b.png").write_bytes(b"no png")
+    with pytest.raises(DataError, match=r"b.png: not a readable (image|mask)"):
+        own.prepare(cfg.data, tmp_path / "o3")
+    skip = from_dict({"data": {**cfg.data.model_dump(), "on_bad": "skip"}})
+    assert own.prepare(skip.data, tmp_path / "o4")["skipped"] == 1
+    assert not (tmp_path / "o4/JPEGImages/b.jpg").exists()
+    Image.new("RGB", (40, 20)).save(imgs / "horse001.png")  # the same id in two sources
+    two = _photos(tmp_path, images=str(imgs), labels=str(masks),
+                  more_sources=[{"format": "masks", "images": str(HORSE_SAMPLE / "images"),
+                                 "labels": str(HORSE_SAMPLE / "masks"), "mask_class": "horse"}])
+    (masks / "b.png").unlink()
+    (imgs / "b.jpg").unlink()
+    Image.new("L", (40, 20)).save(masks / "horse001.png")
+    with pytest.raises(DataError, match=r"horse001.jpg: its id 'horse001' is taken by .*horse001.png"):
+        own.prepare(two.data, tmp_path / "o5")
+
+
+@pytest.mark.parametrize("over, key", [
+    ({"mask_class": "unicorn"}, "data.own.mask_class"),
+    ({"more_sources": [{"format": "csv", "images": "x", "labels": "y.csv"}]}, "data.own.more_sources"),
+    ({"more_sources": [{"format": "yolo", "images": "x", "labels": "y"}]}, "data.own.more_sources.0.names"),
+])
+def test_source_settings_are_checked_naming_the_key(tmp_path, over, key):
+    from isim.config import ConfigError
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        _photos(tmp_path, **over)

@@ -83,15 +83,30 @@ class VocCfg(Section):
     val_split: str = "val"
 
 
-class OwnCfg(Section):
-    format: Literal["yolo", "csv"] = "yolo"
+class SourceCfg(Section):
+    """One folder of the user's images and its labels (README "Your own data")."""
+
+    format: Literal["yolo", "csv", "masks"] = "yolo"
     images: str = ""              # folder of images
-    labels: str = ""              # yolo: folder of .txt polygons; csv: CSV file id,classes
+    labels: str = ""              # yolo: folder of .txt polygons; csv: CSV file id,classes; masks: mask folder
     names: str = ""               # yolo: data.yaml with the source class names
+    class_map: dict[str, str] = Field(default_factory=dict)   # yolo: source name -> target class
+    mask_class: str = ""          # masks: the target class of the figure (pixels above mask_threshold)
+    mask_threshold: int = Field(128, ge=0, le=254)  # masks: grey levels above it are the figure
+
+
+class OwnCfg(SourceCfg):
+    """The first source's keys, the classes and split shared by all, and more sources."""
+
     classes: list[str] = Field(default_factory=list)          # target classes (no background)
-    class_map: dict[str, str] = Field(default_factory=dict)   # source name -> target class
     unmapped: Literal["background", "ignore"] = "background"
-    val_fraction: float = Field(0.2, ge=0, lt=1)
+    val_fraction: float = Field(0.2, ge=0, lt=1)  # fixed split: a hash of each image id
+    max_side: int = Field(0, ge=0)  # shrink larger images (and their masks) to this long side; 0 = keep
+    more_sources: list[SourceCfg] = Field(default_factory=list)  # imported into the same dataset
+
+    def sources(self) -> list[tuple[str, SourceCfg]]:
+        """(dotted key, source) of every source, the first one included."""
+        return [("data.own", self)] + [(f"data.own.more_sources.{i}", s) for i, s in enumerate(self.more_sources)]
 
 
 class DataCfg(Section):
@@ -106,15 +121,23 @@ class DataCfg(Section):
     def _check(self) -> DataCfg:
         o = self.own
         if self.source == "own":
-            _need(bool(o.images), "own.images", "must name a folder of images")
-            _need(bool(o.labels), "own.labels", "must name the labels folder (yolo) or CSV file (csv)")
-            _need(o.format != "yolo" or bool(o.names), "own.names", "must name the data.yaml with the source "
-                  "class names (format: yolo)")
-            _need(o.format != "yolo" or bool(o.class_map), "own.class_map", "must map source class names to "
-                  "data.own.classes (format: yolo), e.g. {person: person, puppy: dog}")
             _need(bool(o.classes), "own.classes", "must list the target classes")
-            for src, dst in o.class_map.items():
-                _need(dst in o.classes, f"own.class_map.{src}", f"{dst!r} is not in data.own.classes")
+            for key, src in o.sources():
+                k = key.removeprefix("data.")
+                _need(bool(src.images), f"{k}.images", "must name a folder of images")
+                _need(bool(src.labels), f"{k}.labels", "must name the labels folder (yolo), CSV file (csv) "
+                      "or mask folder (masks)")
+                _need(src.format != "yolo" or bool(src.names), f"{k}.names", "must name the data.yaml with the "
+                      "source class names (format: yolo)")
+                _need(src.format != "yolo" or bool(src.class_map), f"{k}.class_map", "must map source class "
+                      "names to data.own.classes (format: yolo), e.g. {person: person, puppy: dog}")
+                for name, dst in src.class_map.items():
+                    _need(dst in o.classes, f"{k}.class_map.{name}", f"{dst!r} is not in data.own.classes")
+                _need(src.format != "masks" or src.mask_class in o.classes, f"{k}.mask_class",
+                      f"must name one of data.own.classes (format: masks), got {src.mask_class!r}")
+            kinds = {s.format == "csv" for _, s in o.sources()}
+            _need(len(kinds) == 1, "own.more_sources", "csv sources (no masks) cannot be mixed with yolo/masks "
+                  "sources: the dataset either has masks or not")
         if self.source == "voc":
             _need(bool(self.voc.voc_root), "voc.voc_root", "must name .../VOCdevkit/VOC2012")
         return self

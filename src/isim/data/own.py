@@ -5,20 +5,29 @@
   mapped to the target classes by ``class_map``; unmapped objects become background or 255
   (ignore), the user's choice, and never cover a mapped object. Polygons are filled largest
   first, so smaller objects that lie on larger ones stay visible.
+- ``masks``: images + a folder of figure/ground masks (same file stem, any image format, JPEG
+  masks included) for one target class (``mask_class``): grey levels above ``mask_threshold``
+  are the figure. A mask smaller than its photo (the Weizmann horses) sets the size: the photo is
+  resized to it, since enlarging a mask would invent its outline.
 - ``csv``: images + a CSV ``id,classes`` (classes separated by ``|``) for users without masks:
   only image-level labels; no mIoU can be reported, only pseudo labels.
+
+Several sources go into one dataset (``more_sources``), e.g. horse photos with masks and COCO
+photos without horses as their negatives; ``max_side`` shrinks large photos (and masks) once, at
+import, instead of in every epoch and regeneration.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from isim.config import DataCfg, OwnCfg
+from isim.config import DataCfg, SourceCfg
 from isim.data.layout import labels_from_mask, write_labels, write_split
 from isim.io import IGNORE, DataError, read_image, write_jpeg, write_label_png
 
@@ -106,7 +115,7 @@ def _existing(path: str, key: str, folder: bool) -> Path:
     p = Path(path)
     if not (p.is_dir() if folder else p.is_file()):
         what = "folder" if folder else "file"
-        raise DataError(f"data.own.{key}: {path} is not an existing {what}"
+        raise DataError(f"{key}: {path} is not an existing {what}"
                         f"{' (it is a folder)' if p.is_dir() and not folder else ''}")
     return p
 
@@ -141,74 +150,158 @@ def _diagnose(cfg: DataCfg, classes: list[str], labels: dict[str, list[int]], no
     return warnings
 
 
-def prepare(cfg: DataCfg, out: Path) -> dict:
-    o: OwnCfg = cfg.own
-    classes = ["background", *o.classes]
-    target_index = {c: i for i, c in enumerate(classes)}
-    images = list_images(_existing(o.images, "images", folder=True))
-    labels: dict[str, list[int]] = {}
-    skipped: dict[str, str] = {}
-    splits: dict[str, list[str]] = {"train": [], "val": []}
-    no_label: list[str] = []  # yolo images without a label file (kept as negatives)
+@dataclass
+class _Import:
+    """What the sources add up to, and what ``_diagnose`` needs to explain an empty dataset."""
+
+    cfg: DataCfg
+    out: Path
+    classes: list[str]
+    labels: dict[str, list[int]] = field(default_factory=dict)
+    origin: dict[str, Path] = field(default_factory=dict)  # id -> source image (ids must be unique)
+    skipped: dict[str, str] = field(default_factory=dict)
+    splits: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "val": []})
+    no_label: list[str] = field(default_factory=list)  # yolo images without a label file (negatives)
     label_dir: Path | None = None
-    src_seen: set[int] = set()
-    if o.format == "yolo":
-        names = read_names(_existing(o.names, "names", folder=False))
-        for name in o.class_map:
-            if name not in names:
-                raise DataError(f"{o.names}: data.own.class_map names {name!r}, which is not a class there "
-                                f"(its classes: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''})")
-        src_to_tgt = {names.index(s): target_index[t] for s, t in o.class_map.items()}
-        unmapped = 0 if o.unmapped == "background" else IGNORE
-        label_dir = _existing(o.labels, "labels", folder=True)
-        for id_, src in images.items():
-            try:  # read and check everything first: a skipped image leaves no file behind
-                rgb = read_image(src)  # converts grayscale / CMYK / RGBA / palette to RGB
-                lbl = label_dir / f"{id_}.txt"
-                polys = read_polygons(lbl, len(names)) if lbl.is_file() else []  # no file: no objects
-                src_seen.update(c for c, _ in polys)
-                mask = rasterise(polys, (rgb.shape[1], rgb.shape[0]), src_to_tgt, unmapped)
-            except DataError as e:
-                if cfg.on_bad == "error":
-                    raise
-                skipped[id_] = str(e)
-                continue
-            if not lbl.is_file():
-                no_label.append(id_)
-            write_jpeg(out / "JPEGImages" / f"{id_}.jpg", rgb)
-            write_label_png(out / "SegmentationClass" / f"{id_}.png", mask)
-            labels[id_] = labels_from_mask(mask, len(classes))
-            splits[split_of(id_, o.val_fraction)].append(id_)
-        has_masks = True
-        unused_map = [k for k in o.class_map if names.index(k) not in src_seen]
-    else:
-        unused_map = []
-        table = read_csv_labels(_existing(o.labels, "labels", folder=False), target_index)
-        for id_ in table:
-            if id_ not in images:
-                msg = f"{o.labels}: id {id_!r} has no image in {o.images}"
-                if cfg.on_bad == "error":
-                    raise DataError(msg)
-                skipped[id_] = msg
-        for id_, src in images.items():
-            try:
-                if id_ not in table:
-                    raise DataError(f"{src}: image has no row in {o.labels}")
-                write_jpeg(out / "JPEGImages" / f"{id_}.jpg", read_image(src))
-            except DataError as e:
-                if cfg.on_bad == "error":
-                    raise
-                skipped[id_] = str(e)
-                continue
-            labels[id_] = table[id_]
-            splits[split_of(id_, o.val_fraction)].append(id_)
-        has_masks = False
-    warnings = _diagnose(cfg, classes, labels, no_label, label_dir, unused_map)
-    for split, ids in splits.items():
+    unused_map: list[str] = field(default_factory=list)
+
+    def images(self, src: SourceCfg, key: str) -> dict[str, Path]:
+        found = list_images(_existing(src.images, f"{key}.images", folder=True))
+        for id_, path in found.items():
+            if id_ in self.origin:
+                raise DataError(f"{path}: its id {id_!r} is taken by {self.origin[id_]}; image ids must be "
+                                "unique over all sources (rename one file)")
+        return found
+
+    def bad(self, id_: str, e: DataError) -> None:
+        if self.cfg.on_bad == "error":
+            raise e
+        self.skipped[id_] = str(e)
+
+    def add(self, id_: str, src: Path, rgb: np.ndarray, mask: np.ndarray | None,
+            labels: list[int] | None = None) -> None:
+        write_jpeg(self.out / "JPEGImages" / f"{id_}.jpg", rgb)
+        if mask is not None:
+            write_label_png(self.out / "SegmentationClass" / f"{id_}.png", mask)
+            labels = labels_from_mask(mask, len(self.classes))
+        self.labels[id_] = labels or []
+        self.origin[id_] = src
+        self.splits[split_of(id_, self.cfg.own.val_fraction)].append(id_)
+
+
+def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """``rgb`` with its long side at most ``max_side`` (0 = unchanged), aspect kept."""
+    h, w = rgb.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return rgb
+    k = max_side / max(h, w)
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR), np.uint8)
+
+
+def _resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    if mask.shape == hw:
+        return mask
+    return np.asarray(Image.fromarray(mask).resize((hw[1], hw[0]), Image.Resampling.NEAREST), np.uint8)
+
+
+def _yolo(imp: _Import, src: SourceCfg, key: str) -> None:
+    classes = imp.classes
+    target_index = {c: i for i, c in enumerate(classes)}
+    images = imp.images(src, key)
+    names = read_names(_existing(src.names, f"{key}.names", folder=False))
+    for name in src.class_map:
+        if name not in names:
+            raise DataError(f"{src.names}: {key}.class_map names {name!r}, which is not a class there "
+                            f"(its classes: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''})")
+    src_to_tgt = {names.index(s): target_index[t] for s, t in src.class_map.items()}
+    unmapped = 0 if imp.cfg.own.unmapped == "background" else IGNORE
+    label_dir = imp.label_dir = _existing(src.labels, f"{key}.labels", folder=True)
+    seen: set[int] = set()
+    for id_, path in images.items():
+        try:  # read and check everything first: a skipped image leaves no file behind
+            rgb = shrink(read_image(path), imp.cfg.own.max_side)  # grayscale / CMYK / RGBA -> RGB
+            lbl = label_dir / f"{id_}.txt"
+            polys = read_polygons(lbl, len(names)) if lbl.is_file() else []  # no file: no objects
+            seen.update(c for c, _ in polys)
+            mask = rasterise(polys, (rgb.shape[1], rgb.shape[0]), src_to_tgt, unmapped)
+        except DataError as e:
+            imp.bad(id_, e)
+            continue
+        if not lbl.is_file():
+            imp.no_label.append(id_)
+        imp.add(id_, path, rgb, mask)
+    imp.unused_map += [k for k in src.class_map if names.index(k) not in seen]
+
+
+def read_figure_mask(path: Path, threshold: int) -> np.ndarray:
+    """A figure/ground mask (any 8-bit image, JPEG noise included) as booleans: grey > threshold."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            grey = np.asarray(im.convert("L"), np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataError(f"{path}: not a readable mask ({e})") from None
+    return grey > threshold
+
+
+def _masks(imp: _Import, src: SourceCfg, key: str) -> None:
+    cls = imp.classes.index(src.mask_class)
+    mask_dir = _existing(src.labels, f"{key}.labels", folder=True)
+    masks = list_images(mask_dir)
+    images = imp.images(src, key)
+    for id_ in sorted(set(masks) - set(images)):
+        imp.bad(id_, DataError(f"{masks[id_]}: mask has no image in {src.images}"))
+    for id_, path in images.items():
+        try:
+            if id_ not in masks:
+                raise DataError(f"{path}: image has no mask in {mask_dir} (same file name stem)")
+            rgb, fig = read_image(path), read_figure_mask(masks[id_], src.mask_threshold)
+            (h, w), (mh, mw) = rgb.shape[:2], fig.shape
+            if abs(w / h - mw / mh) > 0.02 * w / h:
+                raise DataError(f"{masks[id_]}: mask is {mw}x{mh}, its image {path.name} {w}x{h}: the aspect "
+                                "ratios differ, so the mask cannot be scaled onto the photo")
+            if mh * mw < h * w:  # the smaller of the two sets the size
+                rgb = np.asarray(Image.fromarray(rgb).resize((mw, mh), Image.Resampling.BILINEAR), np.uint8)
+            rgb = shrink(rgb, imp.cfg.own.max_side)
+            mask = _resize_mask(np.where(fig, cls, 0).astype(np.uint8), rgb.shape[:2])
+        except DataError as e:
+            imp.bad(id_, e)
+            continue
+        imp.add(id_, path, rgb, mask)
+
+
+def _csv(imp: _Import, src: SourceCfg, key: str) -> None:
+    table = read_csv_labels(_existing(src.labels, f"{key}.labels", folder=False),
+                            {c: i for i, c in enumerate(imp.classes)})
+    images = imp.images(src, key)
+    for id_ in table:
+        if id_ not in images:
+            imp.bad(id_, DataError(f"{src.labels}: id {id_!r} has no image in {src.images}"))
+    for id_, path in images.items():
+        try:
+            if id_ not in table:
+                raise DataError(f"{path}: image has no row in {src.labels}")
+            rgb = shrink(read_image(path), imp.cfg.own.max_side)
+        except DataError as e:
+            imp.bad(id_, e)
+            continue
+        imp.add(id_, path, rgb, None, table[id_])
+
+
+def prepare(cfg: DataCfg, out: Path) -> dict:
+    o = cfg.own
+    imp = _Import(cfg, out, ["background", *o.classes])
+    for key, src in o.sources():
+        {"yolo": _yolo, "masks": _masks, "csv": _csv}[src.format](imp, src, key)
+    warnings = _diagnose(cfg, imp.classes, imp.labels, imp.no_label, imp.label_dir, imp.unused_map)
+    for split, ids in imp.splits.items():
         write_split(out, split, ids)
-    write_labels(out, classes, labels, has_masks=has_masks, skipped=skipped, source=f"own:{o.format}")
-    return {"images": len(labels), "skipped": len(skipped), "no_label_file": len(no_label),
-            "no_object_images": sum(1 for v in labels.values() if not v), "warnings": warnings}
+    has_masks = o.format != "csv"  # the config refuses mixing csv with masked sources
+    write_labels(out, imp.classes, imp.labels, has_masks=has_masks, skipped=imp.skipped,
+                 source="own:" + "+".join(s.format for _, s in o.sources()))
+    return {"images": len(imp.labels), "skipped": len(imp.skipped), "no_label_file": len(imp.no_label),
+            "no_object_images": sum(1 for v in imp.labels.values() if not v), "warnings": warnings}
 
 
 def read_csv_labels(path: Path, target_index: dict[str, int]) -> dict[str, list[int]]:

@@ -18,8 +18,8 @@ def raw_inputs(cfg: Config) -> dict[str, str]:
     """The raw input paths of ``data.source`` by dotted key."""
     d = cfg.data
     if d.source == "own":
-        keys = {"images": d.own.images, "labels": d.own.labels, "names": d.own.names}
-        return {f"data.own.{k}": v for k, v in keys.items() if v}
+        return {f"{key}.{k}": v for key, src in d.own.sources()
+                for k, v in {"images": src.images, "labels": src.labels, "names": src.names}.items() if v}
     if d.source == "voc":
         return {f"data.voc.{k}": v for k, v in {"voc_root": d.voc.voc_root, "sbd_root": d.voc.sbd_root}.items() if v}
     return {}
