@@ -26,3 +26,15 @@ def test_classification_accuracy():
     targets = np.array([[1, 0], [0, 1]], np.float32)
     r = metrics.classification(logits, targets)
     assert r == {"label_acc": 75.0, "exact_match": 50.0}
+
+
+def test_object_precision_and_recall_show_under_coverage():
+    gt = np.array([[0, 1, 1, 1], [0, 2, 2, 0]], np.uint8)
+    part = np.array([[0, 1, 0, 0], [0, 2, 2, 0]], np.uint8)  # a third of object 1 found, nothing spurious
+    p, r = metrics.object_precision_recall(metrics.confusion(part, gt, 3))
+    assert p == 1.0 and r == 3 / 5
+    wrong = np.array([[2, 1, 1, 1], [0, 2, 1, 0]], np.uint8)  # one spill, one class confusion
+    p, r = metrics.object_precision_recall(metrics.confusion(wrong, gt, 3))
+    assert p == 4 / 6 and r == 4 / 5
+    s = metrics.summary(metrics.confusion(part, gt, 3), ["bg", "a", "b"])
+    assert s["precision"] == 100.0 and s["recall"] == 60.0

@@ -93,6 +93,9 @@ def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseu
         "isim_miou": final["raw"]["miou"], "isim_crf_miou": final["crf"]["miou"],
         "gain": round(final["raw"]["miou"] - base["raw"]["miou"], 3),
         "gain_crf": round(final["crf"]["miou"] - base["crf"]["miou"], 3),
+        # why the masks change: object precision / recall of the CRF masks (metrics.object_precision_recall)
+        "baseline_crf_precision": base["crf"]["precision"], "baseline_crf_recall": base["crf"]["recall"],
+        "isim_crf_precision": final["crf"]["precision"], "isim_crf_recall": final["crf"]["recall"],
         **accuracy,
     }
     return report
@@ -105,8 +108,11 @@ def compact(report: dict) -> dict:
         part = report.get(name, {})
         out[name] = {k: part[k] for k in ("train_classification", "val_classification") if k in part}
     if "rounds" in report.get("isim", {}):
-        out["rounds"] = {f"round_{r['round']:02d}": {"isim": r["raw"]["miou"], "isim_crf": r["crf"]["miou"]}
-                         for r in report["isim"]["rounds"]}
+        out["rounds"] = {f"round_{r['round']:02d}": {
+            "isim": r["raw"]["miou"], "isim_crf": r["crf"]["miou"],
+            "precision": r["raw"]["precision"], "recall": r["raw"]["recall"],
+            "crf_precision": r["crf"]["precision"], "crf_recall": r["crf"]["recall"]}
+            for r in report["isim"]["rounds"]}
     return out
 
 
@@ -114,13 +120,14 @@ def write_outputs(report: dict, metrics_path: Path, report_path: Path, plots_dir
     write_json(report_path, report)
     write_json(metrics_path, compact(report))
     if "rounds" not in report.get("isim", {}):  # no masks: no mIoU, but the declared plot files exist
-        write_text(plots_dir / "rounds.csv", "round,isim,isim_crf,baseline,baseline_crf\n")
+        write_text(plots_dir / "rounds.csv", "round,isim,isim_crf,baseline,baseline_crf,recall,precision\n")
         write_text(plots_dir / "thresholds.csv", "threshold,baseline,isim\n")
         return
     base = report["baseline"]["pseudo"]
     write_csv(plots_dir / "rounds.csv", [
         {"round": r["round"], "isim": r["raw"]["miou"], "isim_crf": r["crf"]["miou"],
-         "baseline": base["raw"]["miou"], "baseline_crf": base["crf"]["miou"]}
+         "baseline": base["raw"]["miou"], "baseline_crf": base["crf"]["miou"],
+         "recall": r["crf"]["recall"], "precision": r["crf"]["precision"]}
         for r in report["isim"]["rounds"]])
     if "threshold_sweep" in report["baseline"]:
         write_csv(plots_dir / "thresholds.csv", [

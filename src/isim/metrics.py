@@ -32,13 +32,25 @@ def miou(conf: np.ndarray) -> float:
     return float(np.nanmean(v)) if np.any(~np.isnan(v)) else float("nan")
 
 
+def object_precision_recall(conf: np.ndarray) -> tuple[float, float]:
+    """Pixels pooled over the object classes (background excluded): precision = of the pixels the
+    masks give an object class, the share that ground truth gives the same class; recall = of
+    the ground truth's object pixels, the share the masks give their class. CAMs that light up
+    only the most discriminative part of an object have high precision and low recall."""
+    tp = float(np.diag(conf)[1:].sum())
+    pred, gt = float(conf[:, 1:].sum()), float(conf[1:, :].sum())
+    return (tp / pred if pred else float("nan")), (tp / gt if gt else float("nan"))
+
+
 def summary(conf: np.ndarray, classes: list[str]) -> dict:
-    """mIoU, pixel accuracy and per-class IoU, in percent, JSON-ready."""
+    """mIoU, pixel accuracy, object precision/recall and per-class IoU, in percent, JSON-ready."""
     per = iou(conf)
     total = conf.sum()
+    precision, recall = object_precision_recall(conf)
     return {
         "miou": round(100 * miou(conf), 3),
         "pixel_acc": round(100 * float(np.diag(conf).sum() / total), 3) if total else float("nan"),
+        "precision": round(100 * precision, 3), "recall": round(100 * recall, 3),
         "iou": {c: (None if np.isnan(v) else round(100 * float(v), 3)) for c, v in zip(classes, per)},
     }
 
