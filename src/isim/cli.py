@@ -52,6 +52,15 @@ def _tune_apply(a: argparse.Namespace) -> None:
         raise SystemExit(rc)
 
 
+def _predict(a: argparse.Namespace) -> None:
+    from isim.inference import latest_checkpoint, predict
+    from isim.runtime import resolve_device
+    ck = a.checkpoint or latest_checkpoint()
+    report = predict(ck, a.paths, a.out, crf=a.crf, device=resolve_device(a.device))
+    print(f"{len(report['images'])} images segmented into {a.out} with {ck}; {len(report['skipped'])} skipped"
+          + "".join(f"\n  skipped {p}: {why}" for p, why in report["skipped"].items()))
+
+
 def _params(a: argparse.Namespace) -> None:
     config_mod.apply_preset(a.params, a.preset)
     print(f"{a.params}: {a.preset} applied and validated")
@@ -111,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--queue", action="store_true", help="queue it (dvc queue start runs it)")
     s.add_argument("--dry-run", action="store_true", help="print the command only")
     s.set_defaults(func=_tune_apply, no_config=True)
+    s = sub.add_parser("predict", help="segment new images: palette masks + overlays (README \"Predict\")")
+    s.add_argument("paths", type=Path, nargs="+", help="image files, folders, or .txt lists of images")
+    s.add_argument("--out", type=Path, required=True, help="output folder")
+    s.add_argument("--checkpoint", type=Path, help="default: the last round of checkpoints/isim")
+    s.add_argument("--crf", action="store_true", help="refine the masks with dense CRF (checkpoint's crf values)")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    s.set_defaults(func=_predict, no_config=True)
     s = sub.add_parser("params", help="apply a preset (e.g. pipelines/voc.yaml) onto the params file")
     s.add_argument("preset", type=Path)
     s.set_defaults(func=_params, no_config=True)

@@ -196,7 +196,7 @@ def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
         return rgb
     k = max_side / max(h, w)
     size = (max(1, round(w * k)), max(1, round(h * k)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR), np.uint8)
+    return np.array(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR), np.uint8)
 
 
 def _resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

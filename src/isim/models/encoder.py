@@ -32,6 +32,8 @@ def build_encoder(backbone: str, backbone_kwargs: dict[str, Any], output_stride:
                 "Without network access, download them elsewhere and set encoder.weights to the file, "
                 "or set encoder.pretrained: false") from None
         raise
+    except TypeError as e:  # a keyword this architecture does not take
+        raise ModelError(f"encoder.backbone_kwargs {backbone_kwargs} do not fit {backbone} ({e})") from None
     except (OSError, ValueError) as e:  # hub unreachable, unknown name, ...
         if pretrained:
             raise ModelError(

@@ -45,7 +45,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, data: Prepared, spec: dict[str, Any], device: torch.device):
-        self.cfg, self.spec, self.device = cfg, spec, device
+        self.cfg, self.spec, self.device, self.data = cfg, spec, device, data
         tc = cfg.train
         self.model = build_model(spec, cfg.encoder.pretrained, cfg.encoder.weights).to(device)
         self.ids = data.ids("train")
@@ -67,7 +67,7 @@ class Trainer:
 
     def save(self, path: Any, epoch: int, round_: int) -> None:
         save_checkpoint(path, self.spec, self.model, self.opt, self.sched, epoch, round_, self.history,
-                        self.cfg.to_dict())
+                        self.cfg.to_dict(), self.data.classes)
 
     def resume(self, path: Any) -> dict[str, Any]:
         """Model, optimizer, schedule and history from a checkpoint; returns its contents."""

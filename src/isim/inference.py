@@ -1,0 +1,158 @@
+"""Segmenting new images with a trained model: ``isim predict``.
+
+The model and everything needed to feed it (normalisation, import size, CRF values, class
+names) come from the checkpoint alone, so a checkpoint copied to another machine predicts
+the same masks without its params.yaml. Each image is segmented at the size training saw
+(the import's ``max_side``), with its horizontal flip, and the scores are resized to the
+original photo; optional dense CRF. Outputs per image, written atomically: ``<name>.png``
+(palette mask, VOC colours, class indices) and ``<name>_overlay.jpg`` (the photo with the
+classes painted over it and a legend). An unreadable image is skipped and reported in
+``predictions.json``; it never stops the batch.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from isim.config import CrfCfg, TransformCfg
+from isim.data.datasets import normalize
+from isim.data.own import IMAGE_SUFFIXES, shrink
+from isim.errors import ModelError
+from isim.io import PALETTE, DataError, read_image, write_jpeg, write_json, write_label_png
+from isim.models import build_model, read_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def latest_checkpoint(folder: Path = Path("checkpoints/isim")) -> Path:
+    """The last round of the last ``dvc repro`` (what ``isim predict`` uses by default)."""
+    found = sorted(folder.glob("round_*.pt"))
+    if not found:
+        raise ModelError(f"{folder}: no round_XX.pt checkpoint; run `dvc repro` first or pass --checkpoint")
+    return found[-1]
+
+
+def expand_inputs(paths: Iterable[Path]) -> tuple[list[Path], dict[str, str]]:
+    """Image files from files, folders (recursively) and ``.txt`` lists (one path per line,
+    relative to the list's folder); paths that do not exist are returned as skipped."""
+    images: list[Path] = []
+    skipped: dict[str, str] = {}
+    for p in paths:
+        if p.is_dir():
+            images += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.suffix.lower() == ".txt" and p.is_file():
+            lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+            found, missed = expand_inputs(q if (q := Path(ln)).is_absolute() else p.parent / q for ln in lines)
+            images += found
+            skipped.update(missed)
+        elif p.is_file():
+            images.append(p)
+        else:
+            skipped[str(p)] = "no such file or folder"
+    return images, skipped
+
+
+class Predictor:
+    """A checkpoint's segmentation branch, ready to segment photographs."""
+
+    def __init__(self, checkpoint: Path, device: torch.device | str = "cpu"):
+        state = read_checkpoint(checkpoint)
+        spec, config = state["spec"], state.get("config", {})
+        if spec["arch"] == "baseline":
+            raise ModelError(f"{checkpoint}: a CAM baseline has no segmentation branch; predict with an ISIM "
+                             "checkpoint (checkpoints/isim/round_XX.pt)")
+        self.model = build_model(spec)
+        self.model.load_state_dict(state["model"])
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.n = spec["n_classes"]
+        self.classes = list(state.get("classes") or [f"class {i}" for i in range(self.n)])
+        self.transform = TransformCfg(**config.get("transform", {}))
+        self.crf_cfg = CrfCfg(**config.get("crf", {}))
+        own = config.get("data", {}).get("own", {})
+        self.max_side = int(own.get("max_side", 0)) if config.get("data", {}).get("source") == "own" else 0
+
+    @torch.no_grad()
+    def scores(self, rgb: np.ndarray) -> np.ndarray:
+        """Class probabilities (C, H, W) at the photo's own size: image + flip, averaged."""
+        small = shrink(rgb, self.max_side)
+        x = normalize(small, self.transform).unsqueeze(0).to(self.device)
+        seg = self.model(torch.cat([x, x.flip(-1)])).seg
+        assert seg is not None  # ISIM nets always have the segmentation branch
+        p = seg.softmax(1)
+        p = (p[0] + p[1].flip(-1)) / 2
+        p = F.interpolate(p[None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0]
+        return p.cpu().numpy()
+
+    def segment(self, rgb: np.ndarray, crf: bool = False) -> np.ndarray:
+        """Class-index mask (H, W) uint8."""
+        mask = self.scores(rgb).argmax(0).astype(np.uint8)
+        if crf:
+            from isim.pseudo.crf import DenseCRF
+            present = np.unique(mask)  # CRF over the classes found only: same result, far less work
+            index = np.searchsorted(present, mask)
+            mask = present[DenseCRF(self.crf_cfg).refine(rgb, index, len(present))].astype(np.uint8)
+        return mask
+
+
+def overlay(rgb: np.ndarray, mask: np.ndarray, classes: list[str]) -> np.ndarray:
+    """The photo with each class painted in its VOC colour (background untouched) and a legend."""
+    colour = PALETTE[mask].astype(np.float32)
+    out = rgb.astype(np.float32)
+    fg = (mask > 0)[..., None]
+    out = np.where(fg, 0.45 * out + 0.55 * colour, out).astype(np.uint8)
+    im = Image.fromarray(out)
+    draw = ImageDraw.Draw(im)
+    y = 4
+    for c in np.unique(mask):
+        if c == 0 or c >= len(classes):
+            continue
+        share = 100 * float((mask == c).mean())
+        text = f"{classes[c]} {share:.0f}%"
+        w = int(draw.textlength(text)) + 20
+        draw.rectangle([4, y, 4 + w, y + 14], fill=(0, 0, 0))
+        draw.rectangle([6, y + 2, 16, y + 12], fill=tuple(int(v) for v in PALETTE[c]))
+        draw.text((20, y + 1), text, fill=(255, 255, 255))
+        y += 16
+    return np.asarray(im)
+
+
+def predict(checkpoint: Path, inputs: list[Path], out: Path, crf: bool = False,
+            device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Segment every image of ``inputs`` into ``out``; returns (and writes) the report."""
+    from tqdm import tqdm
+    predictor = Predictor(checkpoint, device)
+    images, skipped = expand_inputs(inputs)
+    done: dict[str, Any] = {}
+    names: set[str] = set()
+    for path in tqdm(images, desc="predict", unit="img", mininterval=2.0):
+        try:
+            rgb = read_image(path)  # grayscale, CMYK, RGBA and palette images become RGB
+        except DataError as e:
+            skipped[str(path)] = str(e)
+            log.warning("skipped: %s", e)
+            continue
+        name, k = path.stem, 1
+        while name in names:  # same file name in two folders
+            k += 1
+            name = f"{path.stem}_{k}"
+        names.add(name)
+        mask = predictor.segment(rgb, crf)
+        write_label_png(out / f"{name}.png", mask)
+        write_jpeg(out / f"{name}_overlay.jpg", overlay(rgb, mask, predictor.classes), quality=90)
+        done[name] = {"source": str(path), "size": [int(rgb.shape[1]), int(rgb.shape[0])],
+                      "classes": {predictor.classes[c]: round(100 * float((mask == c).mean()), 2)
+                                  for c in np.unique(mask) if c > 0}}
+    report = {"checkpoint": str(checkpoint), "crf": crf, "images": done, "skipped": skipped}
+    write_json(out / "predictions.json", report)
+    return report
+
+
+__all__ = ["Predictor", "expand_inputs", "latest_checkpoint", "overlay", "predict"]

@@ -1,0 +1,116 @@
+"""The real-photo pipeline as a user runs it, shrunk: horse photos with figure/ground masks and
+COCO photos through `isim params pipelines/real-photos.yaml` and `dvc repro` with the offline
+pretrained encoder, then `isim predict` on photos the model has never seen."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import COCO_SAMPLE, HORSE_SAMPLE, REPO, bin_path, dvc_project, merge, run
+from isim.config import from_dict
+from isim.inference import Predictor
+from isim.io import read_image, read_label_png
+
+PRESET = REPO / "pipelines/real-photos.yaml"
+COCO_TRAIN = ["000000000025", "000000000034", "000000000042", "000000000061", "000000000071", "000000000073"]
+TINY = {  # the preset's code paths at seconds-scale: small images, one ISIM round, no tracking server
+    "crf_freq": 1,
+    "data": {"own": {"max_side": 96, "val_fraction": 0.25}},
+    "transform": {"resize_long": [64, 96], "crop": 64},
+    "cam": {"scales": [1.0]},
+    "model": {"decoder_channels": 16},
+    "train": {"epochs": 2, "batch_size": 4},
+    "rounds": {"warmup_epochs": 1},
+    "runtime": {"crf_workers": 0},
+    "eval": {"thresholds": [0.3], "grid_images": 2},
+    "tracking": {"enabled": False},
+}
+
+
+def _preset_params(tmp_path) -> dict:
+    """params.yaml after `isim params pipelines/real-photos.yaml`, as a user gets it."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    run([bin_path("isim"), "--params", "params.yaml", "params", str(PRESET)], tmp_path)
+    return yaml.safe_load((tmp_path / "params.yaml").read_text())
+
+
+def test_the_preset_applies_onto_params_yaml(tmp_path):
+    cfg = from_dict(_preset_params(tmp_path))
+    assert cfg.encoder.backbone == "efficientnet_lite0" and cfg.encoder.weights == "package"
+    assert cfg.encoder.backbone_kwargs == {}  # the slim ResNet's kwargs replaced, not merged
+    assert [s.format for _, s in cfg.data.own.sources()] == ["masks", "yolo"]
+    assert cfg.data.own.more_sources[0].class_map["couch"] == "sofa"
+
+
+@pytest.fixture(scope="module")
+def photo_repo(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("photos")
+    params = merge(_preset_params(tmp), TINY)
+    repo = dvc_project(tmp / "repo", params)
+    shutil.copytree(HORSE_SAMPLE / "images", repo / "raw/horse/images")
+    shutil.copytree(HORSE_SAMPLE / "masks", repo / "raw/horse/masks")
+    for sub in ("images", "labels"):
+        (repo / "raw/coco" / sub).mkdir(parents=True)
+    for id_ in COCO_TRAIN:
+        shutil.copy(COCO_SAMPLE / "images" / f"{id_}.jpg", repo / "raw/coco/images")
+        shutil.copy(COCO_SAMPLE / "labels" / f"{id_}.txt", repo / "raw/coco/labels")
+    shutil.copy(COCO_SAMPLE / "data.yaml", repo / "raw/coco/data.yaml")
+    run([bin_path("dvc"), "add", "-q", "raw/horse", "raw/coco"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "photos"], repo)
+    run([bin_path("dvc"), "repro"], repo, timeout=900)
+    return repo
+
+
+def test_a_tiny_real_photo_pipeline_runs_through_dvc_repro(photo_repo):
+    repo = photo_repo
+    data = json.loads((repo / "data/prepared/image_labels.json").read_text())
+    assert len(data["labels"]) == 8 + len(COCO_TRAIN) and data["source"] == "own:masks+yolo"
+    summary = json.loads((repo / "metrics/eval.json").read_text())["summary"]
+    for k in ("baseline_miou", "baseline_crf_miou", "isim_miou", "isim_crf_miou", "isim_crf_recall",
+              "isim_crf_precision"):
+        assert 0 <= summary[k] <= 100, k
+    report = json.loads((repo / "reports/evaluation.json").read_text())
+    assert report["isim"]["rounds"][-1]["crf"]["iou"]["horse"] is not None  # horse scored on its own
+    state = __import__("torch").load(repo / "checkpoints/isim/round_02.pt", weights_only=True)
+    assert state["spec"]["backbone"] == "efficientnet_lite0" and state["classes"][13] == "horse"
+
+
+def test_predict_segments_photos_it_has_never_seen(photo_repo, tmp_path):
+    repo = photo_repo
+    unseen = tmp_path / "unseen"
+    unseen.mkdir()
+    src = sorted(p for p in (COCO_SAMPLE / "images").glob("*.jpg") if p.stem not in COCO_TRAIN)[:2]
+    shutil.copy(src[0], unseen / "colour.jpg")
+    photo = Image.open(src[1])
+    photo.convert("L").save(unseen / "grey.png")
+    photo.convert("CMYK").save(unseen / "cmyk.jpg")
+    photo.convert("RGBA").save(unseen / "rgba.png")
+    (unseen / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (tmp_path / "list.txt").write_text("unseen/colour.jpg\nunseen/gone.jpg\n")
+    r = run([bin_path("isim"), "predict", str(unseen), str(tmp_path / "list.txt"), "--out", "predictions",
+             "--crf"], repo)
+    assert "5 images segmented" in r.stdout and "2 skipped" in r.stdout and "broken.jpg" in r.stdout
+    out = repo / "predictions"
+    report = json.loads((out / "predictions.json").read_text())
+    assert set(report["images"]) == {"colour", "grey", "cmyk", "rgba", "colour_2"}
+    assert report["checkpoint"].endswith("round_02.pt")  # the last round of the last `dvc repro`
+    for name in report["images"]:
+        mask = read_label_png(out / f"{name}.png", 21)
+        over = read_image(out / f"{name}_overlay.jpg")
+        w, h = report["images"][name]["size"]
+        assert mask.shape == (h, w) and over.shape == (h, w, 3)
+    # the masks are the checkpoint's own, computed again in this process from the checkpoint alone
+    pred = Predictor(repo / "checkpoints/isim/round_02.pt")
+    again = pred.segment(read_image(unseen / "colour.jpg"), crf=True)
+    assert np.array_equal(again, read_label_png(out / "colour.png"))
+    assert not list(out.glob(".*.tmp*"))  # atomic writes: no temp files left
+
+
+def test_predict_refuses_a_baseline_checkpoint(photo_repo):
+    r = run([bin_path("isim"), "predict", "raw/horse/images", "--out", "p", "--checkpoint",
+             "checkpoints/baseline.pt"], photo_repo, check=False)
+    assert r.returncode == 2 and "has no segmentation branch" in r.stderr
