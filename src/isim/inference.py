@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from isim.config import CrfCfg, TransformCfg
 from isim.data.datasets import normalize
@@ -110,17 +110,18 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, classes: list[str]) -> np.ndarray
     out = np.where(fg, 0.45 * out + 0.55 * colour, out).astype(np.uint8)
     im = Image.fromarray(out)
     draw = ImageDraw.Draw(im)
-    y = 4
+    size = max(12, min(im.size) // 20)  # legible on a thumbnail and on a full photo
+    font = ImageFont.load_default(size=size)
+    y = pad = size // 3
     for c in np.unique(mask):
         if c == 0 or c >= len(classes):
             continue
-        share = 100 * float((mask == c).mean())
-        text = f"{classes[c]} {share:.0f}%"
-        w = int(draw.textlength(text)) + 20
-        draw.rectangle([4, y, 4 + w, y + 14], fill=(0, 0, 0))
-        draw.rectangle([6, y + 2, 16, y + 12], fill=tuple(int(v) for v in PALETTE[c]))
-        draw.text((20, y + 1), text, fill=(255, 255, 255))
-        y += 16
+        text = f"{classes[c]} {100 * float((mask == c).mean()):.0f}%"
+        w = int(draw.textlength(text, font=font))
+        draw.rectangle([pad, y, 3 * pad + size + w, y + size + pad], fill=(0, 0, 0))
+        draw.rectangle([2 * pad, y + pad, 2 * pad + size - pad, y + size], fill=tuple(int(v) for v in PALETTE[c]))
+        draw.text((2 * pad + size, y + pad // 2), text, fill=(255, 255, 255), font=font)
+        y += size + 2 * pad
     return np.asarray(im)
 
 
