@@ -31,7 +31,7 @@ TARGET_MINUTES = 20
 
 def sh(cmd: list[str], cwd: Path) -> str:
     # the project's own copy of the sources runs, so editing this checkout cannot change a run
-    env = {**os.environ, "PYTHONPATH": str(cwd / "src")}
+    env = {**os.environ, "PYTHONPATH": str(cwd / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if r.returncode:
         sys.exit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -110,11 +110,12 @@ def tables(runs: list[dict]) -> str:
     by = {v: [r for r in runs if r["variant"] == v] for v in VARIANTS if any(r["variant"] == v for r in runs)}
     keys = [("CAM", "baseline_miou"), ("CAM+CRF", "baseline_crf_miou"), ("ISIM", "isim_miou"),
             ("ISIM+CRF", "isim_crf_miou")]
-    lines += ["| encoder | seeds | " + " | ".join(k for k, _ in keys) + " | ISIM+CRF − CAM+CRF | horse IoU CAM+CRF → ISIM+CRF |",
+    lines += ["| encoder | seeds | " + " | ".join(k for k, _ in keys)
+              + " | ISIM+CRF − CAM+CRF | horse IoU CAM+CRF → ISIM+CRF |",
               "| --- | ---: | " + " | ".join("---:" for _ in keys) + " | ---: | ---: |"]
     for v, rs in by.items():
         gains = [r["summary"]["isim_crf_miou"] - r["summary"]["baseline_crf_miou"] for r in rs]
-        horse = f"{fmt([r['iou']['cam_crf']['horse'] for r in rs])} → {fmt([r['iou']['isim_crf']['horse'] for r in rs])}"
+        horse = " → ".join(fmt([r["iou"][k]["horse"] for r in rs]) for k in ("cam_crf", "isim_crf"))
         lines.append(f"| {v} | {len(rs)} | " + " | ".join(fmt([r["summary"][k] for r in rs]) for _, k in keys)
                      + f" | {fmt(gains)} | {horse} |")
     for v, rs in by.items():
@@ -151,8 +152,8 @@ def main() -> None:
     for variant in a.variants.split(","):
         for seed in range(a.seeds):
             t0 = time.perf_counter()
-            sh([str(BIN / "dvc"), "exp", "run", "-S", f"seed={seed}", "-S", f"encoder.weights={VARIANTS[variant]}"],
-               a.work)
+            sh([str(BIN / "dvc"), "exp", "run", "dvc.yaml", "-S", f"seed={seed}",
+                "-S", f"encoder.weights={VARIANTS[variant]}"], a.work)
             run = {"variant": variant, "seed": seed, "seconds": round(time.perf_counter() - t0, 1), **collect(a.work)}
             runs.append(run)
             s = run["summary"]
