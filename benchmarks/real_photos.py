@@ -140,12 +140,18 @@ def tables(runs: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--horse", type=Path, required=True, help="folder with images/ and masks/")
-    ap.add_argument("--coco", type=Path, required=True, help="folder with images/, labels/ and data.yaml")
+    ap.add_argument("--horse", type=Path, help="folder with images/ and masks/")
+    ap.add_argument("--coco", type=Path, help="folder with images/, labels/ and data.yaml")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variants", default="pretrained,scratch")
     ap.add_argument("--work", type=Path, default=Path("/tmp/isim-real-photos"))
+    ap.add_argument("--summarize", type=Path, help="only print the tables of an earlier run's JSON")
     a = ap.parse_args()
+    if a.summarize:
+        summarize(json.loads(a.summarize.read_text()))
+        return
+    if not (a.horse and a.coco):
+        ap.error("--horse and --coco are required (or --summarize)")
     make_project(a.work, a.horse.resolve(), a.coco.resolve())
     runs: list[dict] = []
     out_json = REPO / "reports/real_photos.json"
@@ -162,6 +168,10 @@ def main() -> None:
             if variant == "pretrained" and seed == 0:
                 grid(a.work, REPO / "docs/real_photos_rounds.jpg")
             out_json.write_text(json.dumps(runs, indent=1) + "\n")
+    summarize(runs)
+
+def summarize(runs: list[dict]) -> None:
+    """Tables into reports/real_photos.md, then the targets' figures with their baselines."""
     md = tables(runs)
     (REPO / "reports/real_photos.md").write_text(
         "# Real photographs: CAM vs ISIM (benchmarks/real_photos.py)\n\n" + md + "\n")
