@@ -145,16 +145,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variants", default="pretrained,scratch")
     ap.add_argument("--work", type=Path, default=Path("/tmp/isim-real-photos"))
-    ap.add_argument("--summarize", type=Path, help="only print the tables of an earlier run's JSON")
+    ap.add_argument("--json", type=Path, default=REPO / "reports/real_photos.json", help="every run's figures")
+    ap.add_argument("--summarize", type=Path, nargs="+", help="only print the tables of earlier runs' JSON files")
     a = ap.parse_args()
     if a.summarize:
-        summarize(json.loads(a.summarize.read_text()))
+        summarize([run for f in a.summarize for run in json.loads(f.read_text())])
         return
     if not (a.horse and a.coco):
         ap.error("--horse and --coco are required (or --summarize)")
     make_project(a.work, a.horse.resolve(), a.coco.resolve())
     runs: list[dict] = []
-    out_json = REPO / "reports/real_photos.json"
+    out_json = a.json
     for variant in a.variants.split(","):
         for seed in range(a.seeds):
             t0 = time.perf_counter()
