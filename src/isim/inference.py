@@ -5,9 +5,8 @@ names) come from the checkpoint alone, so a checkpoint copied to another machine
 the same masks without its params.yaml. Each image is segmented at the size training saw
 (the import's ``max_side``), with its horizontal flip, and the scores are resized to the
 original photo; optional dense CRF. Outputs per image, written atomically: ``<name>.png``
-(palette mask, VOC colours, class indices) and ``<name>_overlay.jpg`` (the photo with the
-classes painted over it and a legend). An unreadable image is skipped and reported in
-``predictions.json``; it never stops the batch.
+(palette mask, VOC colours, class indices) and ``<name>_overlay.jpg`` (visualize.overlay).
+An unreadable image is skipped and reported in ``predictions.json``; it never stops the batch.
 """
 from __future__ import annotations
 
@@ -19,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
 
 from isim.config import CrfCfg, TransformCfg
 from isim.data.datasets import normalize
 from isim.data.own import IMAGE_SUFFIXES, shrink
 from isim.errors import ModelError
-from isim.io import PALETTE, DataError, read_image, write_jpeg, write_json, write_label_png
+from isim.io import DataError, read_image, write_jpeg, write_json, write_label_png
 from isim.models import build_model, read_checkpoint
+from isim.visualize import overlay
 
 log = logging.getLogger(__name__)
 
@@ -102,29 +101,6 @@ class Predictor:
         return mask
 
 
-def overlay(rgb: np.ndarray, mask: np.ndarray, classes: list[str]) -> np.ndarray:
-    """The photo with each class painted in its VOC colour (background untouched) and a legend."""
-    colour = PALETTE[mask].astype(np.float32)
-    out = rgb.astype(np.float32)
-    fg = (mask > 0)[..., None]
-    out = np.where(fg, 0.45 * out + 0.55 * colour, out).astype(np.uint8)
-    im = Image.fromarray(out)
-    draw = ImageDraw.Draw(im)
-    size = max(12, min(im.size) // 20)  # legible on a thumbnail and on a full photo
-    font = ImageFont.load_default(size=size)
-    y = pad = size // 3
-    for c in np.unique(mask):
-        if c == 0 or c >= len(classes):
-            continue
-        text = f"{classes[c]} {100 * float((mask == c).mean()):.0f}%"
-        w = int(draw.textlength(text, font=font))
-        draw.rectangle([pad, y, 3 * pad + size + w, y + size + pad], fill=(0, 0, 0))
-        draw.rectangle([2 * pad, y + pad, 2 * pad + size - pad, y + size], fill=tuple(int(v) for v in PALETTE[c]))
-        draw.text((2 * pad + size, y + pad // 2), text, fill=(255, 255, 255), font=font)
-        y += size + 2 * pad
-    return np.asarray(im)
-
-
 def predict(checkpoint: Path, inputs: list[Path], out: Path, crf: bool = False,
             device: torch.device | str = "cpu") -> dict[str, Any]:
     """Segment every image of ``inputs`` into ``out``; returns (and writes) the report."""
@@ -146,14 +122,15 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, crf: bool = False,
             name = f"{path.stem}_{k}"
         names.add(name)
         mask = predictor.segment(rgb, crf)
+        found, counts = np.unique(mask, return_counts=True)
+        legend = [(int(c), predictor.classes[c], 100 * n / mask.size) for c, n in zip(found, counts) if c > 0]
         write_label_png(out / f"{name}.png", mask)
-        write_jpeg(out / f"{name}_overlay.jpg", overlay(rgb, mask, predictor.classes), quality=90)
+        write_jpeg(out / f"{name}_overlay.jpg", overlay(rgb, mask, legend), quality=90)
         done[name] = {"source": str(path), "size": [int(rgb.shape[1]), int(rgb.shape[0])],
-                      "classes": {predictor.classes[c]: round(100 * float((mask == c).mean()), 2)
-                                  for c in np.unique(mask) if c > 0}}
+                      "classes": {name_: round(share, 2) for _, name_, share in legend}}
     report = {"checkpoint": str(checkpoint), "crf": crf, "images": done, "skipped": skipped}
     write_json(out / "predictions.json", report)
     return report
 
 
-__all__ = ["Predictor", "expand_inputs", "latest_checkpoint", "overlay", "predict"]
+__all__ = ["Predictor", "expand_inputs", "latest_checkpoint", "predict"]

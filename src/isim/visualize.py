@@ -6,15 +6,35 @@ from pathlib import Path
 import numpy as np
 
 from isim.data.layout import Prepared
-from isim.io import colorize, read_image, read_label_png
+from isim.io import PALETTE, colorize, read_image, read_label_png
 
 
-def _blend(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mask colours over a dimmed image; background stays the (dimmed) picture."""
-    out = (rgb * 0.45).astype(np.uint8)
+def _blend(rgb: np.ndarray, mask: np.ndarray, background: float = 0.45) -> np.ndarray:
+    """Mask colours over the image; background pixels are the picture scaled by ``background``
+    (dimmed in grids, untouched in prediction overlays)."""
+    out = (rgb * background).astype(np.uint8)
     fg = mask > 0
     out[fg] = (0.35 * rgb[fg] + 0.65 * colorize(mask)[fg]).astype(np.uint8)
     return out
+
+
+def overlay(rgb: np.ndarray, mask: np.ndarray, legend: list[tuple[int, str, float]]) -> np.ndarray:
+    """`isim predict`'s picture: the photo with each class in its VOC colour, background
+    untouched, and a legend of (class index, name, % of the picture) scaled to the photo."""
+    from PIL import Image, ImageDraw, ImageFont
+    im = Image.fromarray(_blend(rgb, mask, background=1.0))
+    draw = ImageDraw.Draw(im)
+    size = max(12, min(im.size) // 20)  # legible on a thumbnail and on a full photo
+    font = ImageFont.load_default(size=size)
+    y = pad = size // 3
+    for c, name, share in legend:
+        text = f"{name} {share:.0f}%"
+        w = int(draw.textlength(text, font=font))
+        draw.rectangle([pad, y, 3 * pad + size + w, y + size + pad], fill=(0, 0, 0))
+        draw.rectangle([2 * pad, y + pad, 2 * pad + size - pad, y + size], fill=tuple(int(v) for v in PALETTE[c]))
+        draw.text((2 * pad + size, y + pad // 2), text, fill=(255, 255, 255), font=font)
+        y += size + 2 * pad
+    return np.asarray(im)
 
 
 def round_grid(data: Prepared, ids: list[str], round_dir: Path) -> np.ndarray:
