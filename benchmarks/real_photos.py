@@ -146,6 +146,8 @@ def main() -> None:
     ap.add_argument("--variants", default="pretrained,scratch")
     ap.add_argument("--work", type=Path, default=Path("/tmp/isim-real-photos"))
     ap.add_argument("--json", type=Path, default=REPO / "reports/real_photos.json", help="every run's figures")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the runs already in --json and run only the (variant, seed) pairs it lacks")
     ap.add_argument("--summarize", type=Path, nargs="+", help="only print the tables of earlier runs' JSON files")
     a = ap.parse_args()
     if a.summarize:
@@ -154,10 +156,14 @@ def main() -> None:
     if not (a.horse and a.coco):
         ap.error("--horse and --coco are required (or --summarize)")
     make_project(a.work, a.horse.resolve(), a.coco.resolve())
-    runs: list[dict] = []
     out_json = a.json
+    runs: list[dict] = json.loads(out_json.read_text()) if a.keep and out_json.exists() else []
+    done = {(r["variant"], r["seed"]) for r in runs}
     for variant in a.variants.split(","):
         for seed in range(a.seeds):
+            if (variant, seed) in done:
+                print(f"{variant} seed {seed}: kept from {out_json}", flush=True)
+                continue
             t0 = time.perf_counter()
             sh([str(BIN / "dvc"), "exp", "run", "dvc.yaml", "-S", f"seed={seed}",
                 "-S", f"encoder.weights={VARIANTS[variant]}"], a.work)
@@ -166,10 +172,11 @@ def main() -> None:
             s = run["summary"]
             print(f"{variant} seed {seed}: CAM {s['baseline_miou']:.2f} / {s['baseline_crf_miou']:.2f} (+CRF), "
                   f"ISIM {s['isim_miou']:.2f} / {s['isim_crf_miou']:.2f}, {run['seconds'] / 60:.1f} min", flush=True)
-            if variant == "pretrained" and seed == 0:
+            if variant == "pretrained" and seed == 0:  # the figure always shows seed 0
                 grid(a.work, REPO / "docs/real_photos_rounds.jpg")
             out_json.write_text(json.dumps(runs, indent=1) + "\n")
     summarize(runs)
+
 
 def summarize(runs: list[dict]) -> None:
     """Tables into reports/real_photos.md, then the targets' figures with their baselines."""

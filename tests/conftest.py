@@ -29,6 +29,7 @@ TINY = {
     "train": {"epochs": 3, "batch_size": 4},
     "rounds": {"warmup_epochs": 1},
     "crf": {"bilateral_sxy": 10.0, "bilateral_srgb": 20.0, "bilateral_compat": 5.0},
+    "affinity": {"radius": 3, "feature_channels": 32, "epochs": 2, "batch_size": 4},
     "runtime": {"crf_workers": 0},
     "eval": {"thresholds": [0.2, 0.3], "grid_images": 2},
     "tracking": {"enabled": False},

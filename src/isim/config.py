@@ -221,6 +221,35 @@ class CrfCfg(Section):
     bilateral_compat: float = 10.0
 
 
+class AffinityCfg(Section):
+    """AffinityNet and its labels (PSA; paper 4.1.6). Labels come from the final ISIM model's
+    CAMs thresholded twice - at ``fg_threshold`` (confident objects) and ``bg_threshold``
+    (confident background) - each refined with dense CRF; pixels where the two disagree are
+    ignored. The net learns from pixel pairs within ``radius`` on its stride-8 feature grid."""
+
+    fg_threshold: Prob = 0.3
+    bg_threshold: Prob = 0.1
+    radius: int = Field(5, ge=2, le=16)
+    feature_channels: int = Field(448, ge=8)  # PSA: 64 + 128 + 256 projected levels, fused to 448
+    epochs: int = Field(3, ge=1)              # paper / IRN: 3 on VOC
+    batch_size: int = Field(16, ge=1)
+    lr: Pos = 0.1                             # encoder; the new layers get 10x (PSA)
+
+    @model_validator(mode="after")
+    def _check(self) -> AffinityCfg:
+        _need(self.bg_threshold < self.fg_threshold, "bg_threshold",
+              f"must be below fg_threshold ({self.fg_threshold}), got {self.bg_threshold}")
+        return self
+
+
+class RandomWalkCfg(Section):
+    """Random walk of the ISIM CAMs over AffinityNet's affinities (IRN defaults)."""
+
+    beta: Pos = 10.0                          # affinities are raised to beta: sharper boundaries
+    exp_times: int = Field(8, ge=0, le=12)    # the walk takes 2 ** exp_times steps
+    bg_threshold: Prob = 0.25                 # background score against the walked CAMs
+
+
 class EvalCfg(Section):
     thresholds: list[Prob] = Field(
         default_factory=lambda: [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6])
@@ -348,6 +377,8 @@ class Config(Section):
     train: TrainCfg = Field(default_factory=TrainCfg)
     rounds: RoundsCfg = Field(default_factory=RoundsCfg)
     crf: CrfCfg = Field(default_factory=CrfCfg)
+    affinity: AffinityCfg = Field(default_factory=AffinityCfg)
+    random_walk: RandomWalkCfg = Field(default_factory=RandomWalkCfg)
     eval: EvalCfg = Field(default_factory=EvalCfg)
     runtime: RuntimeCfg = Field(default_factory=RuntimeCfg)
     tracking: TrackingCfg = Field(default_factory=TrackingCfg)
@@ -358,6 +389,10 @@ class Config(Section):
     def _check(self) -> Config:
         _need(self.rounds.warmup_epochs <= self.train.epochs, "rounds.warmup_epochs",
               f"must be <= train.epochs ({self.train.epochs}), got {self.rounds.warmup_epochs}")
+        # AffinityNet pairs cells within radius on the stride-8 grid of a training crop
+        _need(self.transform.crop >= 8 * (2 * self.affinity.radius - 1), "affinity.radius",
+              f"pairs need a crop of at least {8 * (2 * self.affinity.radius - 1)} px; transform.crop is "
+              f"{self.transform.crop}: lower the radius or raise the crop")
         known = flatten(self.model_dump(mode="json", exclude={"tune"}))
         for key in [*self.tune.space, *self.tune.overrides]:
             # a free-form mapping (encoder.backbone_kwargs) takes any sub-key

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from isim.config import EncoderCfg, ModelCfg
+from isim.models.affinity import AffinityNet, build_affinity
 from isim.models.decoders import DeepLabV3Decoder, UNetDecoder
 from isim.models.encoder import ModelError, build_encoder
 from isim.models.heads import CAMHead, SegmentationHead
@@ -77,5 +78,16 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> ISIMNet:
     return model.to(device).eval()
 
 
-__all__ = ["ARCHS", "CHECKPOINT_FORMAT", "ISIMNet", "ModelError", "Output", "build_model", "check_spec",
-           "load_model", "model_spec", "read_checkpoint"]
+def load_affinity(path: str | Path, device: torch.device | str = "cpu") -> AffinityNet:
+    """The AffinityNet saved in ``path``, in eval mode."""
+    state = read_checkpoint(path)
+    arch = state["spec"].get("arch")
+    if arch != "affinitynet":
+        raise ModelError(f"{path}: a {arch!r} checkpoint, not an AffinityNet one (checkpoints/affinity.pt)")
+    model = build_affinity(state["spec"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+__all__ = ["ARCHS", "CHECKPOINT_FORMAT", "AffinityNet", "ISIMNet", "ModelError", "Output", "build_model",
+           "check_spec", "load_affinity", "load_model", "model_spec", "read_checkpoint"]

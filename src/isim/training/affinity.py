@@ -1,0 +1,102 @@
+"""AffinityNet training (PSA; paper 4.1.6): pixel pairs of the affinity labels within
+``affinity.radius`` on the stride-8 grid. Pairs with the same label should have affinity 1,
+pairs with different labels 0; pairs touching an ignored pixel teach nothing. The three kinds
+are balanced as PSA and IRN do: background pairs 1/4, object pairs 1/4, cross pairs 1/2."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from isim.config import Config
+from isim.data.datasets import TrainDataset
+from isim.data.layout import Prepared
+from isim.io import IGNORE
+from isim.models.affinity import affinity, affinity_spec, build_affinity, crop_pairs
+from isim.runtime import seed_everything, setup
+from isim.training.checkpoint import save_checkpoint
+from isim.training.loop import TrainingError
+
+log = logging.getLogger(__name__)
+
+
+def _mean(x: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    return (x * where).sum() / where.sum().clamp(min=1)
+
+
+def affinity_loss(aff: torch.Tensor, mask: torch.Tensor, grid: tuple[int, ...], radius: int
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
+    """``aff`` B x P x h' x w' from :func:`crop_pairs` of features on the ``grid`` (h, w);
+    ``mask`` B x H x W labels (255 ignored), brought to the grid by nearest neighbour."""
+    labels = F.interpolate(mask[:, None].float(), size=grid, mode="nearest").long()
+    src, dst = (t[:, 0] for t in crop_pairs(labels, radius))  # B x 1 x h' x w', B x P x h' x w'
+    valid = (src != IGNORE) & (dst != IGNORE)
+    same = valid & (src == dst)
+    bg_pos, fg_pos, neg = same & (src == 0), same & (src > 0), valid & (src != dst)
+    pos_term = -torch.log(aff + 1e-5)
+    parts = {"bg_pos": _mean(pos_term, bg_pos), "fg_pos": _mean(pos_term, fg_pos),
+             "neg": _mean(-torch.log(1 + 1e-5 - aff), neg)}
+    loss = parts["bg_pos"] / 4 + parts["fg_pos"] / 4 + parts["neg"] / 2
+    return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def train_affinity(cfg: Config, data: Prepared, labels_dir: Path, checkpoint: Path,
+                   on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Train AffinityNet on the affinity labels in ``labels_dir``; save ``checkpoint``.
+    Returns {history, seconds, model}."""
+    seed_everything(cfg.seed)
+    device = setup(cfg.runtime)
+    ac, enc = cfg.affinity, cfg.encoder
+    spec = affinity_spec(enc.backbone, enc.backbone_kwargs, enc.output_stride, ac.feature_channels)
+    model = build_affinity(spec, enc.pretrained, enc.weights).to(device)
+    ids = data.ids("train")
+    dataset = TrainDataset(data, ids, cfg.transform, seed=cfg.seed)
+    dataset.set_pseudo(labels_dir)
+    generator = torch.Generator()
+    loader = DataLoader(dataset, batch_size=ac.batch_size, shuffle=True, drop_last=len(ids) > ac.batch_size,
+                        num_workers=cfg.runtime.loader_workers, generator=generator,
+                        pin_memory=device.type == "cuda")
+    opt = torch.optim.SGD(model.param_groups(ac.lr), lr=ac.lr, momentum=cfg.train.momentum,
+                          weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=max(1, ac.epochs * len(loader)),
+                                                  power=cfg.train.poly_power)
+    history: list[dict] = []
+    t_start = time.perf_counter()
+    for epoch in range(1, ac.epochs + 1):
+        dataset.set_epoch(epoch)
+        seed = cfg.seed * 100003 + epoch
+        generator.manual_seed(seed)
+        torch.manual_seed(seed)
+        model.train()
+        t0 = time.perf_counter()
+        sums = {"loss": 0.0, "bg_pos": 0.0, "fg_pos": 0.0, "neg": 0.0}
+        n = 0
+        for batch in loader:
+            feats = model(batch["image"].to(device, non_blocking=True)).float()
+            loss, parts = affinity_loss(affinity(*crop_pairs(feats, ac.radius)), batch["mask"].to(device),
+                                        tuple(feats.shape[-2:]), ac.radius)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"AffinityNet epoch {epoch}: loss is {loss.item()}; lower affinity.lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            sums["loss"] += loss.item()
+            for k, v in parts.items():
+                sums[k] += v
+            n += 1
+        rec = {**{k: v / max(1, n) for k, v in sums.items()}, "epoch": epoch,
+               "seconds": round(time.perf_counter() - t0, 3), "lr": opt.param_groups[0]["lr"]}
+        history.append(rec)
+        log.info("AffinityNet epoch %d/%d loss %.4f (bg %.4f fg %.4f neg %.4f) %.1fs", epoch, ac.epochs,
+                 rec["loss"], rec["bg_pos"], rec["fg_pos"], rec["neg"], rec["seconds"])
+        if on_epoch:
+            on_epoch(rec)
+    save_checkpoint(checkpoint, spec, model, opt, sched, ac.epochs, 0, history, cfg.to_dict(), data.classes)
+    return {"history": history, "seconds": time.perf_counter() - t_start, "model": model}
