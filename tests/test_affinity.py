@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_params
 from isim.config import from_dict
 from isim.io import IGNORE, read_label_png
 from isim.models import ModelError, build_model, load_affinity, model_spec
@@ -12,7 +13,6 @@ from isim.pseudo import masks
 from isim.pseudo.random_walk import RandomWalk, transition, walk
 from isim.training.affinity import affinity_loss, train_affinity
 from isim.training.checkpoint import save_checkpoint
-from conftest import tiny_params
 
 
 def test_pair_offsets_cover_the_disc_once():

@@ -42,7 +42,9 @@ def test_stages_declare_the_params_and_modules_they_use(tmp_path):
         declared = [p if isinstance(p, str) else next(iter(p)) for p in stage.get("params", [])]
         whole_file = "params.yaml" in declared  # `- params.yaml:` lists every key (the check stage)
         for key in used["params"]:
-            if not whole_file and not key.startswith(UNLISTED_PARAMS) and not _covered(key, declared, "."):
+            # reaching a section on the way to a listed key of it (affinity -> affinity.radius) reads no value
+            on_the_way = any(d.startswith(key + ".") for d in declared)
+            if not (whole_file or on_the_way or key.startswith(UNLISTED_PARAMS) or _covered(key, declared, ".")):
                 problems.append(f"{name} reads params key {key!r} but does not list it")
         deps = [d for d in stage["deps"] if d.startswith("src/")]
         for file in used["modules"]:

@@ -36,9 +36,21 @@ def _pseudo(a: argparse.Namespace, cfg: config_mod.Config) -> None:
     _stage("pseudo").run(cfg, a.checkpoint, a.data, a.split, a.out, a.stage_name)
 
 
+def _affinity_labels(a: argparse.Namespace, cfg: config_mod.Config) -> None:
+    _stage("affinity_labels").run(cfg, a.data, a.isim_checkpoints, a.out)
+
+
+def _train_affinity(a: argparse.Namespace, cfg: config_mod.Config) -> None:
+    _stage("train_affinity").run(cfg, a.data, a.labels, a.checkpoint, a.metrics, a.plots)
+
+
+def _random_walk(a: argparse.Namespace, cfg: config_mod.Config) -> None:
+    _stage("random_walk").run(cfg, a.data, a.isim_checkpoints, a.affinity_checkpoint, a.out)
+
+
 def _evaluate(a: argparse.Namespace, cfg: config_mod.Config) -> None:
     _stage("evaluate").run(cfg, a.data, a.baseline_checkpoint, a.baseline_pseudo, a.isim_checkpoints,
-                           a.isim_pseudo, a.metrics, a.report, a.plots)
+                           a.isim_pseudo, a.metrics, a.report, a.plots, a.rw_pseudo)
 
 
 def _tune(a: argparse.Namespace, cfg: config_mod.Config) -> None:
@@ -104,10 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
             checkpoint="model checkpoint", data="prepared dataset", out="output folder ({raw,crf}/, summary.json)")
     s.add_argument("--split", default="train")
     s.add_argument("--stage-name", default="pseudo", help="name of the MLflow run")
-    cmd("evaluate", _evaluate, "CAM baseline vs ISIM: pseudo-mask mIoU per round, sweeps, accuracy",
+    cmd("affinity-labels", _affinity_labels, "affinity labels: confident CAM regions of the final ISIM model",
+        data="prepared dataset", isim_checkpoints="ISIM round checkpoints (the last is used)",
+        out="output folder (<id>.png, summary.json)")
+    cmd("train-affinity", _train_affinity, "train AffinityNet on the affinity labels",
+        data="prepared dataset", labels="affinity labels folder", checkpoint="checkpoint file to write",
+        metrics="metrics JSON", plots="losses per epoch (CSV)")
+    cmd("random-walk", _random_walk, "pseudo labels: ISIM CAMs walked over AffinityNet's affinities + CRF",
+        data="prepared dataset", isim_checkpoints="ISIM round checkpoints (the last is used)",
+        affinity_checkpoint="AffinityNet checkpoint", out="output folder ({raw,crf}/, summary.json)")
+    s = cmd("evaluate", _evaluate, "CAM baseline vs ISIM: pseudo-mask mIoU per round, sweeps, accuracy",
         data="prepared dataset", baseline_checkpoint="baseline checkpoint", baseline_pseudo="baseline pseudo labels",
         isim_checkpoints="ISIM round checkpoints", isim_pseudo="ISIM round pseudo labels", metrics="metrics JSON",
         report="full report JSON (per-class IoU, confusion)", plots="folder for rounds.csv and thresholds.csv")
+    s.add_argument("--rw-pseudo", type=Path, help="random-walk pseudo labels (adds the ISIM+RW rows)")
     s = cmd("tune", _tune, "Optuna study over tune.space (README \"Tuning\")", data="prepared dataset",
             out="folder for best.yaml, trials.csv, plots/")
     s.add_argument("--workers", type=int, help="worker processes on this host (default: tune.workers)")

@@ -68,8 +68,9 @@ def rounds_of(pseudo_root: Path) -> list[Path]:
 
 
 def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseudo: Path,
-             isim_model: ISIMNet, isim_pseudo: Path, device: torch.device) -> dict:
-    """The comparison: CAM baseline vs ISIM rounds, pseudo masks before (raw) and after CRF."""
+             isim_model: ISIMNet, isim_pseudo: Path, device: torch.device, rw_pseudo: Path | None = None) -> dict:
+    """The comparison: CAM baseline vs ISIM rounds (and the random walk of the final round's
+    CAMs when ``rw_pseudo`` is given), pseudo masks before (raw) and after CRF."""
     ids = data.ids("train")
     report: dict = {"classes": data.classes,
                     "baseline": sweep_and_accuracy(baseline_model, data, cfg, device),
@@ -98,6 +99,11 @@ def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseu
         "isim_crf_precision": final["crf"]["precision"], "isim_crf_recall": final["crf"]["recall"],
         **accuracy,
     }
+    if rw_pseudo is not None:  # paper Table 7: ISIM+RW and ISIM+RW+CRF
+        rw = report["random_walk"] = {"raw": score_dir(data, ids, rw_pseudo / "raw"),
+                                      "crf": score_dir(data, ids, rw_pseudo / "crf")}
+        report["summary"].update(isim_rw_miou=rw["raw"]["miou"], isim_rw_crf_miou=rw["crf"]["miou"],
+                                 gain_rw=round(rw["raw"]["miou"] - final["raw"]["miou"], 3))
     return report
 
 

@@ -41,3 +41,12 @@ def warn_if_photo_sized(transform: Any, data: Any, sample: int = 32) -> None:
                         "settings for the 128 px embedded images. For photographs apply pipelines/photo.yaml "
                         "(`isim params pipelines/photo.yaml`; README \"Your own data\")", median,
                         transform.resize_long, transform.crop)
+
+
+def last_round(checkpoints: Path) -> Path:
+    """The final ISIM model: the last round_XX.pt of the train_isim stage."""
+    from isim.io import DataError
+    rounds = sorted(checkpoints.glob("round_*.pt"))
+    if not rounds:
+        raise DataError(f"{checkpoints}: no round_XX.pt checkpoints; run train_isim first")
+    return rounds[-1]

@@ -7,32 +7,30 @@ from pathlib import Path
 from isim import evaluation
 from isim.config import Config
 from isim.data.layout import Prepared
-from isim.io import DataError
 from isim.models import load_model
 from isim.runtime import setup
+from isim.stages import last_round
 from isim.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo: Path, isim_checkpoints: Path,
-        isim_pseudo: Path, metrics: Path, report_path: Path, plots: Path) -> None:
+        isim_pseudo: Path, metrics: Path, report_path: Path, plots: Path, rw_pseudo: Path | None = None) -> None:
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
     baseline = load_model(baseline_checkpoint, device)
-    rounds = sorted(isim_checkpoints.glob("round_*.pt"))
-    if not rounds:
-        raise DataError(f"{isim_checkpoints}: no round_XX.pt checkpoints; run train_isim first")
-    isim = load_model(rounds[-1], device)
+    isim = load_model(last_round(isim_checkpoints), device)
     with stage_run(cfg, "evaluate") as tr:
-        report = evaluation.evaluate(cfg, data, baseline, baseline_pseudo, isim, isim_pseudo, device)
+        report = evaluation.evaluate(cfg, data, baseline, baseline_pseudo, isim, isim_pseudo, device, rw_pseudo)
         evaluation.write_outputs(report, metrics, report_path, plots)
         tr.log_evaluation(report)
     s = report.get("summary", {})
     if "baseline_miou" in s:
         log.info("pseudo-mask mIoU on train: baseline %.2f, baseline+CRF %.2f, ISIM %.2f, ISIM+CRF %.2f "
-                 "(gain %+.2f)", s["baseline_miou"], s["baseline_crf_miou"], s["isim_miou"], s["isim_crf_miou"],
-                 s["gain"])
+                 "(gain %+.2f)%s", s["baseline_miou"], s["baseline_crf_miou"], s["isim_miou"], s["isim_crf_miou"],
+                 s["gain"], f", ISIM+RW {s['isim_rw_miou']:.2f}, ISIM+RW+CRF {s['isim_rw_crf_miou']:.2f}"
+                 if "isim_rw_miou" in s else "")
     else:
         log.info("no masks: label accuracy train/val: baseline %s/%s, ISIM %s/%s", s.get("baseline_train_label_acc"),
                  s.get("baseline_val_label_acc"), s.get("isim_train_label_acc"), s.get("isim_val_label_acc"))

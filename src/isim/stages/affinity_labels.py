@@ -1,0 +1,30 @@
+"""Stage ``affinity_labels``: confident labels from the final ISIM model's CAMs (PSA)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from isim.config import Config
+from isim.data.layout import Prepared
+from isim.models import load_model
+from isim.pseudo import affinity
+from isim.runtime import setup
+from isim.stages import fresh, last_round
+from isim.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, out: Path) -> None:
+    data = Prepared.open(data_dir)
+    device = setup(cfg.runtime)
+    checkpoint = last_round(isim_checkpoints)
+    model = load_model(checkpoint, device)
+    fresh(out)
+    with stage_run(cfg, "affinity_labels") as tr:
+        summary = affinity.generate(model, data, data.ids("train"), out, cfg, device)
+        tr.log_metrics({"labelled_share": summary["labelled_share"],
+                        **({"labelled_miou": summary["labelled"]["miou"]} if "labelled" in summary else {})})
+    log.info("affinity labels from %s -> %s: %.1f%% of pixels labelled%s", checkpoint, out,
+             100 * summary["labelled_share"],
+             f", {summary['labelled']['miou']:.2f} mIoU where labelled" if "labelled" in summary else "")

@@ -1,0 +1,31 @@
+"""Stage ``random_walk``: the final ISIM model's CAMs walked over AffinityNet's affinities,
+thresholded and refined with CRF (paper Table 7: ISIM+RW, ISIM+RW+CRF)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from isim.config import Config
+from isim.data.layout import Prepared
+from isim.models import load_affinity, load_model
+from isim.pseudo import masks
+from isim.pseudo.random_walk import RandomWalk
+from isim.runtime import setup
+from isim.stages import fresh, last_round
+from isim.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, affinity_checkpoint: Path, out: Path) -> None:
+    data = Prepared.open(data_dir)
+    device = setup(cfg.runtime)
+    model = load_model(last_round(isim_checkpoints), device)
+    walker = RandomWalk(load_affinity(affinity_checkpoint, device), cfg, device)
+    fresh(out)
+    with stage_run(cfg, "random_walk") as tr:
+        summary = masks.generate(model, data, data.ids("train"), out, cfg, device, desc="random walk",
+                                 threshold=cfg.random_walk.bg_threshold, propagate=walker)
+        tr.log_round(1, out, summary, data)
+    log.info("random walk -> %s: %s", out,
+             {k: summary[k]["miou"] for k in ("raw", "crf") if k in summary} or summary["images"])
