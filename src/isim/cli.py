@@ -48,6 +48,14 @@ def _random_walk(a: argparse.Namespace, cfg: config_mod.Config) -> None:
     _stage("random_walk").run(cfg, a.data, a.isim_checkpoints, a.affinity_checkpoint, a.out)
 
 
+def _train_segmenter(a: argparse.Namespace, cfg: config_mod.Config) -> None:
+    _stage("train_segmenter").run(cfg, a.data, a.masks, a.checkpoint, a.metrics, a.plots)
+
+
+def _evaluate_segmenter(a: argparse.Namespace, cfg: config_mod.Config) -> None:
+    _stage("evaluate_segmenter").run(cfg, a.data, a.checkpoint, a.metrics, a.report)
+
+
 def _evaluate(a: argparse.Namespace, cfg: config_mod.Config) -> None:
     _stage("evaluate").run(cfg, a.data, a.baseline_checkpoint, a.baseline_pseudo, a.isim_checkpoints,
                            a.isim_pseudo, a.metrics, a.report, a.plots, a.rw_pseudo)
@@ -125,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("random-walk", _random_walk, "pseudo labels: ISIM CAMs walked over AffinityNet's affinities + CRF",
         data="prepared dataset", isim_checkpoints="ISIM round checkpoints (the last is used)",
         affinity_checkpoint="AffinityNet checkpoint", out="output folder ({raw,crf}/, summary.json)")
+    cmd("train-segmenter", _train_segmenter, "train the final DeepLab model on pseudo masks",
+        data="prepared dataset", masks="pseudo-mask folder (<id>.png)", checkpoint="checkpoint file to write",
+        metrics="metrics JSON", plots="losses per epoch (CSV)")
+    cmd("evaluate-segmenter", _evaluate_segmenter, "the final model's mIoU on val (multi-scale + flip, optional CRF)",
+        data="prepared dataset", checkpoint="segmenter checkpoint", metrics="metrics JSON",
+        report="full report JSON (per-class IoU, confusion)")
     s = cmd("evaluate", _evaluate, "CAM baseline vs ISIM: pseudo-mask mIoU per round, sweeps, accuracy",
         data="prepared dataset", baseline_checkpoint="baseline checkpoint", baseline_pseudo="baseline pseudo labels",
         isim_checkpoints="ISIM round checkpoints", isim_pseudo="ISIM round pseudo labels", metrics="metrics JSON",
@@ -145,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="segment new images: palette masks + overlays (README \"Predict\")")
     s.add_argument("paths", type=Path, nargs="+", help="image files, folders, or .txt lists of images")
     s.add_argument("--out", type=Path, required=True, help="output folder")
-    s.add_argument("--checkpoint", type=Path, help="default: the last round of checkpoints/isim")
+    s.add_argument("--checkpoint", type=Path,
+                   help="default: checkpoints/segmenter.pt, else the last round of checkpoints/isim")
     s.add_argument("--crf", action="store_true", help="refine the masks with dense CRF (checkpoint's crf values)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     s.set_defaults(func=_predict, no_config=True)

@@ -250,6 +250,20 @@ class RandomWalkCfg(Section):
     bg_threshold: Prob = 0.25                 # background score against the walked CAMs
 
 
+class SegmenterCfg(Section):
+    """The final segmentation model (paper 4.1.7), trained on the random-walk masks after CRF
+    with the ``transform`` augmentation and evaluated on val."""
+
+    arch: Literal["deeplabv3", "deeplabv2"] = "deeplabv3"
+    decoder_channels: int = Field(256, ge=1)   # DeepLabv3's ASPP width
+    epochs: int = Field(50, ge=1)              # paper: 50
+    batch_size: int = Field(16, ge=1)
+    lr_encoder: Pos = 0.01
+    lr_decoder: Pos = 0.1
+    scales: list[Pos] = Field(default_factory=lambda: [1.0, 0.5, 1.5], min_length=1)  # val inference (+ flips)
+    crf: bool = False                          # also report val mIoU after dense CRF
+
+
 class EvalCfg(Section):
     thresholds: list[Prob] = Field(
         default_factory=lambda: [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6])
@@ -379,6 +393,7 @@ class Config(Section):
     crf: CrfCfg = Field(default_factory=CrfCfg)
     affinity: AffinityCfg = Field(default_factory=AffinityCfg)
     random_walk: RandomWalkCfg = Field(default_factory=RandomWalkCfg)
+    segmenter: SegmenterCfg = Field(default_factory=SegmenterCfg)
     eval: EvalCfg = Field(default_factory=EvalCfg)
     runtime: RuntimeCfg = Field(default_factory=RuntimeCfg)
     tracking: TrackingCfg = Field(default_factory=TrackingCfg)

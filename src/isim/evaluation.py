@@ -14,7 +14,7 @@ import torch
 from isim import metrics
 from isim.config import Config
 from isim.data.layout import Prepared
-from isim.io import DataError, read_label_png, write_csv, write_json, write_text
+from isim.io import DataError, read_image, read_label_png, write_csv, write_json, write_text
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 
@@ -139,3 +139,27 @@ def write_outputs(report: dict, metrics_path: Path, report_path: Path, plots_dir
         write_csv(plots_dir / "thresholds.csv", [
             {"threshold": a["threshold"], "baseline": a["miou"], "isim": b["miou"]}
             for a, b in zip(report["baseline"]["threshold_sweep"], report["isim"]["threshold_sweep"])])
+
+
+def evaluate_segmenter(checkpoint: Path, data: Prepared, split: str, device: torch.device, crf: bool,
+                       scales: list[float]) -> dict:
+    """The final segmenter on ``split`` against ground truth (paper Tables 8-11: val mIoU), with
+    the inference ``isim predict`` runs (multi-scale + flip), and after dense CRF when ``crf``."""
+    from isim.inference import Predictor
+    ids = data.ids(split)
+    if not data.has_masks or not ids:
+        return {"split": split, "images": len(ids), "note": "no ground-truth masks on this split: nothing to score"}
+    predictor = Predictor(checkpoint, device, scales)
+    n = data.n_classes
+    conf = {"raw": np.zeros((n, n), np.int64), "crf": np.zeros((n, n), np.int64)}
+    for id_ in ids:
+        rgb = read_image(data.image_path(id_))
+        gt = read_label_png(data.mask_path(id_), n)
+        mask = predictor.segment(rgb)
+        conf["raw"] += metrics.confusion(mask, gt, n)
+        if crf:
+            conf["crf"] += metrics.confusion(predictor.refine(rgb, mask), gt, n)
+    out: dict = {"split": split, "images": len(ids), "arch": predictor.arch}
+    for kind in ("raw", "crf") if crf else ("raw",):
+        out[kind] = {**metrics.summary(conf[kind], data.classes), "confusion": conf[kind].tolist()}
+    return out

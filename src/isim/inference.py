@@ -20,21 +20,26 @@ import torch
 import torch.nn.functional as F
 
 from isim.config import CrfCfg, TransformCfg
-from isim.data.datasets import normalize
+from isim.data.datasets import normalize, resize_image
 from isim.data.own import IMAGE_SUFFIXES, shrink
 from isim.errors import ModelError
 from isim.io import DataError, read_image, write_jpeg, write_json, write_label_png
-from isim.models import build_model, read_checkpoint
+from isim.models import ARCHS, build_model, read_checkpoint
+from isim.models.segmenter import SEGMENTERS, build_segmenter
 from isim.visualize import overlay
 
 log = logging.getLogger(__name__)
 
 
-def latest_checkpoint(folder: Path = Path("checkpoints/isim")) -> Path:
-    """The last round of the last ``dvc repro`` (what ``isim predict`` uses by default)."""
-    found = sorted(folder.glob("round_*.pt"))
+def latest_checkpoint(root: Path = Path("checkpoints")) -> Path:
+    """What ``isim predict`` uses by default: the final segmenter of the last ``dvc repro``,
+    else the last ISIM round."""
+    if (root / "segmenter.pt").is_file():
+        return root / "segmenter.pt"
+    found = sorted((root / "isim").glob("round_*.pt"))
     if not found:
-        raise ModelError(f"{folder}: no round_XX.pt checkpoint; run `dvc repro` first or pass --checkpoint")
+        raise ModelError(f"{root}: neither segmenter.pt nor isim/round_XX.pt; run `dvc repro` first or pass "
+                         "--checkpoint")
     return found[-1]
 
 
@@ -59,15 +64,27 @@ def expand_inputs(paths: Iterable[Path]) -> tuple[list[Path], dict[str, str]]:
 
 
 class Predictor:
-    """A checkpoint's segmentation branch, ready to segment photographs."""
+    """A checkpoint's segmentation output (the final segmenter, or ISIM's segmentation branch),
+    ready to segment photographs."""
 
-    def __init__(self, checkpoint: Path, device: torch.device | str = "cpu"):
+    def __init__(self, checkpoint: Path, device: torch.device | str = "cpu", scales: list[float] | None = None):
+        """``scales``: inference scales (each with its flip); default the checkpoint's
+        ``segmenter.scales``, or 1.0 alone for ISIM's segmentation branch."""
         state = read_checkpoint(checkpoint)
         spec, config = state["spec"], state.get("config", {})
-        if spec["arch"] == "baseline":
-            raise ModelError(f"{checkpoint}: a CAM baseline has no segmentation branch; predict with an ISIM "
-                             "checkpoint (checkpoints/isim/round_XX.pt)")
-        self.model = build_model(spec)
+        arch = spec["arch"]
+        self.model: torch.nn.Module
+        if arch in SEGMENTERS:
+            self.model = build_segmenter(spec)
+            self.scales = list(config.get("segmenter", {}).get("scales", [1.0]))
+        elif arch in ARCHS and arch != "baseline":
+            self.model = build_model(spec)
+            self.scales = [1.0]
+        else:
+            raise ModelError(f"{checkpoint}: a {arch!r} checkpoint has no segmentation output; predict with "
+                             "checkpoints/segmenter.pt or an ISIM round (checkpoints/isim/round_XX.pt)")
+        self.arch = arch
+        self.scales = list(scales) if scales else self.scales
         self.model.load_state_dict(state["model"])
         self.device = torch.device(device)
         self.model.to(self.device).eval()
@@ -78,27 +95,36 @@ class Predictor:
         own = config.get("data", {}).get("own", {})
         self.max_side = int(own.get("max_side", 0)) if config.get("data", {}).get("source") == "own" else 0
 
+    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out if isinstance(out, torch.Tensor) else out.seg  # ISIM nets: Output.seg
+
     @torch.no_grad()
     def scores(self, rgb: np.ndarray) -> np.ndarray:
-        """Class probabilities (C, H, W) at the photo's own size: image + flip, averaged."""
+        """Class probabilities (C, H, W) at the photo's own size: each scale and its flip, averaged."""
         small = shrink(rgb, self.max_side)
-        x = normalize(small, self.transform).unsqueeze(0).to(self.device)
-        seg = self.model(torch.cat([x, x.flip(-1)])).seg
-        assert seg is not None  # ISIM nets always have the segmentation branch
-        p = seg.softmax(1)
-        p = (p[0] + p[1].flip(-1)) / 2
-        p = F.interpolate(p[None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0]
-        return p.cpu().numpy()
+        total = None
+        for s in self.scales:
+            im = small if s == 1.0 else resize_image(small, s)
+            x = normalize(np.ascontiguousarray(im), self.transform).unsqueeze(0).to(self.device)
+            p = self._scores(torch.cat([x, x.flip(-1)])).float().softmax(1)
+            p = F.interpolate(((p[0] + p[1].flip(-1)) / 2)[None], size=rgb.shape[:2], mode="bilinear",
+                              align_corners=False)[0]
+            total = p if total is None else total + p
+        assert total is not None
+        return (total / len(self.scales)).cpu().numpy()
 
     def segment(self, rgb: np.ndarray, crf: bool = False) -> np.ndarray:
         """Class-index mask (H, W) uint8."""
         mask = self.scores(rgb).argmax(0).astype(np.uint8)
-        if crf:
-            from isim.pseudo.crf import DenseCRF
-            present = np.unique(mask)  # CRF over the classes found only: same result, far less work
-            index = np.searchsorted(present, mask)
-            mask = present[DenseCRF(self.crf_cfg).refine(rgb, index, len(present))].astype(np.uint8)
-        return mask
+        return self.refine(rgb, mask) if crf else mask
+
+    def refine(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``mask`` after dense CRF (the checkpoint's crf values)."""
+        from isim.pseudo.crf import DenseCRF
+        present = np.unique(mask)  # CRF over the classes found only: same result, far less work
+        index = np.searchsorted(present, mask)
+        return present[DenseCRF(self.crf_cfg).refine(rgb, index, len(present))].astype(np.uint8)
 
 
 def predict(checkpoint: Path, inputs: list[Path], out: Path, crf: bool = False,

@@ -28,6 +28,11 @@ def _resize(img: np.ndarray, mask: np.ndarray | None, h: int, w: int):
     return img, mask
 
 
+def resize_image(img: np.ndarray, scale: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    return _resize(img, None, max(1, round(h * scale)), max(1, round(w * scale)))[0]
+
+
 class TrainDataset(Dataset):
     """Image, multi-hot class label, and (once a round exists) its pseudo mask.
 
@@ -106,7 +111,7 @@ class InferenceDataset(Dataset):
         h, w = img.shape[:2]
         pyramid = []
         for s in self.scales:
-            im = img if s == 1.0 else _resize(img, None, max(1, round(h * s)), max(1, round(w * s)))[0]
+            im = img if s == 1.0 else resize_image(img, s)
             x = normalize(np.ascontiguousarray(im), self.cfg)
             pyramid.append(torch.stack([x, x.flip(-1)]))
         return {"id": id_, "rgb": img, "pyramid": pyramid,

@@ -17,6 +17,7 @@ from isim.models.decoders import DeepLabV3Decoder, UNetDecoder
 from isim.models.encoder import ModelError, build_encoder
 from isim.models.heads import CAMHead, SegmentationHead
 from isim.models.net import ISIMNet, Output
+from isim.models.segmenter import SEGMENTERS, Segmenter, build_segmenter
 
 ARCHS = ("baseline", "deeplabcam", "unetcam")
 CHECKPOINT_FORMAT = "isim-checkpoint-2"
@@ -71,23 +72,31 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> ISIMNet:
-    """The model saved in ``path``, in eval mode; built from the checkpoint's own spec."""
+    """The ISIM (or CAM baseline) model saved in ``path``, in eval mode; built from the
+    checkpoint's own spec."""
+    return _load_as(path, ARCHS, "an ISIM or CAM baseline one", build_model, device)
+
+
+def _load_as(path: str | Path, archs: tuple[str, ...], what: str, build, device: torch.device | str) -> Any:
     state = read_checkpoint(path)
-    model = build_model(state["spec"])
+    arch = state["spec"].get("arch")
+    if arch not in archs:
+        raise ModelError(f"{path}: a {arch!r} checkpoint, not {what}")
+    model = build(state["spec"])
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 
 
 def load_affinity(path: str | Path, device: torch.device | str = "cpu") -> AffinityNet:
     """The AffinityNet saved in ``path``, in eval mode."""
-    state = read_checkpoint(path)
-    arch = state["spec"].get("arch")
-    if arch != "affinitynet":
-        raise ModelError(f"{path}: a {arch!r} checkpoint, not an AffinityNet one (checkpoints/affinity.pt)")
-    model = build_affinity(state["spec"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
+    return _load_as(path, ("affinitynet",), "an AffinityNet one (checkpoints/affinity.pt)", build_affinity, device)
+
+
+def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> Segmenter:
+    """The final segmentation model saved in ``path``, in eval mode."""
+    return _load_as(path, SEGMENTERS, "a final segmenter (checkpoints/segmenter.pt)", build_segmenter, device)
 
 
 __all__ = ["ARCHS", "CHECKPOINT_FORMAT", "AffinityNet", "ISIMNet", "ModelError", "Output", "build_model",
-           "check_spec", "load_affinity", "load_model", "model_spec", "read_checkpoint"]
+           "Segmenter", "check_spec", "load_affinity", "load_model", "load_segmenter", "model_spec",
+           "read_checkpoint"]

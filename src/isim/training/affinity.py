@@ -12,16 +12,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from isim.config import Config
-from isim.data.datasets import TrainDataset
 from isim.data.layout import Prepared
 from isim.io import IGNORE
 from isim.models.affinity import affinity, affinity_spec, build_affinity, crop_pairs
 from isim.runtime import seed_everything, setup
 from isim.training.checkpoint import save_checkpoint
-from isim.training.loop import TrainingError
+from isim.training.loop import MaskTraining
 
 log = logging.getLogger(__name__)
 
@@ -55,48 +53,29 @@ def train_affinity(cfg: Config, data: Prepared, labels_dir: Path, checkpoint: Pa
     ac, enc = cfg.affinity, cfg.encoder
     spec = affinity_spec(enc.backbone, enc.backbone_kwargs, enc.output_stride, ac.feature_channels)
     model = build_affinity(spec, enc.pretrained, enc.weights).to(device)
-    ids = data.ids("train")
-    dataset = TrainDataset(data, ids, cfg.transform, seed=cfg.seed)
-    dataset.set_pseudo(labels_dir)
-    generator = torch.Generator()
-    loader = DataLoader(dataset, batch_size=ac.batch_size, shuffle=True, drop_last=len(ids) > ac.batch_size,
-                        num_workers=cfg.runtime.loader_workers, generator=generator,
-                        pin_memory=device.type == "cuda")
-    opt = torch.optim.SGD(model.param_groups(ac.lr), lr=ac.lr, momentum=cfg.train.momentum,
-                          weight_decay=cfg.train.weight_decay)
-    sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=max(1, ac.epochs * len(loader)),
-                                                  power=cfg.train.poly_power)
+    run = MaskTraining(cfg, data, labels_dir, model.param_groups(ac.lr), ac.epochs, ac.batch_size, device)
     history: list[dict] = []
     t_start = time.perf_counter()
     for epoch in range(1, ac.epochs + 1):
-        dataset.set_epoch(epoch)
-        seed = cfg.seed * 100003 + epoch
-        generator.manual_seed(seed)
-        torch.manual_seed(seed)
         model.train()
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "bg_pos": 0.0, "fg_pos": 0.0, "neg": 0.0}
         n = 0
-        for batch in loader:
+        for batch in run.batches(epoch):
             feats = model(batch["image"].to(device, non_blocking=True)).float()
             loss, parts = affinity_loss(affinity(*crop_pairs(feats, ac.radius)), batch["mask"].to(device),
                                         tuple(feats.shape[-2:]), ac.radius)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"AffinityNet epoch {epoch}: loss is {loss.item()}; lower affinity.lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            run.step(loss, f"AffinityNet epoch {epoch}")
             sums["loss"] += loss.item()
             for k, v in parts.items():
                 sums[k] += v
             n += 1
         rec = {**{k: v / max(1, n) for k, v in sums.items()}, "epoch": epoch,
-               "seconds": round(time.perf_counter() - t0, 3), "lr": opt.param_groups[0]["lr"]}
+               "seconds": round(time.perf_counter() - t0, 3), "lr": run.opt.param_groups[0]["lr"]}
         history.append(rec)
         log.info("AffinityNet epoch %d/%d loss %.4f (bg %.4f fg %.4f neg %.4f) %.1fs", epoch, ac.epochs,
                  rec["loss"], rec["bg_pos"], rec["fg_pos"], rec["neg"], rec["seconds"])
         if on_epoch:
             on_epoch(rec)
-    save_checkpoint(checkpoint, spec, model, opt, sched, ac.epochs, 0, history, cfg.to_dict(), data.classes)
+    save_checkpoint(checkpoint, spec, model, run.opt, run.sched, ac.epochs, 0, history, cfg.to_dict(), data.classes)
     return {"history": history, "seconds": time.perf_counter() - t_start, "model": model}

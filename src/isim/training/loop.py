@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,42 @@ def segmentation_loss(seg: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor
     if not bool((mask != IGNORE).any()):
         return seg.sum() * 0.0
     return F.cross_entropy(seg.float(), mask, ignore_index=IGNORE)
+
+
+class MaskTraining:
+    """What AffinityNet and the final segmenter share: the train split with masks from a folder
+    (``transform`` augmentation, 255 padding), SGD + poly LR over ``epochs``, per-epoch seeds."""
+
+    def __init__(self, cfg: Config, data: Prepared, masks_dir: Path, groups: list[dict], epochs: int,
+                 batch_size: int, device: torch.device):
+        self.cfg, self.device = cfg, device
+        ids = data.ids("train")
+        self.dataset = TrainDataset(data, ids, cfg.transform, seed=cfg.seed)
+        self.dataset.set_pseudo(masks_dir)
+        self.generator = torch.Generator()
+        self.loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=True, drop_last=len(ids) > batch_size,
+                                 num_workers=cfg.runtime.loader_workers, generator=self.generator,
+                                 pin_memory=device.type == "cuda")
+        tc = cfg.train
+        self.opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=tc.momentum, weight_decay=tc.weight_decay)
+        self.sched = torch.optim.lr_scheduler.PolynomialLR(self.opt, total_iters=max(1, epochs * len(self.loader)),
+                                                           power=tc.poly_power)
+
+    def batches(self, epoch: int):
+        """The epoch's batches, shuffled and augmented from (seed, epoch) alone."""
+        self.dataset.set_epoch(epoch)
+        seed = self.cfg.seed * 100003 + epoch
+        self.generator.manual_seed(seed)
+        torch.manual_seed(seed)
+        return self.loader
+
+    def step(self, loss: torch.Tensor, what: str) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingError(f"{what}: loss is {loss.item()}; lower the learning rate")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
 
 
 class Trainer:
