@@ -30,6 +30,7 @@ TINY = {
     "rounds": {"warmup_epochs": 1},
     "crf": {"bilateral_sxy": 10.0, "bilateral_srgb": 20.0, "bilateral_compat": 5.0},
     "affinity": {"radius": 3, "feature_channels": 32, "epochs": 2, "batch_size": 4},
+    "segmenter": {"decoder_channels": 16, "epochs": 2, "batch_size": 4, "scales": [1.0, 0.5]},
     "runtime": {"crf_workers": 0},
     "eval": {"thresholds": [0.2, 0.3], "grid_images": 2},
     "tracking": {"enabled": False},
@@ -47,6 +48,9 @@ def stage_cmds(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, list[str]]:
     """Each stage's command line from dvc.yaml (the one place paths are written)."""
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
     return {name: shlex.split(s["cmd"]) for name, s in stages.items()}
+
+
+PIPELINE = set(stage_cmds())  # every stage of dvc.yaml
 
 
 def repo_params() -> dict:

@@ -5,7 +5,7 @@ import time
 import pytest
 import yaml
 
-from conftest import bin_path, dvc_project, run, tiny_params
+from conftest import PIPELINE, bin_path, dvc_project, run, tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +20,12 @@ def _ran(output: str) -> set[str]:
 def test_repro_then_noop_then_targeted_exp(dvc_repo):
     dvc = bin_path("dvc")
     r = run([dvc, "repro"], dvc_repo)
-    assert _ran(r.stdout) == {"check", "prepare", "train_baseline", "pseudo_baseline", "train_isim", "evaluate"}
+    assert _ran(r.stdout) == PIPELINE
     assert (dvc_repo / "data/prepared/JPEGImages").is_dir()
     assert (dvc_repo / "pseudo/isim/round_01/crf").is_dir() and (dvc_repo / "checkpoints/isim/round_01.pt").is_file()
     report = json.loads((dvc_repo / "metrics/eval.json").read_text())
-    assert {"baseline_miou", "isim_miou", "gain"} <= set(report["summary"])
+    assert {"baseline_miou", "isim_miou", "gain", "isim_rw_miou", "isim_rw_crf_miou"} <= set(report["summary"])
+    assert {"val_miou", "val_crf_miou"} <= set(json.loads((dvc_repo / "metrics/segmenter.json").read_text()))
     # second repro: nothing to do, status clean
     t0 = time.perf_counter()
     r = run([dvc, "repro"], dvc_repo)
@@ -39,9 +40,12 @@ def test_repro_then_noop_then_targeted_exp(dvc_repo):
     run(["git", "commit", "-qm", "baseline run"], dvc_repo)
     # changing the threshold reruns exactly what depends on it
     r = run([dvc, "exp", "run", "-S", "threshold=0.25"], dvc_repo)
-    assert _ran(r.stdout) == {"check", "pseudo_baseline", "train_isim", "evaluate"}, r.stdout
+    assert _ran(r.stdout) == PIPELINE - {"prepare", "train_baseline"}, r.stdout
     shown = run([dvc, "metrics", "show", "--json"], dvc_repo).stdout
-    assert "isim_miou" in shown
+    assert "isim_miou" in shown and "val_miou" in shown
+    # a random-walk knob reruns the walk and what reads its masks, nothing before it
+    r = run([dvc, "exp", "run", "-S", "random_walk.beta=8"], dvc_repo)
+    assert _ran(r.stdout) == {"check", "random_walk", "train_segmenter", "evaluate_segmenter", "evaluate"}, r.stdout
 
 
 def test_queued_sweep_logs_to_one_tracking_store(dvc_repo):

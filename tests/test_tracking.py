@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -127,6 +128,21 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     assert [m.step for m in sweep] == [0, 1]
     assert {a.path for a in client.list_artifacts(ev.info.run_id)} >= {"confusion_isim_final.png", "eval.json"}
     # the artifacts are objects in the bucket behind the server
+    # the final segmenter: registered, @candidate, and in a fresh process the masks `isim predict` gives
+    version = client.get_model_version_by_alias("isim-segmenter", "candidate")
+    seg_run = next(r for r in children if r.info.run_name == "train_segmenter")
+    assert version.run_id == seg_run.info.run_id
+    image = sorted((work / "data/prepared/JPEGImages").glob("*.jpg"))[0]
+    code = ("import sys, numpy as np, mlflow.pyfunc; from PIL import Image;"
+            "m = mlflow.pyfunc.load_model('models:/isim-segmenter@candidate');"
+            "out = m.predict(np.asarray(Image.open(sys.argv[1]).convert('RGB')), params={'crf': True});"
+            "np.save(sys.argv[2], out)")
+    env = {**env, "TQDM_DISABLE": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    run([sys.executable, "-c", code, str(image), str(work / "served.npy")], work, env=env)
+    from isim.inference import Predictor
+    from isim.io import read_image
+    expected = Predictor(work / "checkpoints/segmenter.pt").segment(read_image(image), crf=True)
+    np.testing.assert_array_equal(np.load(work / "served.npy"), expected)
     keys = [o["Key"] for o in s3client.list_objects_v2(Bucket="isim", Prefix="mlartifacts/").get("Contents", [])]
     assert any(k.endswith("rounds/round_01.png") for k in keys)
     assert any(k.endswith("confusion_isim_final.png") for k in keys)

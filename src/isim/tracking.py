@@ -146,6 +146,7 @@ class NullTracker:
     def log_round(self, r: int, round_dir: Path, summary: dict, data: Any) -> None: ...
     def log_evaluation(self, report: dict) -> None: ...
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None: ...
+    def log_segmenter(self, checkpoint: Path) -> None: ...
 
 
 class Tracker(NullTracker):
@@ -223,6 +224,23 @@ class Tracker(NullTracker):
                 mlflow.pytorch.log_model(PlainOutputs(model.cpu().eval()), name=name, input_example=example,
                                          signature=signature, serialization_format="pt2", pip_requirements=[])
         self._guard("log_model", _log)
+
+
+    def log_segmenter(self, checkpoint: Path) -> None:
+        """The final segmenter as a pyfunc model (isim.serving), registered as
+        ``tracking.registered_model`` with ``tracking.alias`` on the new version."""
+        def _log() -> None:
+            import mlflow
+
+            from isim.serving import log_segmenter
+            tc = self.cfg.tracking
+            with mlflow.start_run(run_id=self.run_id):
+                info = log_segmenter(checkpoint, "segmenter", tc.registered_model)
+            if tc.registered_model and tc.alias and info.registered_model_version:
+                self.client.set_registered_model_alias(tc.registered_model, tc.alias, info.registered_model_version)
+                log.info("registered %s version %s as @%s", tc.registered_model, info.registered_model_version,
+                         tc.alias)
+        self._guard("log_segmenter", _log)
 
 
 def _experiment(cfg: Config, uri: str) -> tuple[Any, str]:

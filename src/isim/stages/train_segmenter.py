@@ -24,4 +24,5 @@ def run(cfg: Config, data_dir: Path, masks: Path, checkpoint: Path, metrics: Pat
         summary = {"epochs": len(hist), "seconds": round(result["seconds"], 3), "final_loss": hist[-1]["loss"]}
         write_json(metrics, summary)
         tr.log_metrics(summary)
+        tr.log_segmenter(checkpoint)
     log.info("trained the final segmenter: %s", summary)
