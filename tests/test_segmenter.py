@@ -47,3 +47,58 @@ def test_segmenter_learns_from_masks_and_is_scored_on_val(tiny_data, tmp_path):
     assert isinstance(load_segmenter(ck), torch.nn.Module)
     with pytest.raises(ModelError, match="not an ISIM or CAM baseline"):
         load_model(ck)
+
+
+@pytest.fixture(scope="module")
+def segmenter_ck(tiny_data, tmp_path_factory):
+    cfg = from_dict(tiny_params(segmenter={"epochs": 1, "decoder_channels": 16, "scales": [1.0]}))
+    ck = tmp_path_factory.mktemp("seg") / "segmenter.pt"
+    train_segmenter(cfg, tiny_data, tiny_data.root / "SegmentationClass", ck)
+    return ck
+
+
+def test_export_voc_writes_the_servers_layout(segmenter_ck, tmp_path):
+    """A VOC folder of real photographs (grayscale among them): one palette PNG per listed image at
+    the image's size, packed under results/VOC2012/Segmentation/comp6_test_cls/."""
+    import shutil
+    import tarfile
+
+    from PIL import Image
+
+    from conftest import VOC_SAMPLE
+    from isim.inference import export_voc
+    root = tmp_path / "VOC2012"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    ids = sorted(p.stem for p in (VOC_SAMPLE / "JPEGImages").glob("*.jpg"))[:3]
+    for id_ in ids:
+        shutil.copy(VOC_SAMPLE / "JPEGImages" / f"{id_}.jpg", root / "JPEGImages")
+    Image.open(root / "JPEGImages" / f"{ids[0]}.jpg").convert("L").save(root / "JPEGImages" / f"{ids[0]}.jpg")
+    (root / "ImageSets" / "Segmentation" / "test.txt").write_text("\n".join(ids) + "\n")
+    archive = export_voc(segmenter_ck, root, tmp_path / "out")
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        assert names == [f"results/VOC2012/Segmentation/comp6_test_cls/{i}.png" for i in ids]
+        for id_, member in zip(ids, tar.getmembers()):
+            png = Image.open(tar.extractfile(member))
+            assert png.mode == "P" and png.size == Image.open(root / "JPEGImages" / f"{id_}.jpg").size
+            assert int(np.asarray(png).max()) < 7  # class indices of this 6-class dataset
+    # an image the list names but the folder lacks stops the export and names it; no archive is made
+    (root / "ImageSets" / "Segmentation" / "test.txt").write_text("\n".join(ids + ["2099_000001"]) + "\n")
+    from isim.io import DataError
+    with pytest.raises(DataError, match="2099_000001.jpg"):
+        export_voc(segmenter_ck, root, tmp_path / "again")
+    assert not (tmp_path / "again" / "results.tar.gz").exists()
+    with pytest.raises(DataError, match="val.txt: missing"):
+        export_voc(segmenter_ck, root, tmp_path / "x", split="val")
+
+
+def test_checkpoints_without_a_segmentation_output_are_refused(tiny_data, tmp_path):
+    from isim.models.affinity import affinity_spec, build_affinity
+    from isim.training.checkpoint import save_checkpoint
+    net = build_affinity(affinity_spec("resnet18", {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]}, 16, 16))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    save_checkpoint(tmp_path / "affinity.pt", affinity_spec("resnet18", {"layers": [1, 1, 1, 1],
+                    "channels": [8, 16, 32, 64]}, 16, 16), net, opt, torch.optim.lr_scheduler.StepLR(opt, 1), 1, 0, [], {})
+    with pytest.raises(ModelError, match="no segmentation output"):
+        Predictor(tmp_path / "affinity.pt")

@@ -81,6 +81,15 @@ def _predict(a: argparse.Namespace) -> None:
           + "".join(f"\n  skipped {p}: {why}" for p, why in report["skipped"].items()))
 
 
+def _export_voc(a: argparse.Namespace) -> None:
+    from isim.inference import export_voc, latest_checkpoint
+    from isim.runtime import resolve_device
+    ck = a.checkpoint or latest_checkpoint()
+    archive = export_voc(ck, a.voc_root, a.out, a.split, a.comp, crf=a.crf, device=resolve_device(a.device))
+    print(f"{archive}: predictions of {a.voc_root}/ImageSets/Segmentation/{a.split}.txt by {ck}, ready to upload "
+          "to the PASCAL VOC evaluation server")
+
+
 def _params(a: argparse.Namespace) -> None:
     config_mod.apply_preset(a.params, a.preset)
     print(f"{a.params}: {a.preset} applied and validated")
@@ -164,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--crf", action="store_true", help="refine the masks with dense CRF (checkpoint's crf values)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     s.set_defaults(func=_predict, no_config=True)
+    s = sub.add_parser("export-voc", help="VOC test-set predictions packed for the evaluation server")
+    s.add_argument("--voc-root", type=Path, required=True, help=".../VOCdevkit/VOC2012 holding the split's images")
+    s.add_argument("--out", type=Path, required=True, help="output folder (results/ and results.tar.gz)")
+    s.add_argument("--split", default="test", help="ImageSets/Segmentation/<split>.txt (default: test)")
+    s.add_argument("--comp", default="comp6", choices=["comp5", "comp6"],
+                   help="comp6: trained on more than VOC's own data (SBD); comp5: VOC only")
+    s.add_argument("--checkpoint", type=Path, help="default: checkpoints/segmenter.pt")
+    s.add_argument("--crf", action="store_true", help="refine the masks with dense CRF")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    s.set_defaults(func=_export_voc, no_config=True)
     s = sub.add_parser("params", help="apply a preset (e.g. pipelines/voc.yaml) onto the params file")
     s.add_argument("preset", type=Path)
     s.set_defaults(func=_params, no_config=True)

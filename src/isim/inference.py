@@ -159,4 +159,36 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, crf: bool = False,
     return report
 
 
-__all__ = ["Predictor", "expand_inputs", "latest_checkpoint", "predict"]
+def export_voc(checkpoint: Path, voc_root: Path, out: Path, split: str = "test", comp: str = "comp6",
+               crf: bool = False, device: torch.device | str = "cpu") -> Path:
+    """Predictions of ``voc_root``'s ``ImageSets/Segmentation/<split>.txt`` in the layout the PASCAL
+    VOC evaluation server takes (``results/VOC2012/Segmentation/<comp>_<split>_cls/<id>.png``:
+    palette PNGs of class indices at each JPEG's size), packed as ``<out>/results.tar.gz``.
+    ``comp6`` is the competition for methods trained on more than VOC's own data (SBD's
+    images); ``comp5`` for VOC data only. Every image is needed, so an unreadable one stops
+    the export naming it (the PNGs already written are kept and the archive is not made)."""
+    import tarfile
+
+    from tqdm import tqdm
+
+    from isim.io import atomic_path
+    listing = voc_root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not listing.is_file():
+        raise DataError(f"{listing}: missing; --voc-root must be a VOC2012 folder (the test set's own download for "
+                        "the test split)")
+    ids = [ln.split()[0] for ln in listing.read_text().splitlines() if ln.strip()]
+    if not ids:
+        raise DataError(f"{listing}: lists no images")
+    predictor = Predictor(checkpoint, device)
+    folder = out / "results" / "VOC2012" / "Segmentation" / f"{comp}_{split}_cls"
+    for id_ in tqdm(ids, desc=f"export {split}", unit="img", mininterval=2.0):
+        rgb = read_image(voc_root / "JPEGImages" / f"{id_}.jpg")
+        write_label_png(folder / f"{id_}.png", predictor.segment(rgb, crf))
+    archive = out / "results.tar.gz"
+    with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
+        for id_ in ids:  # only this export's files, in the listing's order
+            tar.add(folder / f"{id_}.png", arcname=f"results/VOC2012/Segmentation/{folder.name}/{id_}.png")
+    return archive
+
+
+__all__ = ["Predictor", "expand_inputs", "export_voc", "latest_checkpoint", "predict"]

@@ -6,6 +6,7 @@ Pairs are taken within ``radius`` cells, each unordered pair once (a half disc o
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -51,7 +52,7 @@ class AffinityNet(nn.Module):
         widths = [channels // 8, channels // 4, channels // 4]
         widths.append(channels - sum(widths))
         self.project = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, w, 1, bias=False), nn.GroupNorm(min(4, w), w), nn.ReLU(inplace=True))
+            nn.Sequential(nn.Conv2d(c, w, 1, bias=False), nn.GroupNorm(math.gcd(4, w), w), nn.ReLU(inplace=True))
             for c, w in zip(info.channels(), widths))
         self.fuse = nn.Conv2d(channels, channels, 1, bias=False)
         self.grid_level = info.reduction().index(STRIDE)  # the level whose grid every level is brought to
