@@ -102,3 +102,15 @@ def test_checkpoints_without_a_segmentation_output_are_refused(tiny_data, tmp_pa
                     "channels": [8, 16, 32, 64]}, 16, 16), net, opt, torch.optim.lr_scheduler.StepLR(opt, 1), 1, 0, [], {})
     with pytest.raises(ModelError, match="no segmentation output"):
         Predictor(tmp_path / "affinity.pt")
+
+
+def test_predict_skips_huge_images_and_names_an_empty_folder(segmenter_ck, tiny_data, tmp_path):
+    from isim.io import DataError
+    images = [tiny_data.image_path(i) for i in tiny_data.ids("val")[:2]]
+    report = predict(segmenter_ck, images, tmp_path / "out", max_pixels=64 * 63)  # 64 x 64 images
+    assert not report["images"] and len(report["skipped"]) == 2
+    assert all("over the limit of 4032" in why for why in report["skipped"].values())
+    assert not list((tmp_path / "out").glob("*.png"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images in .*empty"):
+        predict(segmenter_ck, [tmp_path / "empty"], tmp_path / "out2")

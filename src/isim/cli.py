@@ -76,7 +76,7 @@ def _predict(a: argparse.Namespace) -> None:
     from isim.inference import latest_checkpoint, predict
     from isim.runtime import resolve_device
     ck = a.checkpoint or latest_checkpoint()
-    report = predict(ck, a.paths, a.out, crf=a.crf, device=resolve_device(a.device))
+    report = predict(ck, a.paths, a.out, crf=a.crf, device=resolve_device(a.device), max_pixels=a.max_pixels)
     print(f"{len(report['images'])} images segmented into {a.out} with {ck}; {len(report['skipped'])} skipped"
           + "".join(f"\n  skipped {p}: {why}" for p, why in report["skipped"].items()))
 
@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", type=Path,
                    help="default: checkpoints/segmenter.pt, else the last round of checkpoints/isim")
     s.add_argument("--crf", action="store_true", help="refine the masks with dense CRF (checkpoint's crf values)")
+    s.add_argument("--max-pixels", type=int, default=40_000_000,
+                   help="skip (and report) larger images; 0 = no limit (default: 40 megapixels)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     s.set_defaults(func=_predict, no_config=True)
     s = sub.add_parser("export-voc", help="VOC test-set predictions packed for the evaluation server")

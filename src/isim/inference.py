@@ -29,6 +29,7 @@ from isim.models.segmenter import SEGMENTERS, build_segmenter
 from isim.visualize import overlay
 
 log = logging.getLogger(__name__)
+MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger ones are skipped (`isim predict --max-pixels`)
 
 
 def latest_checkpoint(root: Path = Path("checkpoints")) -> Path:
@@ -128,16 +129,19 @@ class Predictor:
 
 
 def predict(checkpoint: Path, inputs: list[Path], out: Path, crf: bool = False,
-            device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Segment every image of ``inputs`` into ``out``; returns (and writes) the report."""
+            device: torch.device | str = "cpu", max_pixels: int = MAX_PIXELS) -> dict[str, Any]:
+    """Segment every image of ``inputs`` into ``out``; returns (and writes) the report.
+    Images over ``max_pixels`` are skipped like unreadable ones."""
     from tqdm import tqdm
     predictor = Predictor(checkpoint, device)
     images, skipped = expand_inputs(inputs)
+    if not images and not skipped:
+        raise DataError(f"no images in {', '.join(str(p) for p in inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     done: dict[str, Any] = {}
     names: set[str] = set()
     for path in tqdm(images, desc="predict", unit="img", mininterval=2.0):
         try:
-            rgb = read_image(path)  # grayscale, CMYK, RGBA and palette images become RGB
+            rgb = read_image(path, max_pixels)  # grayscale, CMYK, RGBA and palette images become RGB
         except DataError as e:
             skipped[str(path)] = str(e)
             log.warning("skipped: %s", e)

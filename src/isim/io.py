@@ -92,14 +92,18 @@ def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
         Image.fromarray(rgb).save(tmp, format="JPEG", quality=quality)
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int = 0) -> np.ndarray:
     """RGB uint8 (H, W, 3). Grayscale, CMYK, palette and RGBA inputs are converted
-    (alpha dropped); unreadable or truncated files raise DataError naming the file."""
+    (alpha dropped); unreadable or truncated files, and images over ``max_pixels`` (0: no
+    limit; checked before decoding), raise DataError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file is missing")
     try:
         with Image.open(path) as f:
+            w, h = f.size
+            if max_pixels and w * h > max_pixels:
+                raise DataError(f"{path}: {w} x {h} = {w * h} pixels, over the limit of {max_pixels}")
             f.load()  # forces a full decode: a truncated file fails here, not later
             im: Image.Image = f
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -107,7 +111,7 @@ def read_image(path: str | Path) -> np.ndarray:
             elif im.mode != "RGB":
                 im = im.convert("RGB")
             return np.asarray(im, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not a readable image ({e})") from None
 
 
