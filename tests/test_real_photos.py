@@ -24,6 +24,8 @@ TINY = {  # the preset's code paths at seconds-scale: small images, one ISIM rou
     "model": {"decoder_channels": 16},
     "train": {"epochs": 2, "batch_size": 4},
     "rounds": {"warmup_epochs": 1},
+    "affinity": {"radius": 3, "feature_channels": 32, "epochs": 1, "batch_size": 4},
+    "segmenter": {"decoder_channels": 16, "epochs": 1, "batch_size": 4, "scales": [1.0]},
     "runtime": {"crf_workers": 0},
     "eval": {"thresholds": [0.3], "grid_images": 2},
     "tracking": {"enabled": False},
@@ -97,14 +99,14 @@ def test_predict_segments_photos_it_has_never_seen(photo_repo, tmp_path):
     out = repo / "predictions"
     report = json.loads((out / "predictions.json").read_text())
     assert set(report["images"]) == {"colour", "grey", "cmyk", "rgba", "colour_2"}
-    assert report["checkpoint"].endswith("round_02.pt")  # the last round of the last `dvc repro`
+    assert report["checkpoint"].endswith("segmenter.pt")  # the final model of the last `dvc repro`
     for name in report["images"]:
         mask = read_label_png(out / f"{name}.png", 21)
         over = read_image(out / f"{name}_overlay.jpg")
         w, h = report["images"][name]["size"]
         assert mask.shape == (h, w) and over.shape == (h, w, 3)
     # the masks are the checkpoint's own, computed again in this process from the checkpoint alone
-    pred = Predictor(repo / "checkpoints/isim/round_02.pt")
+    pred = Predictor(repo / "checkpoints/segmenter.pt")
     again = pred.segment(read_image(unseen / "colour.jpg"), crf=True)
     assert np.array_equal(again, read_label_png(out / "colour.png"))
     assert not list(out.glob(".*.tmp*"))  # atomic writes: no temp files left
@@ -113,4 +115,4 @@ def test_predict_segments_photos_it_has_never_seen(photo_repo, tmp_path):
 def test_predict_refuses_a_baseline_checkpoint(photo_repo):
     r = run([bin_path("isim"), "predict", "raw/horse/images", "--out", "p", "--checkpoint",
              "checkpoints/baseline.pt"], photo_repo, check=False)
-    assert r.returncode == 2 and "has no segmentation branch" in r.stderr
+    assert r.returncode == 2 and "has no segmentation output" in r.stderr
