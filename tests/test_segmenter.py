@@ -96,10 +96,10 @@ def test_export_voc_writes_the_servers_layout(segmenter_ck, tmp_path):
 def test_checkpoints_without_a_segmentation_output_are_refused(tiny_data, tmp_path):
     from isim.models.affinity import affinity_spec, build_affinity
     from isim.training.checkpoint import save_checkpoint
-    net = build_affinity(affinity_spec("resnet18", {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]}, 16, 16))
+    spec = affinity_spec("resnet18", {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]}, 16, 16)
+    net = build_affinity(spec)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    save_checkpoint(tmp_path / "affinity.pt", affinity_spec("resnet18", {"layers": [1, 1, 1, 1],
-                    "channels": [8, 16, 32, 64]}, 16, 16), net, opt, torch.optim.lr_scheduler.StepLR(opt, 1), 1, 0, [], {})
+    save_checkpoint(tmp_path / "affinity.pt", spec, net, opt, torch.optim.lr_scheduler.StepLR(opt, 1), 1, 0, [], {})
     with pytest.raises(ModelError, match="no segmentation output"):
         Predictor(tmp_path / "affinity.pt")
 

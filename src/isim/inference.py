@@ -136,7 +136,8 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, crf: bool = False,
     predictor = Predictor(checkpoint, device)
     images, skipped = expand_inputs(inputs)
     if not images and not skipped:
-        raise DataError(f"no images in {', '.join(str(p) for p in inputs)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DataError(f"no images in {', '.join(str(p) for p in inputs)} "
+                        f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     done: dict[str, Any] = {}
     names: set[str] = set()
     for path in tqdm(images, desc="predict", unit="img", mininterval=2.0):
