@@ -24,7 +24,7 @@ from isim.data.datasets import normalize, resize_image
 from isim.data.own import IMAGE_SUFFIXES, shrink
 from isim.errors import ModelError
 from isim.io import DataError, read_image, write_jpeg, write_json, write_label_png
-from isim.models import ARCHS, build_model, read_checkpoint
+from isim.models import ARCHS, build_model, last_round, read_checkpoint
 from isim.models.segmenter import SEGMENTERS, build_segmenter
 from isim.visualize import overlay
 
@@ -37,11 +37,11 @@ def latest_checkpoint(root: Path = Path("checkpoints")) -> Path:
     else the last ISIM round."""
     if (root / "segmenter.pt").is_file():
         return root / "segmenter.pt"
-    found = sorted((root / "isim").glob("round_*.pt"))
-    if not found:
+    found = last_round(root / "isim")
+    if found is None:
         raise ModelError(f"{root}: neither segmenter.pt nor isim/round_XX.pt; run `dvc repro` first or pass "
                          "--checkpoint")
-    return found[-1]
+    return found
 
 
 def expand_inputs(paths: Iterable[Path]) -> tuple[list[Path], dict[str, str]]:

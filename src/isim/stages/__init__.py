@@ -46,7 +46,29 @@ def warn_if_photo_sized(transform: Any, data: Any, sample: int = 32) -> None:
 def last_round(checkpoints: Path) -> Path:
     """The final ISIM model: the last round_XX.pt of the train_isim stage."""
     from isim.io import DataError
-    rounds = sorted(checkpoints.glob("round_*.pt"))
-    if not rounds:
+    from isim.models import last_round as find
+    found = find(checkpoints)
+    if found is None:
         raise DataError(f"{checkpoints}: no round_XX.pt checkpoints; run train_isim first")
-    return rounds[-1]
+    return found
+
+
+def train_stage(cfg: Any, stage: str, train: Any, prefix: str, plot_keys: tuple[str, ...], metrics: Path,
+                plots: Path, after: Any = None) -> dict:
+    """What train_affinity and train_segmenter share: run ``train(on_epoch)`` in the stage's
+    MLflow run, write the per-epoch CSV and the metrics JSON, then ``after(tracker)``; returns
+    the summary."""
+    from isim.io import write_csv, write_json
+    from isim.tracking import stage_run
+    with stage_run(cfg, stage) as tr:
+        result = train(lambda rec: tr.log_metrics({f"{prefix}_{k}": v for k, v in rec.items() if k != "epoch"},
+                                                  step=rec["epoch"]))
+        hist = result["history"]
+        write_csv(plots, [{k: h[k] for k in plot_keys} for h in hist])
+        summary = {"epochs": len(hist), "seconds": round(result["seconds"], 3), "first_loss": hist[0]["loss"],
+                   "final_loss": hist[-1]["loss"]}
+        write_json(metrics, summary)
+        tr.log_metrics(summary)
+        if after is not None:
+            after(tr)
+    return summary

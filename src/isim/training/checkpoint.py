@@ -28,3 +28,4 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, spec: dict[str, An
     check_spec(path, state["spec"], spec)
     model.load_state_dict(state["model"])
     return state
+
