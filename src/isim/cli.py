@@ -29,7 +29,7 @@ def _train_baseline(a: argparse.Namespace, cfg: config_mod.Config) -> None:
 
 
 def _train_isim(a: argparse.Namespace, cfg: config_mod.Config) -> None:
-    _stage("train_isim").run(cfg, a.data, a.checkpoints, a.pseudo, a.metrics, a.plots, a.resume)
+    _stage("train_isim").run(cfg, a.data, a.checkpoints, a.pseudo, a.metrics, a.plots, a.resume, a.recovery)
 
 
 def _pseudo(a: argparse.Namespace, cfg: config_mod.Config) -> None:
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
             metrics="metrics JSON", plots="losses per epoch (CSV)")
     s.add_argument("--resume", type=Path, help="continue from a round checkpoint (optimizer, LR schedule "
                                                "and round counter included)")
+    s.add_argument("--recovery", type=Path, help="recovery folder outside the outputs: a killed run continues "
+                                                 "from its last finished epoch when run again")
     s = cmd("pseudo", _pseudo, "pseudo labels (CAM + threshold + CRF) from a checkpoint",
             checkpoint="model checkpoint", data="prepared dataset", out="output folder ({raw,crf}/, summary.json)")
     s.add_argument("--split", default="train")

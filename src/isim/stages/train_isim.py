@@ -11,19 +11,25 @@ from isim.stages import fresh, model_example, warn_if_photo_sized
 from isim.stages.train_baseline import write_history
 from isim.tracking import stage_run
 from isim.training.isim import train_isim
+from isim.training.recovery import Recovery, fingerprint
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: Path, plots: Path,
-        resume: Path | None = None) -> None:
+        resume: Path | None = None, recovery_dir: Path | None = None) -> None:
+    """``recovery_dir`` (outside the stage's outputs): a killed run continues from its last
+    finished epoch when the stage runs again with the same params, code and data."""
     data = Prepared.open(data_dir)
     warn_if_photo_sized(cfg.transform, data)
     if resume is None:
         fresh(checkpoints, pseudo)
+    recovery = None
+    if recovery_dir is not None and resume is None:
+        recovery = Recovery(recovery_dir, fingerprint(cfg.to_dict(), data.root, data.ids("train")))
     with stage_run(cfg, "train_isim") as tr:
         holdout = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction) if data.has_masks else None
-        result = train_isim(cfg, data, checkpoints, pseudo, resume=resume, holdout=holdout,
+        result = train_isim(cfg, data, checkpoints, pseudo, resume=resume, holdout=holdout, recovery=recovery,
                             on_epoch=lambda rec: tr.log_metrics(
                                 {k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]),
                             on_round=lambda r, d, s: tr.log_round(r, d, s, data))
@@ -39,4 +45,6 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
         write_json(metrics, summary)
         tr.log_metrics(summary, headline=True)
         tr.log_model(result["model"], "isim_model", model_example(cfg.transform.crop))
+    if recovery is not None:  # every output is written: nothing left to recover
+        recovery.clear()
     log.info("trained ISIM: %s", summary)

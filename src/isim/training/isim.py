@@ -3,13 +3,16 @@
 ``rounds.warmup_epochs`` of classification only; then pseudo labels are regenerated from the
 model's own CAMs (threshold + dense CRF) - every ``crf_freq`` epochs, or when the losses have
 converged - and training continues on classification + segmentation loss. Every round's
-checkpoint and pseudo-label set are written as ``round_XX``; after the last epoch one more
-round is generated from the final model (the run's result).
+checkpoint and pseudo-label set are written as ``round_XX`` (a round folder is written beside
+and renamed into place, so a half-written round is never read as complete); after the last
+epoch one more round is generated from the final model (the run's result). With a
+``Recovery``, a killed run continues from its last finished epoch (training/recovery.py).
 """
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from isim.models import model_spec
 from isim.pseudo import masks
 from isim.runtime import seed_everything, setup
 from isim.training.loop import Trainer, TrainingError
+from isim.training.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +67,12 @@ def round_dir(pseudo_root: Path, r: int) -> Path:
 def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
                on_epoch: Callable[[dict], None] | None = None,
                on_round: Callable[[int, Path, dict], None] | None = None,
-               resume: Path | None = None, holdout: list[str] | None = None) -> dict[str, Any]:
-    """Train ISIM; ``resume`` continues from a round checkpoint (the same result as an
-    uninterrupted run). Every round also scores the pseudo masks of the ``holdout`` ids
-    (``summary["holdout"]``, the tuning objective) without training on them.
-    Returns {history, rounds, seconds, model}."""
+               resume: Path | None = None, holdout: list[str] | None = None,
+               recovery: Recovery | None = None) -> dict[str, Any]:
+    """Train ISIM; ``resume`` continues from a round checkpoint, ``recovery`` from the last
+    finished epoch of a killed run (both give the same result as an uninterrupted run). Every
+    round also scores the pseudo masks of the ``holdout`` ids (``summary["holdout"]``, the
+    tuning objective) without training on them. Returns {history, rounds, seconds, model}."""
     seed_everything(cfg.seed)
     device = setup(cfg.runtime)
     trainer = Trainer(cfg, data, model_spec(cfg.encoder, cfg.model, data.n_classes), device)
@@ -90,18 +95,41 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         # the checkpoint was saved just before its round's labels were made: make them only if missing
         labels_done = len(rounds) == state["round"]
         log.info("resuming from %s: round %d, epoch %d", resume, len(rounds), start)
+    elif recovery is not None and (saved := recovery.load()) is not None:
+        trainer.restore(saved)
+        schedule._flat = saved["schedule_flat"]
+        rounds = list(saved["rounds"])
+        recovery.restore_rounds(len(rounds), ckpt_dir, pseudo_root)
+        if rounds:
+            trainer.dataset.set_pseudo(masks.label_dir(round_dir(pseudo_root, len(rounds))))
+        start = saved["epoch"] + 1
+        log.info("recovered an interrupted run from %s: %d epochs and %d rounds done, continuing at epoch %d",
+                 recovery.root, saved["epoch"], len(rounds), start)
+        for rec in trainer.history:  # the tracking run of this attempt gets the whole story
+            if on_epoch:
+                on_epoch(rec)
+        for r, summary in enumerate(rounds, 1):
+            if on_round:
+                on_round(r, round_dir(pseudo_root, r), summary)
     t_start = time.perf_counter()
 
     def regenerate(epoch: int) -> None:
         r = len(rounds) + 1
         out = round_dir(pseudo_root, r)
-        trainer.save(ckpt_dir / f"round_{r:02d}.pt", epoch, r)
-        summary = masks.generate(trainer.model, data, trainer.ids, out, cfg, device, desc=f"round {r}")
+        partial = out.with_name(f".{out.name}.partial")
+        for d in (partial, out):  # left by a killed run
+            shutil.rmtree(d, ignore_errors=True)
+        ckpt = ckpt_dir / f"round_{r:02d}.pt"
+        trainer.save(ckpt, epoch, r)
+        summary = masks.generate(trainer.model, data, trainer.ids, partial, cfg, device, desc=f"round {r}")
         summary.update(round=r, after_epoch=epoch)
         if holdout:
             summary["holdout"] = masks.score(trainer.model, data, holdout, cfg, device, desc=f"round {r} holdout")
-        write_json(out / "summary.json", summary)
+        write_json(partial / "summary.json", summary)
+        partial.rename(out)
         rounds.append(summary)
+        if recovery is not None:
+            recovery.keep_round(r, ckpt, out)
         log.info("round %d (after epoch %d): %s", r, epoch,
                  {k: summary[k] for k in ("raw", "crf") if k in summary} or summary["crf_bg_only"])
         if on_round:
@@ -118,6 +146,8 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         if schedule.due(epoch, trainer.history) and not (epoch == start and labels_done):
             regenerate(epoch - 1)
         rec = trainer.run_epoch(epoch, len(rounds))
+        if recovery is not None:
+            recovery.save(trainer.state(epoch, len(rounds)) | {"rounds": rounds, "schedule_flat": schedule._flat})
         if on_epoch:
             on_epoch(rec)
     if not (rounds and rounds[-1].get("after_epoch") == epochs):

@@ -109,10 +109,22 @@ class Trainer:
     def resume(self, path: Any) -> dict[str, Any]:
         """Model, optimizer, schedule and history from a checkpoint; returns its contents."""
         state = load_checkpoint(path, self.model, self.spec)
+        self.restore(state)
+        return state
+
+    def state(self, epoch: int, round_: int) -> dict[str, Any]:
+        """Everything training continues from (the recovery state)."""
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "history": self.history,
+                "epoch": epoch, "round": round_}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.history = list(state["history"])
-        return state
 
     def run_epoch(self, epoch: int, round_: int = 0) -> dict[str, Any]:
         """Train one epoch (1-based): classification, plus segmentation once pseudo masks are set."""

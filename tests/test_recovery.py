@@ -1,0 +1,131 @@
+"""Recovery after an interruption: a killed train_isim continues from its last finished epoch
+and ends exactly as an uninterrupted run; a recovery state of other params is never reused."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import bin_path, dvc_project, run, tiny_params
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _cfg(**over):
+    from isim.config import from_dict
+    return from_dict(tiny_params(train={"epochs": 4}, **over))
+
+
+def _recovery(cfg, data, root):
+    from isim.training.recovery import Recovery, fingerprint
+    return Recovery(root, fingerprint(cfg.to_dict(), data.root, data.ids("train")))
+
+
+def _equal_runs(a: dict, b: dict, a_ck: Path, b_ck: Path) -> None:
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    assert [r["crf"]["miou"] for r in a["rounds"]] == [r["crf"]["miou"] for r in b["rounds"]]
+    last = sorted(a_ck.glob("round_*.pt"))[-1].name
+    wa = torch.load(a_ck / last, weights_only=True)["model"]
+    wb = torch.load(b_ck / last, weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_run_stopped_after_an_epoch_continues_there_and_ends_as_an_uninterrupted_one(tiny_data, tmp_path, caplog):
+    from isim.training.isim import train_isim
+    cfg = _cfg()
+    full = train_isim(cfg, tiny_data, tmp_path / "full_ck", tmp_path / "full_ps")
+    rec = _recovery(cfg, tiny_data, tmp_path / "recovery")
+
+    def stop_after_3(h):
+        if h["epoch"] == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps", recovery=rec, on_epoch=stop_after_3)
+    shutil.rmtree(tmp_path / "ck")  # DVC removes a stage's outputs before running it again
+    shutil.rmtree(tmp_path / "ps")
+    epochs_run = []
+    with caplog.at_level(logging.INFO, logger="isim.training.isim"):
+        again = train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps", recovery=rec,
+                           on_epoch=lambda h: epochs_run.append(h["epoch"]))
+    assert "3 epochs and 2 rounds done, continuing at epoch 4" in caplog.text
+    assert epochs_run == [1, 2, 3, 4]  # epochs 1-3 replayed to the tracker, epoch 4 trained
+    _equal_runs(full, again, tmp_path / "full_ck", tmp_path / "ck")
+    assert sorted(os.listdir(tmp_path / "ps")) == sorted(os.listdir(tmp_path / "full_ps"))
+
+
+def test_a_recovery_state_of_other_params_is_refused(tiny_data, tmp_path, caplog):
+    from isim.training.isim import train_isim
+    cfg = _cfg()
+    rec = _recovery(cfg, tiny_data, tmp_path / "recovery")
+
+    def stop(h):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps", recovery=rec, on_epoch=stop)
+    assert (tmp_path / "recovery" / "state.pt").is_file()
+    other = _cfg(threshold=0.3)
+    epochs_run = []
+    with caplog.at_level(logging.WARNING, logger="isim.training.recovery"):
+        train_isim(other, tiny_data, tmp_path / "ck2", tmp_path / "ps2",
+                   recovery=_recovery(other, tiny_data, tmp_path / "recovery"),
+                   on_epoch=lambda h: epochs_run.append(h["epoch"]))
+    assert "recovery state of a run with other params; not reused" in caplog.text
+    assert epochs_run == [1, 2, 3, 4]
+
+
+def _wait_then_kill(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -> None:
+    t0 = time.monotonic()
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {what}: {proc.stdout.read()[-3000:]}")
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc, its shell and isim: as a crash or `kill -9` would
+    proc.wait()
+
+
+def test_dvc_repro_after_sigkill_mid_epoch_and_mid_regeneration_matches_an_uninterrupted_run(tmp_path):
+    repo = dvc_project(tmp_path / "repo", tiny_params(train={"epochs": 4}, data={"synthetic": {"n_train": 24}}))
+    dvc = bin_path("dvc")
+    env = {"OMP_NUM_THREADS": "1"}
+    e = dict(os.environ, PATH=f"{Path(dvc).parent}{os.pathsep}{os.environ['PATH']}", **env)
+
+    def start(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([dvc, "repro", *args], cwd=repo, env=e, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    state = repo / ".isim" / "recovery" / "train_isim" / "state.pt"
+    # 1: killed during epoch 3, right after epoch 2's recovery state is written
+    p = start("train_isim")
+    _wait_then_kill(p, lambda: state.is_file() and torch.load(state, weights_only=True)["epoch"] >= 2, "epoch 2")
+    # 2: killed halfway through writing round 3 (made after epoch 3)
+    partial = repo / "pseudo" / "isim" / ".round_03.partial" / "crf"
+    p = start("train_isim")
+    _wait_then_kill(p, lambda: partial.is_dir() and len(list(partial.iterdir())) >= 5, "round 3")
+    assert not (repo / "pseudo" / "isim" / "round_03").exists()  # a half-written round never looks complete
+    r = run([dvc, "repro", "train_isim"], repo, env)
+    assert "continuing at epoch 4" in r.stdout + r.stderr
+    resumed = json.loads((repo / "metrics" / "train_isim.json").read_text())
+    assert sorted(p.name for p in (repo / "pseudo" / "isim").iterdir()) == [f"round_{r:02d}" for r in (1, 2, 3, 4)]
+    assert not state.parent.exists()  # cleared once the stage is done
+    run([dvc, "status", "train_isim"], repo)
+    # the same stage uninterrupted, for comparison
+    r = run([dvc, "repro", "-f", "-s", "train_isim"], repo, env)
+    assert "continuing" not in r.stdout + r.stderr
+    reference = json.loads((repo / "metrics" / "train_isim.json").read_text())
+    for k in reference:
+        if k != "seconds":
+            assert resumed[k] == reference[k], k
