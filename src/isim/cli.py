@@ -24,15 +24,35 @@ def _prepare(a: argparse.Namespace, cfg: config_mod.Config) -> None:
     _stage("prepare").run(cfg, a.out)
 
 
+def _launched_elsewhere(a: argparse.Namespace, cfg: config_mod.Config) -> bool:
+    """Several processes asked for (--nproc, runtime.nproc/nnodes) and not yet under torchrun:
+    run this same command under torchrun and report its outcome."""
+    from isim import distributed
+    nproc = a.nproc or cfg.runtime.nproc
+    if (nproc == 1 and cfg.runtime.nnodes == 1) or distributed.launched():
+        return False
+    from isim.launch import torchrun
+    rc = torchrun(a.argv, cfg.runtime, nproc)
+    if rc:
+        raise IsimError(f"torchrun ended with status {rc} (the failing rank's error is above)")
+    return True
+
+
 def _train_baseline(a: argparse.Namespace, cfg: config_mod.Config) -> None:
+    if _launched_elsewhere(a, cfg):
+        return
     _stage("train_baseline").run(cfg, a.data, a.checkpoint, a.metrics, a.plots)
 
 
 def _train_isim(a: argparse.Namespace, cfg: config_mod.Config) -> None:
+    if _launched_elsewhere(a, cfg):
+        return
     _stage("train_isim").run(cfg, a.data, a.checkpoints, a.pseudo, a.metrics, a.plots, a.resume, a.recovery)
 
 
 def _pseudo(a: argparse.Namespace, cfg: config_mod.Config) -> None:
+    if _launched_elsewhere(a, cfg):
+        return
     _stage("pseudo").run(cfg, a.checkpoint, a.data, a.split, a.out, a.stage_name)
 
 
@@ -121,20 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
         out="marker file written when params.yaml is valid")
     cmd("prepare", _prepare, "build the dataset in VOC layout (synthetic, VOC+SBD or own data)",
         out="prepared dataset folder")
-    cmd("train-baseline", _train_baseline, "train the CAM baseline (classification only)",
-        data="prepared dataset", checkpoint="checkpoint file to write", metrics="metrics JSON",
-        plots="losses per epoch (CSV)")
+    nproc_help = "processes on this node, under torchrun (default: runtime.nproc)"
+    s = cmd("train-baseline", _train_baseline, "train the CAM baseline (classification only)",
+            data="prepared dataset", checkpoint="checkpoint file to write", metrics="metrics JSON",
+            plots="losses per epoch (CSV)")
+    s.add_argument("--nproc", type=int, help=nproc_help)
     s = cmd("train-isim", _train_isim, "train ISIM with its pseudo-label rounds (Algorithm 1)",
             data="prepared dataset", checkpoints="folder for round_XX.pt", pseudo="folder for round_XX/",
             metrics="metrics JSON", plots="losses per epoch (CSV)")
     s.add_argument("--resume", type=Path, help="continue from a round checkpoint (optimizer, LR schedule "
                                                "and round counter included)")
+    s.add_argument("--nproc", type=int, help=nproc_help)
     s.add_argument("--recovery", type=Path, help="recovery folder outside the outputs: a killed run continues "
                                                  "from its last finished epoch when run again")
     s = cmd("pseudo", _pseudo, "pseudo labels (CAM + threshold + CRF) from a checkpoint",
             checkpoint="model checkpoint", data="prepared dataset", out="output folder ({raw,crf}/, summary.json)")
     s.add_argument("--split", default="train")
     s.add_argument("--stage-name", default="pseudo", help="name of the MLflow run")
+    s.add_argument("--nproc", type=int, help=nproc_help)
     cmd("affinity-labels", _affinity_labels, "affinity labels: confident CAM regions of the final ISIM model",
         data="prepared dataset", isim_checkpoints="ISIM round checkpoints (the last is used)",
         out="output folder (<id>.png, summary.json)")
@@ -196,8 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command a torchrun launch runs again: without --nproc (which torchrun would take for
+    its own --nproc-per-node, and which the launched processes do not need)."""
+    out, skip = [], False
+    for x in argv:
+        if not skip and x != "--nproc" and not x.startswith("--nproc="):
+            out.append(x)
+        skip = x == "--nproc"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = _without_nproc(sys.argv[1:] if argv is None else list(argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -208,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     except IsimError as e:
         print(f"isim {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if "torch.distributed" in sys.modules:
+            from isim import distributed
+            distributed.close()
     return 0
 
 

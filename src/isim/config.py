@@ -198,6 +198,7 @@ class TrainCfg(Section):
     weight_decay: float = Field(1e-4, ge=0)
     poly_power: float = Field(0.9, ge=0)
     amp: bool = True              # mixed precision on CUDA
+    sync_bn: bool = False         # BatchNorm statistics over the global batch (several CUDA ranks)
 
 
 class RoundsCfg(Section):
@@ -278,6 +279,12 @@ class RuntimeCfg(Section):
     loader_workers: int = Field(0, ge=0)   # DataLoader worker processes for training
     crf_workers: int = Field(2, ge=0)      # CRF worker processes (0 = sequential in this process)
     cam_batch_size: int = Field(8, ge=1)   # equal-size images per CAM forward pass
+    nproc: int = Field(1, ge=1)            # training processes on this node (torchrun, one per GPU)
+    nnodes: int = Field(1, ge=1)           # nodes of a multi-node run (each runs the same command)
+    rdzv_endpoint: str = ""                # host:port of the c10d rendezvous ("" = this node alone)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: NCCL on CUDA, gloo on CPU
+    dist_timeout_s: float = Field(120, gt=0)  # waiting longer for another rank is an error
+    max_restarts: int = Field(0, ge=0)     # torchrun restarts after a rank dies (resumes from recovery)
 
 
 class TrackingCfg(Section):

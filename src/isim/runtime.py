@@ -6,6 +6,7 @@ import random
 import numpy as np
 import torch
 
+from isim import distributed
 from isim.config import RuntimeCfg
 from isim.errors import IsimError
 
@@ -23,9 +24,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def setup(cfg: RuntimeCfg) -> torch.device:
-    """Apply the runtime section (threads) and return the device to run on."""
+    """Apply the runtime section (threads) and return the device to run on; under torchrun,
+    join the process group first (this rank's GPU)."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    if distributed.launched():
+        return distributed.init(cfg.device, cfg.backend, cfg.dist_timeout_s)
     return resolve_device(cfg.device)
 
 

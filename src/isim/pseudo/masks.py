@@ -1,7 +1,8 @@
 """Pseudo labels (one ISIM round's masks): CAMs -> threshold -> dense CRF -> palette PNGs.
 
 CAM inference runs in this process (GPU when present); thresholding, CRF, PNG writing and the
-comparison with ground truth run in a pool of worker processes (pseudo/pool.py).
+comparison with ground truth run in a pool of worker processes (pseudo/pool.py). Under torchrun
+every rank makes the masks of its share of the ids and the scores are summed over the ranks.
 A round directory holds
 
     <round>/raw/<id>.png   thresholded CAM, before CRF
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from isim import metrics
+from isim import distributed, metrics
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import read_label_png, write_json, write_label_png
@@ -79,7 +80,7 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
     logits, targets = [], []
 
     def jobs() -> Iterator[tuple]:
-        for item, maps, keys, lg in camlib.dataset_cams(model, data, ids, cfg, device, desc=desc):
+        for item, maps, keys, lg in camlib.dataset_cams(model, data, distributed.shard(ids), cfg, device, desc=desc):
             logits.append(lg)
             targets.append(item["label"].numpy())
             yield item["id"], item["rgb"], propagate(item, maps) if propagate else maps, keys
@@ -87,6 +88,9 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
     for res in pool.imap(_finish, jobs(), worker_state(data, cfg, out, threshold=threshold), workers):
         for k, v in res.items():
             totals[k] += v
+    totals = {k: distributed.all_sum(np.asarray(v)) for k, v in totals.items()}
+    parts = distributed.gather((logits, targets))
+    logits, targets = [x for p in parts for x in p[0]], [x for p in parts for x in p[1]]
     seconds = time.perf_counter() - t0
     summary = {"images": len(ids), "seconds": round(seconds, 3),
                "images_per_s": round(len(ids) / max(seconds, 1e-9), 3),
@@ -96,7 +100,7 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
     if data.has_masks:
         summary["raw"] = metrics.summary(totals["conf_raw"], data.classes)
         summary["crf"] = metrics.summary(totals["conf_crf"], data.classes)
-    if out is not None:
+    if out is not None and distributed.is_main():
         write_json(Path(out) / "summary.json", summary)
     return summary
 

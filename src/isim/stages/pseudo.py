@@ -1,9 +1,11 @@
-"""Stage ``pseudo_baseline`` (and any checkpoint): pseudo labels = CAMs + threshold + CRF."""
+"""Stage ``pseudo_baseline`` (and any checkpoint): pseudo labels = CAMs + threshold + CRF.
+Under torchrun (``--nproc``) every rank writes its share of the masks; rank 0 the summary."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.models import load_model
@@ -19,7 +21,9 @@ def run(cfg: Config, checkpoint: Path, data_dir: Path, split: str, out: Path, st
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
     model = load_model(checkpoint, device)
-    fresh(out)
+    if distributed.is_main():
+        fresh(out)
+    distributed.barrier()
     with stage_run(cfg, stage) as tr:
         summary = masks.generate(model, data, data.ids(split), out, cfg, device)
         tr.log_round(1, out, summary, data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_csv, write_json
@@ -22,15 +23,17 @@ def write_history(history: list[dict], plots: Path) -> None:
 def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Path) -> None:
     data = Prepared.open(data_dir)
     warn_if_photo_sized(cfg.transform, data)
-    checkpoint.unlink(missing_ok=True)
+    if distributed.is_main():
+        checkpoint.unlink(missing_ok=True)
     with stage_run(cfg, "train_baseline") as tr:
         result = train_baseline(cfg, data, checkpoint, on_epoch=lambda rec: tr.log_metrics(
             {k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]))
         hist = result["history"]
-        write_history(hist, plots)
         summary = {"epochs": len(hist), "seconds": round(result["seconds"], 3), "final_loss": hist[-1]["loss"],
                    "final_train_label_acc": hist[-1]["train_label_acc"]}
-        write_json(metrics, summary)
-        tr.log_metrics(summary)
-        tr.log_model(result["model"], "baseline_model", model_example(cfg.transform.crop))
+        if distributed.is_main():  # rank 0 alone writes
+            write_history(hist, plots)
+            write_json(metrics, summary)
+            tr.log_metrics(summary)
+            tr.log_model(result["model"], "baseline_model", model_example(cfg.transform.crop))
     log.info("trained the baseline: %s", summary)

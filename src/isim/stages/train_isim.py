@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_json
@@ -22,7 +23,7 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
     finished epoch when the stage runs again with the same params, code and data."""
     data = Prepared.open(data_dir)
     warn_if_photo_sized(cfg.transform, data)
-    if resume is None:
+    if resume is None and distributed.is_main():
         fresh(checkpoints, pseudo)
     recovery = None
     if recovery_dir is not None and resume is None:
@@ -34,7 +35,6 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
                                 {k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]),
                             on_round=lambda r, d, s: tr.log_round(r, d, s, data))
         hist = result["history"]
-        write_history(hist, plots)
         summary = {"epochs": len(hist), "rounds": len(result["rounds"]), "seconds": round(result["seconds"], 3),
                    "final_loss": hist[-1]["loss"], "final_train_label_acc": hist[-1]["train_label_acc"]}
         last = result["rounds"][-1]
@@ -42,9 +42,11 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
         # the tuning objective, measured the same way here so a tuned run can be checked against it
         summary.update({f"final_holdout_{k}_miou": last["holdout"][k]["miou"] for k in ("raw", "crf")
                         if k in last.get("holdout", {})})
-        write_json(metrics, summary)
-        tr.log_metrics(summary, headline=True)
-        tr.log_model(result["model"], "isim_model", model_example(cfg.transform.crop))
-    if recovery is not None:  # every output is written: nothing left to recover
+        if distributed.is_main():  # rank 0 alone writes
+            write_history(hist, plots)
+            write_json(metrics, summary)
+            tr.log_metrics(summary, headline=True)
+            tr.log_model(result["model"], "isim_model", model_example(cfg.transform.crop))
+    if recovery is not None and distributed.is_main():  # every output is written: nothing left to recover
         recovery.clear()
     log.info("trained ISIM: %s", summary)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.models import model_spec
@@ -23,5 +24,6 @@ def train_baseline(cfg: Config, data: Prepared, checkpoint: Path,
         rec = trainer.run_epoch(epoch)
         if on_epoch:
             on_epoch(rec)
-    trainer.save(checkpoint, cfg.train.epochs, 0)
+    if distributed.is_main():
+        trainer.save(checkpoint, cfg.train.epochs, 0)
     return {"history": trainer.history, "seconds": time.perf_counter() - t0, "model": trainer.model}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_json
@@ -99,7 +100,9 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         trainer.restore(saved)
         schedule._flat = saved["schedule_flat"]
         rounds = list(saved["rounds"])
-        recovery.restore_rounds(len(rounds), ckpt_dir, pseudo_root)
+        if distributed.is_main():
+            recovery.restore_rounds(len(rounds), ckpt_dir, pseudo_root)
+        distributed.barrier()
         if rounds:
             trainer.dataset.set_pseudo(masks.label_dir(round_dir(pseudo_root, len(rounds))))
         start = saved["epoch"] + 1
@@ -120,16 +123,21 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         for d in (partial, out):  # left by a killed run
             shutil.rmtree(d, ignore_errors=True)
         ckpt = ckpt_dir / f"round_{r:02d}.pt"
-        trainer.save(ckpt, epoch, r)
+        distributed.broadcast_module(trainer.model)  # every rank's shard from rank 0's model
+        if distributed.is_main():
+            trainer.save(ckpt, epoch, r)
         summary = masks.generate(trainer.model, data, trainer.ids, partial, cfg, device, desc=f"round {r}")
         summary.update(round=r, after_epoch=epoch)
         if holdout:
             summary["holdout"] = masks.score(trainer.model, data, holdout, cfg, device, desc=f"round {r} holdout")
-        write_json(partial / "summary.json", summary)
-        partial.rename(out)
+        distributed.barrier()  # every shard written
+        if distributed.is_main():
+            write_json(partial / "summary.json", summary)
+            partial.rename(out)
+            if recovery is not None:
+                recovery.keep_round(r, ckpt, out)
+        distributed.barrier()  # no rank reads the round before it is complete
         rounds.append(summary)
-        if recovery is not None:
-            recovery.keep_round(r, ckpt, out)
         log.info("round %d (after epoch %d): %s", r, epoch,
                  {k: summary[k] for k in ("raw", "crf") if k in summary} or summary["crf_bg_only"])
         if on_round:
@@ -146,7 +154,7 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         if schedule.due(epoch, trainer.history) and not (epoch == start and labels_done):
             regenerate(epoch - 1)
         rec = trainer.run_epoch(epoch, len(rounds))
-        if recovery is not None:
+        if recovery is not None and distributed.is_main():
             recovery.save(trainer.state(epoch, len(rounds)) | {"rounds": rounds, "schedule_flat": schedule._flat})
         if on_epoch:
             on_epoch(rec)

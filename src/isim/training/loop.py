@@ -9,15 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
 
-from isim import metrics
+from isim import distributed, metrics
 from isim.config import Config
 from isim.data.datasets import TrainDataset
 from isim.data.layout import Prepared
 from isim.errors import IsimError
 from isim.io import IGNORE
 from isim.models import build_model
+from isim.models.net import ISIMNet, Output
 from isim.training.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -73,12 +75,51 @@ class MaskTraining:
         self.sched.step()
 
 
+class GlobalBatches(Sampler[list[int]]):
+    """This rank's part of every global batch: one permutation per epoch (drawn from
+    ``generator`` exactly as a shuffling DataLoader draws it), cut into batches of
+    ``batch_size``, each split evenly over the ranks. The global batches are the same whatever
+    the number of ranks, so results depend on it only through BatchNorm (``train.sync_bn``)
+    and float noise; with one rank this is the plain shuffling loader."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise TrainingError(f"train.batch_size={batch_size} does not split evenly over {world} processes: "
+                                "make it a multiple of runtime.nproc x runtime.nnodes")
+        if n < world:
+            raise TrainingError(f"{n} training images cannot be shared by {world} processes")
+        self.n, self.batch_size, self.generator, self.rank, self.world = n, batch_size, generator, rank, world
+        self.drop_last = n > batch_size
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        for b in range(len(self)):
+            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield np.array_split(batch, self.world)[self.rank].tolist()
+
+
+class _Forward(nn.Module):
+    """The step's forward pass as one module call, so DistributedDataParallel sees it whether
+    the epoch trains the classifier alone or the segmentation branch too."""
+
+    def __init__(self, model: ISIMNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, joint: bool) -> Output:
+        return self.model(x) if joint else self.model.classify(x)
+
+
 class Trainer:
     """A model with its optimizer, poly LR schedule, data and loss history.
 
     SGD keeps its real momentum (the schedule is a separate ``PolynomialLR``); shuffling and
     dropout draw from per-epoch seeds, so a run resumed from a checkpoint matches an
-    uninterrupted one bit for bit on the CPU.
+    uninterrupted one bit for bit on the CPU. Under torchrun every rank trains on its part of
+    each global batch of ``train.batch_size`` and DistributedDataParallel averages the gradients.
     """
 
     def __init__(self, cfg: Config, data: Prepared, spec: dict[str, Any], device: torch.device):
@@ -88,10 +129,21 @@ class Trainer:
         self.ids = data.ids("train")
         self.dataset = TrainDataset(data, self.ids, cfg.transform, seed=cfg.seed)
         self.generator = torch.Generator()
-        self.loader = DataLoader(self.dataset, batch_size=tc.batch_size, shuffle=True,
-                                 drop_last=len(self.ids) > tc.batch_size,
-                                 num_workers=cfg.runtime.loader_workers, generator=self.generator,
-                                 pin_memory=device.type == "cuda")
+        sampler = GlobalBatches(len(self.ids), tc.batch_size, self.generator, distributed.rank(), distributed.world())
+        self.loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.runtime.loader_workers,
+                                 generator=self.generator, pin_memory=device.type == "cuda")
+        self.forward: nn.Module = _Forward(self.model)
+        if distributed.active():
+            distributed.agree("params", cfg.to_dict() | {"runtime": None, "tracking": None})
+            distributed.agree("training data", [self.ids, data.labels, data.classes])
+            if tc.sync_bn and device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+                self.forward = _Forward(self.model)
+            elif tc.sync_bn:
+                log.warning("train.sync_bn: SyncBatchNorm needs CUDA; BatchNorm statistics stay per process")
+            self.forward = nn.parallel.DistributedDataParallel(
+                self.forward, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=self.model.decoder is not None)  # warm-up epochs leave the decoder idle
         # the baseline has no decoder: it neither reads nor depends on lr_decoder
         lr_decoder = cfg.lr_decoder if self.model.decoder is not None else 0.0
         self.opt = torch.optim.SGD(self.model.param_groups(cfg.lr_encoder, lr_decoder, cfg.lr_classifier),
@@ -132,8 +184,8 @@ class Trainer:
         joint = ds.pseudo_dir is not None
         ds.set_epoch(epoch)
         seed = self.cfg.seed * 100003 + epoch
-        self.generator.manual_seed(seed)
-        torch.manual_seed(seed)
+        self.generator.manual_seed(seed)  # the same global batches on every rank
+        torch.manual_seed(seed + 7919 * distributed.rank())  # dropout differs per rank
         model.train()
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "loss_cls": 0.0, "loss_seg": 0.0}
@@ -143,7 +195,7 @@ class Trainer:
             x = batch["image"].to(device, non_blocking=True)
             y = batch["label"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=self.use_amp):
-                out = model(x) if joint else model.classify(x)
+                out = self.forward(x, joint)
                 loss_cls = F.multilabel_soft_margin_loss(out.logits.float(), y)
                 loss = loss_cls
                 loss_seg = torch.zeros((), device=device)
@@ -166,11 +218,16 @@ class Trainer:
             n_batches += 1
             all_logits.append(out.logits.detach().float().cpu().numpy())
             all_targets.append(batch["label"].numpy())
+        # the epoch's figures over all ranks (each rank's mean over its equal part of every batch)
+        totals = distributed.all_sum(np.array([sums["loss"], sums["loss_cls"], sums["loss_seg"]]))
+        sums = dict(zip(("loss", "loss_cls", "loss_seg"), (totals / distributed.world()).tolist()))
+        seg_skipped = int(distributed.all_sum(np.array([seg_skipped]))[0])
+        parts = distributed.gather((np.concatenate(all_logits), np.concatenate(all_targets)))
         rec: dict[str, Any] = {k: v / max(1, n_batches) for k, v in sums.items()}
         rec.update(epoch=epoch, round=round_, seconds=round(time.perf_counter() - t0, 3),
                    seg_skipped_images=seg_skipped, lr_encoder=self.opt.param_groups[0]["lr"],
                    **{f"train_{k}": v for k, v in metrics.classification(
-                       np.concatenate(all_logits), np.concatenate(all_targets)).items()})
+                       np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])).items()})
         self.history.append(rec)
         log.info("epoch %d/%d loss %.4f (cls %.4f seg %.4f) acc %.1f %.1fs", epoch, self.cfg.train.epochs,
                  rec["loss"], rec["loss_cls"], rec["loss_seg"], rec["train_label_acc"], rec["seconds"])

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 import isim
+from isim import distributed
 from isim.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def _link_tree(src: Path, dst: Path) -> None:
         except OSError:
             shutil.copy2(s, d)
     if src.is_dir():
-        shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=True)
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst, copy_function=link)
     else:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.unlink(missing_ok=True)
@@ -73,7 +75,18 @@ class Recovery:
         self.root, self.fp = Path(root), fp
 
     def load(self) -> dict[str, Any] | None:
-        """The last saved state if it belongs to this run; a stale one is removed with a warning."""
+        """The last saved state if it belongs to this run; a stale one is removed with a warning.
+        Every rank of a distributed run reads it; all must find the same epoch."""
+        state = self._read()
+        epochs = distributed.gather(state["epoch"] if state is not None else None)
+        if len(set(epochs)) > 1:
+            raise distributed.DistributedError(f"{self.root / STATE}: the ranks found different recovery states "
+                                               f"(epochs {epochs}); is the folder on a filesystem all nodes share?")
+        if state is None and distributed.is_main():  # all ranks have read it: nothing stale stays behind
+            self.clear()
+        return state
+
+    def _read(self) -> dict[str, Any] | None:
         path = self.root / STATE
         if not path.is_file():
             return None
@@ -81,13 +94,12 @@ class Recovery:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - an unreadable state is as good as none
             log.warning("%s: unreadable recovery state (%s); starting from epoch 1", path, e)
-            self.clear()
             return None
         differ = [k for k in self.fp if state.get("fingerprint", {}).get(k) != self.fp[k]]
         if differ:
-            log.warning("%s: recovery state of a run with other %s; not reused, starting from epoch 1",
-                        path, " and ".join(differ))
-            self.clear()
+            if distributed.is_main():
+                log.warning("%s: recovery state of a run with other %s; not reused, starting from epoch 1",
+                            path, " and ".join(differ))
             return None
         return state
 

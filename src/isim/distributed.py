@@ -1,0 +1,131 @@
+"""Several processes, one result: the process group that torchrun's environment describes, and
+the few collective steps training and regeneration need. Without torchrun (or with one
+process) every function here is the trivial single-process case, so method code calls them
+unconditionally.
+
+Rank 0 alone writes outputs, checkpoints and tracking records; every rank computes.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from isim.errors import IsimError
+
+log = logging.getLogger(__name__)
+
+
+class DistributedError(IsimError, RuntimeError):
+    """The processes of a distributed run cannot work together."""
+
+
+def launched() -> bool:
+    """Started by torchrun (or an equivalent launcher) with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (the one that writes), also before the process group is joined."""
+    return rank() == 0 if active() else int(os.environ.get("RANK", "0")) == 0
+
+
+def init(device_name: str, backend: str, timeout_s: float) -> torch.device:
+    """Join the process group torchrun describes; return this rank's device. ``backend``:
+    auto (NCCL on CUDA, else gloo), gloo or nccl."""
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if backend == "auto":
+        backend = "nccl" if cuda else "gloo"
+    if backend == "nccl" and not torch.cuda.is_available():
+        raise DistributedError("runtime.backend=nccl needs CUDA, which this machine does not have; "
+                               "use gloo (or auto)")
+    if cuda:
+        if local >= torch.cuda.device_count():
+            raise DistributedError(f"local rank {local} has no GPU: this machine has {torch.cuda.device_count()}; "
+                                   "start at most that many processes per node")
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        try:
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                    device_id=device if backend == "nccl" else None)
+        except Exception as e:  # noqa: BLE001 - any failure to meet the others is the same problem
+            raise DistributedError(f"rank {os.environ.get('RANK')} could not join the process group at "
+                                   f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} "
+                                   f"within {timeout_s:.0f} s: {e}") from None
+    log.info("rank %d of %d on %s (%s)", rank(), world(), device, backend)
+    return device
+
+
+def agree(what: str, value: Any) -> None:
+    """Every rank must hold the same ``value`` (params, data): fail naming the ranks that differ."""
+    if not active():
+        return
+    digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digests: list[Any] = [None] * world()
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) > 1:
+        raise DistributedError(f"the ranks disagree on {what}: " + ", ".join(
+            f"rank {r} {d}" for r, d in enumerate(digests)) + "; every node must run the same params and data")
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def all_sum(x: np.ndarray) -> np.ndarray:
+    """Element-wise sum over ranks (confusion matrices, counts)."""
+    if not active():
+        return x
+    t = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float64 if x.dtype.kind == "f" else torch.int64)
+    dist.all_reduce(t)
+    return t.numpy().astype(x.dtype).reshape(x.shape)
+
+
+def gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * world()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Rank 0's weights and buffers (BatchNorm statistics drift apart per rank) onto every rank."""
+    if active():
+        for t in module.state_dict().values():
+            dist.broadcast(t, 0)
+
+
+def shard(items: list[Any]) -> list[Any]:
+    """This rank's share of ``items`` (every world()-th, starting at rank())."""
+    return items[rank()::world()]
+
+
+def close() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
