@@ -197,7 +197,7 @@ class TrainCfg(Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
     poly_power: float = Field(0.9, ge=0)
-    amp: bool = True              # mixed precision on CUDA
+    amp: bool = True              # mixed precision on CUDA: bf16 where the GPU has it, else fp16 + GradScaler
     sync_bn: bool = False         # BatchNorm statistics over the global batch (several CUDA ranks)
 
 
@@ -285,6 +285,9 @@ class RuntimeCfg(Section):
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: NCCL on CUDA, gloo on CPU
     dist_timeout_s: float = Field(120, gt=0)  # waiting longer for another rank is an error
     max_restarts: int = Field(0, ge=0)     # torchrun restarts after a rank dies (resumes from recovery)
+    channels_last: bool = True             # NHWC tensors on CUDA (faster convolutions with AMP)
+    cudnn_benchmark: bool = True           # cuDNN picks the fastest kernels for the fixed crop (CUDA)
+    compile: bool = False                  # torch.compile the training step's model
 
 
 class TrackingCfg(Section):

@@ -29,8 +29,20 @@ def setup(cfg: RuntimeCfg) -> torch.device:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if distributed.launched():
-        return distributed.init(cfg.device, cfg.backend, cfg.dist_timeout_s)
-    return resolve_device(cfg.device)
+        device = distributed.init(cfg.device, cfg.backend, cfg.dist_timeout_s)
+    else:
+        device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    return device
+
+
+def amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training: bf16 where the GPU supports it (no loss scaling needed),
+    else fp16 (with a GradScaler); None on the CPU or when ``train.amp`` is off."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def seed_everything(seed: int) -> None:

@@ -20,6 +20,7 @@ from isim.errors import IsimError
 from isim.io import IGNORE
 from isim.models import build_model
 from isim.models.net import ISIMNet, Output
+from isim.runtime import amp_dtype
 from isim.training.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,11 @@ class Trainer:
         sampler = GlobalBatches(len(self.ids), tc.batch_size, self.generator, distributed.rank(), distributed.world())
         self.loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.runtime.loader_workers,
                                  generator=self.generator, pin_memory=device.type == "cuda")
-        self.forward: nn.Module = _Forward(self.model)
+        rt = cfg.runtime
+        self.channels_last = rt.channels_last and device.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward: Any = _Forward(self.model)  # DDP- and compile-wrapped as the runtime asks
         if distributed.active():
             distributed.agree("params", cfg.to_dict() | {"runtime": None, "tracking": None})
             distributed.agree("training data", [self.ids, data.labels, data.classes])
@@ -144,14 +149,16 @@ class Trainer:
             self.forward = nn.parallel.DistributedDataParallel(
                 self.forward, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=self.model.decoder is not None)  # warm-up epochs leave the decoder idle
+        if rt.compile:
+            self.forward = torch.compile(self.forward)
         # the baseline has no decoder: it neither reads nor depends on lr_decoder
         lr_decoder = cfg.lr_decoder if self.model.decoder is not None else 0.0
         self.opt = torch.optim.SGD(self.model.param_groups(cfg.lr_encoder, lr_decoder, cfg.lr_classifier),
                                    lr=cfg.lr_encoder, momentum=tc.momentum, weight_decay=tc.weight_decay)
         self.sched = torch.optim.lr_scheduler.PolynomialLR(
             self.opt, total_iters=max(1, tc.epochs * len(self.loader)), power=tc.poly_power)
-        self.use_amp = tc.amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp = amp_dtype(tc.amp, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.history: list[dict] = []
 
     def save(self, path: Any, epoch: int, round_: int) -> None:
@@ -194,7 +201,9 @@ class Trainer:
         for batch in self.loader:
             x = batch["image"].to(device, non_blocking=True)
             y = batch["label"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=self.use_amp):
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
                 out = self.forward(x, joint)
                 loss_cls = F.multilabel_soft_margin_loss(out.logits.float(), y)
                 loss = loss_cls
