@@ -2,7 +2,9 @@
 the main process) vs a plain sequential loop, on the embedded dataset; and peak memory for two
 dataset sizes (it must not grow with the number of images); and the throughput on 500x375
 photographs (coco_sample's photos) with the `pipelines/photo.yaml` settings, next to the
-embedded 128 px images with the committed params.
+embedded 128 px images with the committed params. Each throughput is printed next to the
+machine's limit: cores / (CPU seconds per image of CAM inference + of CRF, each measured alone
+in the same run), since on a CPU both share the cores.
 
     .venv/bin/python benchmarks/regeneration.py [--images 200] [--workers 2] [--photos 40]
 """
@@ -10,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -80,7 +84,34 @@ def one(root: Path, workers: int, preset: str = "") -> dict:
     s = pseudo.generate(model, data, ids, tmp / "out", cfg, torch.device("cpu"), workers=workers)
     usage = resource.getrusage
     peak_kb = usage(resource.RUSAGE_SELF).ru_maxrss + usage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"images": len(ids), "workers": workers, "images_per_s": s["images_per_s"], "peak_mb": peak_kb / 1024}
+    out = {"images": len(ids), "workers": workers, "images_per_s": s["images_per_s"], "peak_mb": peak_kb / 1024}
+    if workers:
+        out.update(cpu_seconds(model, data, ids, cfg))
+    return out
+
+
+def cpu_seconds(model, data, ids: list[str], cfg) -> dict:
+    """CPU seconds per image (all threads) of CAM inference alone and of threshold + CRF alone."""
+    from isim.pseudo import cam as camlib
+    from isim.pseudo.crf import DenseCRF
+    items = []
+    t0 = time.process_time()
+    for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, cfg, torch.device("cpu"), desc="CAMs alone"):
+        items.append((item["rgb"], maps, keys))
+    cam = (time.process_time() - t0) / len(ids)
+    crf = DenseCRF(cfg.crf)
+    t0 = time.process_time()
+    for rgb, maps, keys in items:
+        crf.refine(rgb, camlib.to_mask(maps, keys, cfg.threshold), len(keys))
+    return {"cam_cpu_s": cam, "crf_cpu_s": (time.process_time() - t0) / len(ids)}
+
+
+def limit_line(what: str, r: dict) -> str:
+    cores = os.cpu_count() or 1
+    limit = cores / (r["cam_cpu_s"] + r["crf_cpu_s"])
+    return (f"{what}: {r['images_per_s']:.2f} images/s; machine limit {limit:.2f} images/s = {cores} cores / "
+            f"({r['cam_cpu_s'] * 1000:.0f} ms CAM + {r['crf_cpu_s'] * 1000:.0f} ms CRF CPU per image) "
+            f"-> {100 * r['images_per_s'] / limit:.0f}% of the limit")
 
 
 def measure(root: Path, workers: int, preset: str = "") -> dict:
@@ -107,6 +138,7 @@ def main() -> None:
     print(f"sequential loop      : {seq['images_per_s']:.1f} images/s  (baseline)")
     print(f"worker pool ({a.workers} procs): {pool['images_per_s']:.1f} images/s  "
           f"-> {pool['images_per_s'] / seq['images_per_s']:.2f}x the sequential loop")
+    print(limit_line("128 px, worker pool", pool))
     print(f"peak memory          : {pool['peak_mb']:.0f} MB at {a.images} images, "
           f"{big['peak_mb']:.0f} MB at {a.images * 4} images "
           f"(ratio {big['peak_mb'] / pool['peak_mb']:.2f})")
@@ -115,6 +147,7 @@ def main() -> None:
         print(f"500x375 photos, photo preset, worker pool: {photo['images_per_s']:.2f} images/s "
               f"({1 / photo['images_per_s']:.2f} s per image) vs {pool['images_per_s']:.1f} images/s on the "
               f"128 px embedded images -> {pool['images_per_s'] / photo['images_per_s']:.0f}x slower per image")
+        print(limit_line("500x375 photos, worker pool", photo))
 
 
 if __name__ == "__main__":

@@ -45,5 +45,5 @@ def test_two_nccl_ranks_train(tiny_data, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(train={"epochs": 2}), sort_keys=False))
     r = run([bin_path("isim"), "train-isim", "--nproc", "2", "--data", str(tiny_data.root), "--checkpoints", "ck",
              "--pseudo", "ps", "--metrics", "m.json", "--plots", "p.csv"], tmp_path)
-    assert "rank 1 of 2 on cuda:1 (nccl)" in r.stderr
+    assert "rank 0 of 2 on cuda:0 (nccl)" in r.stderr
     assert json.loads((tmp_path / "m.json").read_text())["rounds"] == 2

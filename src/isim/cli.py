@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -234,7 +235,8 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = _without_nproc(sys.argv[1:] if argv is None else list(argv))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    quiet = os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 tells the story; the others warn
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if getattr(args, "no_config", False):

@@ -198,7 +198,7 @@ class TrainCfg(Section):
     weight_decay: float = Field(1e-4, ge=0)
     poly_power: float = Field(0.9, ge=0)
     amp: bool = True              # mixed precision on CUDA: bf16 where the GPU has it, else fp16 + GradScaler
-    sync_bn: bool = False         # BatchNorm statistics over the global batch (several CUDA ranks)
+    sync_bn: bool = True          # BatchNorm statistics over the global batch when several ranks train
 
 
 class RoundsCfg(Section):

@@ -46,7 +46,7 @@ def world() -> int:
 
 def is_main() -> bool:
     """Rank 0 (the one that writes), also before the process group is joined."""
-    return rank() == 0 if active() else int(os.environ.get("RANK", "0")) == 0
+    return rank() == 0 if active() else rank_env() == 0
 
 
 def init(device_name: str, backend: str, timeout_s: float) -> torch.device:
@@ -68,8 +68,10 @@ def init(device_name: str, backend: str, timeout_s: float) -> torch.device:
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
+        timeout = datetime.timedelta(seconds=timeout_s)
         try:
-            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
+            dist.init_process_group(backend, timeout=timeout, store=_store(timeout), rank=int(os.environ["RANK"]),
+                                    world_size=int(os.environ["WORLD_SIZE"]),
                                     device_id=device if backend == "nccl" else None)
         except Exception as e:  # noqa: BLE001 - any failure to meet the others is the same problem
             raise DistributedError(f"rank {os.environ.get('RANK')} could not join the process group at "
@@ -77,6 +79,21 @@ def init(device_name: str, backend: str, timeout_s: float) -> torch.device:
                                    f"within {timeout_s:.0f} s: {e}") from None
     log.info("rank %d of %d on %s (%s)", rank(), world(), device, backend)
     return device
+
+
+def _store(timeout: datetime.timedelta) -> dist.Store:
+    """The rendezvous store of this attempt. torchrun's agent keeps one store across the restarts
+    of ``--max-restarts``; the ranks' addresses of a dead attempt would still be in it, so every
+    attempt gets its own key prefix."""
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(host, port, int(os.environ["WORLD_SIZE"]), is_master=not agent and rank_env() == 0,
+                          timeout=timeout, multi_tenant=not agent)
+    return dist.PrefixStore(f"isim/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
+def rank_env() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 def agree(what: str, value: Any) -> None:
@@ -119,6 +136,47 @@ def broadcast_module(module: torch.nn.Module) -> None:
     if active():
         for t in module.state_dict().values():
             dist.broadcast(t, 0)
+
+
+class GlobalBatchNorm(torch.nn.BatchNorm2d):
+    """BatchNorm whose training statistics are those of the global batch, on any device (torch's
+    SyncBatchNorm is CUDA-only): sums and counts are added up over the ranks with an autograd-aware
+    all-reduce, mean first, then the centred squares (two passes, as stable as BatchNorm's own)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and active()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+        c = x.shape[1]
+        count = torch.full((1,), x.numel() / c, dtype=x.dtype, device=x.device)
+        total = all_reduce(torch.cat([x.sum((0, 2, 3)), count]))
+        n = total[c]
+        mean = total[:c] / n
+        var = all_reduce((x - mean.view(1, c, 1, 1)).pow(2).sum((0, 2, 3))) / n
+        tracked = self.num_batches_tracked
+        if self.running_mean is not None and self.running_var is not None and tracked is not None:
+            with torch.no_grad():
+                tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
+                self.running_mean.mul_(1 - m).add_(mean, alpha=m)
+                self.running_var.mul_(1 - m).add_(var * n / (n - 1), alpha=m)
+        y = (x - mean.view(1, c, 1, 1)) * torch.rsqrt(var.view(1, c, 1, 1) + self.eps)
+        return y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1) if self.affine else y
+
+
+def sync_batchnorm(module: torch.nn.Module, cuda: bool) -> None:
+    """Make every BatchNorm2d inside ``module`` (in place) compute global-batch statistics: torch's
+    SyncBatchNorm on CUDA, :class:`GlobalBatchNorm` elsewhere (same state-dict keys, weights kept)."""
+    for name, child in module.named_children():
+        if type(child) is torch.nn.BatchNorm2d and cuda:
+            setattr(module, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        elif type(child) is torch.nn.BatchNorm2d:
+            new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                  child.track_running_stats)
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new.to(next(iter(child.state_dict().values())).device))
+        else:
+            sync_batchnorm(child, cuda)
 
 
 def shard(items: list[Any]) -> list[Any]:

@@ -35,6 +35,13 @@ def segmentation_loss(seg: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor
     nothing at all (paper Eq. 2-3, as a real ignore rather than a zeroed logit)."""
     mask = mask.clone()
     mask[~valid] = IGNORE
+    if distributed.active():
+        # the mean over the global batch's labelled pixels: this rank's sum over all ranks' count,
+        # times the rank count since DistributedDataParallel averages the ranks' gradients
+        n = int(distributed.all_sum(np.array([int((mask != IGNORE).sum())]))[0])
+        if n == 0:
+            return seg.sum() * 0.0
+        return F.cross_entropy(seg.float(), mask, ignore_index=IGNORE, reduction="sum") * (distributed.world() / n)
     if not bool((mask != IGNORE).any()):
         return seg.sum() * 0.0
     return F.cross_entropy(seg.float(), mask, ignore_index=IGNORE)
@@ -141,11 +148,8 @@ class Trainer:
         if distributed.active():
             distributed.agree("params", cfg.to_dict() | {"runtime": None, "tracking": None})
             distributed.agree("training data", [self.ids, data.labels, data.classes])
-            if tc.sync_bn and device.type == "cuda":
-                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-                self.forward = _Forward(self.model)
-            elif tc.sync_bn:
-                log.warning("train.sync_bn: SyncBatchNorm needs CUDA; BatchNorm statistics stay per process")
+            if tc.sync_bn:  # BatchNorm over the global batch: N ranks compute what one process does
+                distributed.sync_batchnorm(self.model, device.type == "cuda")
             self.forward = nn.parallel.DistributedDataParallel(
                 self.forward, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=self.model.decoder is not None)  # warm-up epochs leave the decoder idle
@@ -185,9 +189,38 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.history = list(state["history"])
 
+    def step(self, batch: dict[str, Any], joint: bool, what: str = "") -> tuple[dict[str, float], np.ndarray, int]:
+        """One optimisation step: (losses, logits, images without a usable pseudo mask)."""
+        device = self.device
+        x = batch["image"].to(device, non_blocking=True)
+        y = batch["label"].to(device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        skipped = 0
+        with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            out = self.forward(x, joint)
+            loss_cls = F.multilabel_soft_margin_loss(out.logits.float(), y)
+            loss = loss_cls
+            loss_seg = torch.zeros((), device=device)
+            if out.seg is not None:
+                valid = batch["seg_valid"].to(device)
+                skipped = int((~valid).sum())
+                loss_seg = segmentation_loss(out.seg, batch["mask"].to(device), valid)
+                loss = loss + loss_seg
+        if not torch.isfinite(loss):
+            raise TrainingError(f"{what}: loss is {loss.item()} (cls {loss_cls.item()}, "
+                                f"seg {loss_seg.item()}); lower the learning rates")
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        losses = {"loss": loss.item(), "loss_cls": loss_cls.item(), "loss_seg": loss_seg.item()}
+        return losses, out.logits.detach().float().cpu().numpy(), skipped
+
     def run_epoch(self, epoch: int, round_: int = 0) -> dict[str, Any]:
         """Train one epoch (1-based): classification, plus segmentation once pseudo masks are set."""
-        model, device, ds = self.model, self.device, self.dataset
+        model, ds = self.model, self.dataset
         joint = ds.pseudo_dir is not None
         ds.set_epoch(epoch)
         seed = self.cfg.seed * 100003 + epoch
@@ -199,33 +232,12 @@ class Trainer:
         n_batches, seg_skipped = 0, 0
         all_logits, all_targets = [], []
         for batch in self.loader:
-            x = batch["image"].to(device, non_blocking=True)
-            y = batch["label"].to(device, non_blocking=True)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                out = self.forward(x, joint)
-                loss_cls = F.multilabel_soft_margin_loss(out.logits.float(), y)
-                loss = loss_cls
-                loss_seg = torch.zeros((), device=device)
-                if out.seg is not None:
-                    valid = batch["seg_valid"].to(device)
-                    seg_skipped += int((~valid).sum())
-                    loss_seg = segmentation_loss(out.seg, batch["mask"].to(device), valid)
-                    loss = loss + loss_seg
-            if not torch.isfinite(loss):
-                raise TrainingError(f"epoch {epoch}: loss is {loss.item()} (cls {loss_cls.item()}, "
-                                    f"seg {loss_seg.item()}); lower the learning rates")
-            self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-            self.sched.step()
-            sums["loss"] += loss.item()
-            sums["loss_cls"] += loss_cls.item()
-            sums["loss_seg"] += loss_seg.item()
+            losses, logits, skipped = self.step(batch, joint, f"epoch {epoch}")
+            for k, v in losses.items():
+                sums[k] += v
+            seg_skipped += skipped
             n_batches += 1
-            all_logits.append(out.logits.detach().float().cpu().numpy())
+            all_logits.append(logits)
             all_targets.append(batch["label"].numpy())
         # the epoch's figures over all ranks (each rank's mean over its equal part of every batch)
         totals = distributed.all_sum(np.array([sums["loss"], sums["loss_cls"], sums["loss_seg"]]))
