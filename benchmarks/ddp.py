@@ -58,8 +58,10 @@ def main() -> None:
               f"(raw {one['final_raw_miou']:.2f} / {two['final_raw_miou']:.2f}) -> "
               f"{one['wall_s'] / two['wall_s']:.2f}x the speed of 1 process")
     mean = sum(diffs) / len(diffs)
+    std = (sum((d - mean) ** 2 for d in diffs) / max(1, len(diffs) - 1)) ** 0.5
     print(f"{a.images} images, {a.epochs} epochs, global batch {params['train']['batch_size']}: "
-          f"2 ranks - 1 rank final CRF mIoU {mean:+.2f} (mean over {len(diffs)} seed(s); target within 0.5)")
+          f"2 ranks - 1 rank final CRF mIoU {mean:+.2f} +- {std:.2f} over {len(diffs)} seed(s), largest "
+          f"|difference| {max(abs(d) for d in diffs):.2f} (target: within 0.5)")
 
 
 if __name__ == "__main__":

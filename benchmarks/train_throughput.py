@@ -81,6 +81,7 @@ def main() -> None:
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
                 yaml.safe_load((ROOT / "pipelines/voc.yaml").read_text()))
     raw = merge(raw, {"encoder": {"pretrained": False}, "train": {"batch_size": a.batch, "epochs": 1},
+                      "rounds": {"warmup_epochs": 0},
                       "runtime": {"device": a.device, "loader_workers": 2}, "tracking": {"enabled": False}})
     cfg = from_dict(raw)
     device = resolve_device(a.device)

@@ -77,12 +77,14 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
     n = data.n_classes
     totals: dict[str, Any] = {"conf_raw": np.zeros((n, n), np.int64), "conf_crf": np.zeros((n, n), np.int64),
                               "raw_bg_only": 0, "crf_bg_only": 0}
-    logits, targets = [], []
+    mine = distributed.shard(ids)
+    # preallocated: thousands of small arrays kept between the per-image buffers would fragment
+    # the heap so that memory grows with the dataset
+    logits, targets = np.zeros((len(mine), n - 1), np.float32), np.zeros((len(mine), n - 1), np.float32)
 
     def jobs() -> Iterator[tuple]:
-        for item, maps, keys, lg in camlib.dataset_cams(model, data, distributed.shard(ids), cfg, device, desc=desc):
-            logits.append(lg)
-            targets.append(item["label"].numpy())
+        for i, (item, maps, keys, lg) in enumerate(camlib.dataset_cams(model, data, mine, cfg, device, desc=desc)):
+            logits[i], targets[i] = lg, item["label"].numpy()
             yield item["id"], item["rgb"], propagate(item, maps) if propagate else maps, keys
 
     for res in pool.imap(_finish, jobs(), worker_state(data, cfg, out, threshold=threshold), workers):
@@ -90,13 +92,13 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
             totals[k] += v
     totals = {k: distributed.all_sum(np.asarray(v)) for k, v in totals.items()}
     parts = distributed.gather((logits, targets))
-    logits, targets = [x for p in parts for x in p[0]], [x for p in parts for x in p[1]]
+    logits, targets = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     seconds = time.perf_counter() - t0
     summary = {"images": len(ids), "seconds": round(seconds, 3),
                "images_per_s": round(len(ids) / max(seconds, 1e-9), 3),
                "raw_bg_only": int(totals["raw_bg_only"]), "crf_bg_only": int(totals["crf_bg_only"]),
                "threshold": threshold, "crf_enabled": cfg.crf.enabled,
-               "classification": metrics.classification(np.stack(logits), np.stack(targets)) if ids else {}}
+               "classification": metrics.classification(logits, targets) if ids else {}}
     if data.has_masks:
         summary["raw"] = metrics.summary(totals["conf_raw"], data.classes)
         summary["crf"] = metrics.summary(totals["conf_crf"], data.classes)
