@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"isim {args.command}: error: {e}", file=sys.stderr)
         return 2
     finally:
-        if "torch.distributed" in sys.modules:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: leave the process group cleanly
             from isim import distributed
             distributed.close()
     return 0

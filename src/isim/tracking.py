@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import yaml
 
-from isim import distributed
 from isim.config import Config, flatten
 from isim.errors import IsimError
 from isim.visualize import confusion_figure, round_grid
@@ -268,7 +267,7 @@ def _experiment(cfg: Config, uri: str) -> tuple[Any, str]:
 
 
 def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
-    if not cfg.tracking.enabled or not distributed.is_main():  # rank 0 alone records a distributed run
+    if not cfg.tracking.enabled or os.environ.get("RANK", "0") != "0":  # rank 0 alone records a torchrun run
         return NullTracker()
     uri = tracking_uri(cfg)
     if not _reachable(uri):
