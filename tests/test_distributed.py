@@ -120,14 +120,16 @@ def test_a_killed_rank_is_restarted_and_the_run_resumes_to_the_same_result(tiny_
     ({"backend": "nccl"}, "runtime.backend=nccl needs CUDA"),
     ({"device": "cuda"}, "2 processes per node but this machine has 0 GPU(s)"),
     ({"nnodes": 2}, "runtime.nnodes=2 needs runtime.rdzv_endpoint"),
+    ({"nproc_flag": "0"}, "--nproc 0: at least 1 process per node"),
     ({"nnodes": 2, "rdzv_endpoint": "10.255.255.1:29400", "dist_timeout_s": 3}, "10.255.255.1:29400: unreachable"),
 ])
 def test_a_distributed_run_set_up_wrong_fails_within_seconds_naming_the_cause(tiny_data, tmp_path, runtime, message):
     if torch.cuda.is_available() and "device" in runtime:
         pytest.skip("this machine has GPUs")
+    nproc = runtime.pop("nproc_flag", "2")
     proj = _project(tmp_path, tiny_data, runtime=runtime)
     t0 = time.monotonic()
-    r = _train(proj, tiny_data.root, "", "--nproc", "2", check=False)
+    r = _train(proj, tiny_data.root, "", "--nproc", nproc, check=False)
     assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
     assert time.monotonic() - t0 < 30
 

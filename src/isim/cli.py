@@ -29,7 +29,7 @@ def _launched_elsewhere(a: argparse.Namespace, cfg: config_mod.Config) -> bool:
     """Several processes asked for (--nproc, runtime.nproc/nnodes) and not yet under torchrun:
     run this same command under torchrun and report its outcome."""
     from isim import distributed
-    nproc = a.nproc or cfg.runtime.nproc
+    nproc = cfg.runtime.nproc if a.nproc is None else a.nproc
     if (nproc == 1 and cfg.runtime.nnodes == 1) or distributed.launched():
         return False
     from isim.launch import torchrun

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 def check(cfg: RuntimeCfg, nproc: int) -> None:
     """Refuse, naming the setting, what cannot run on this machine."""
+    if nproc < 1:
+        raise DistributedError(f"--nproc {nproc}: at least 1 process per node")
     cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     if cfg.backend == "nccl" and not torch.cuda.is_available():
         raise DistributedError("runtime.backend=nccl needs CUDA, which this machine does not have; use gloo or auto")
