@@ -1,13 +1,25 @@
 """The paper's Table 2 shape on the embedded data: pseudo-mask mIoU (train split) of the CAM
 baseline and of every ISIM round, with and without CRF; the baseline is the CAM row.
 
-    .venv/bin/python benchmarks/table2.py [reports/evaluation.json]   (after `dvc repro`)
+    .venv/bin/python benchmarks/table2.py [reports/evaluation.json]    (one run, after `dvc repro`)
+    .venv/bin/python benchmarks/table2.py --seeds 3 [--jobs 2]         (K data + init seeds)
+
+With ``--seeds K`` every seed k runs the pipeline's commands on params.yaml with ``seed`` and
+``data.synthetic.seed`` set to k (folders under .isim/paper/default/, reused when present; the
+same runs `isim paper seeds` reads). The last line is the CRF masks' gain, mean ± std over seeds.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import logging
 from pathlib import Path
+
+import yaml
+
+from isim.errors import IsimError
+from isim.paper import tables as tb
+from isim.paper.runner import Run, execute_all, parse_sets, set_dotted
 
 
 def print_table(path: Path) -> None:
@@ -30,5 +42,59 @@ def print_table(path: Path) -> None:
           f"ISIM {best_i['threshold']} -> {best_i['miou']:.2f}")
 
 
+def seeds_report(results: list[dict]) -> str:
+    """Mean ± std over seeds: the four masks, then every round with the CAMs' object precision
+    and recall (why the masks improve, or not), then the gain line."""
+    k = len(results)
+    lines = [f"| pseudo masks (train, {k} seeds) | mIoU | object precision | object recall |",
+             "| --- | ---: | ---: | ---: |"]
+    for name, key in tb.SUMMARY_ROWS:
+        src = "cam" if key.startswith("cam") else f"round_{len(results[0]['rounds'])}"
+        kind = "crf" if key.endswith("crf") else "raw"
+        lines.append(f"| {name} | {tb.fmt(*tb.cell(results, key))} | "
+                     f"{tb.fmt(*tb.cell(results, f'{src}_{kind}_precision'))} | "
+                     f"{tb.fmt(*tb.cell(results, f'{src}_{kind}_recall'))} |")
+    lines += ["", "| ISIM round | mIoU | + CRF | precision | recall |", "| --- | ---: | ---: | ---: | ---: |"]
+    for r in range(1, max(len(x["rounds"]) for x in results) + 1):
+        lines.append(f"| {r} | " + " | ".join(tb.fmt(*tb.cell(results, f"round_{r}{s}")) for s in (
+            "", "_crf", "_raw_precision", "_raw_recall")) + " |")
+    m, s, n = tb.gain(results, crf=False)
+    lines.append(f"\nwithout CRF: ISIM - CAM {m:+.2f} ± {s:.2f}; per seed "
+                 + ", ".join(f"{tb.figures(x)['isim'] - tb.figures(x)['cam']:+.2f}" for x in results))
+    m, s, n = tb.gain(results, crf=True)
+    verdict = "exceeds" if m > 2 * s else "does not exceed"
+    lines.append("with CRF, per seed: " + ", ".join(
+        f"{tb.figures(x)['isim_crf'] - tb.figures(x)['cam_crf']:+.2f}" for x in results)
+        + f"; the mean gain {verdict} twice its std")
+    lines.append(f"ISIM - CAM gain: {m:+.2f} ± {s:.2f} mIoU over {n} seeds")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("report", nargs="?", default="reports/evaluation.json")
+    ap.add_argument("--seeds", type=int, default=0, help="run seeds 0..K-1 instead of reading one report")
+    ap.add_argument("--jobs", type=int, default=1, help="seeds at a time, the cores split between them")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--workdir", default=".isim/paper")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
+    a = ap.parse_args()
+    if not a.seeds:
+        print_table(Path(a.report))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    base = yaml.safe_load(Path(a.params).read_text())
+    for k, v in parse_sets(a.set).items():
+        set_dotted(base, k, v)
+    key = tb.Variant("default").key if not a.set else "set-" + tb.Variant("set", tuple(
+        sorted(parse_sets(a.set).items()))).key
+    runs = [Run(Path(a.workdir) / key / f"seed_{s}", s) for s in range(a.seeds)]
+    try:
+        results = execute_all(runs, base, a.jobs)
+    except IsimError as e:
+        raise SystemExit(f"table2.py: error: {e}") from None
+    print(seeds_report(results))
+
+
 if __name__ == "__main__":
-    print_table(Path(sys.argv[1] if len(sys.argv) > 1 else "reports/evaluation.json"))
+    main()

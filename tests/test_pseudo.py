@@ -42,6 +42,26 @@ def test_dense_crf_snaps_a_rough_label_to_the_object():
     assert refined.shape == labels.shape and set(np.unique(refined)) <= {0, 1}
 
 
+def test_score_unary_grows_a_seed_over_its_body_and_labels_unary_does_not():
+    """A CAM that lights a mark-sized corner of a uniform body and stays just under the
+    background's score over the rest: the score unary lets the bilateral term hand the unsure
+    body pixels to the object; the labels unary keeps the seed; neither crosses the body's edge."""
+    rgb = np.full((64, 64, 3), 40, np.uint8)
+    rgb[12:52, 12:52] = (170, 120, 90)
+    body = np.zeros((64, 64), bool)
+    body[12:52, 12:52] = True
+    cam = np.where(body, 0.1, 0.0).astype(np.float32)
+    cam[14:30, 14:30] = 1.0  # the seed: a sixth of the body
+    scores = camlib.with_background(cam[None], 0.15)
+    local = scores.argmax(0)
+    assert local[body].mean() < 0.2  # the seed alone is above the threshold
+    cfg = dict(bilateral_sxy=30, bilateral_srgb=10, bilateral_compat=10)
+    grown = DenseCRF(CrfCfg(unary="scores", temperature=0.2, **cfg)).refine(rgb, local, 2, scores)
+    kept = DenseCRF(CrfCfg(unary="labels", **cfg)).refine(rgb, local, 2, scores)
+    assert grown[body].mean() > 0.9 and grown[~body].mean() < 0.02
+    assert kept[body].mean() < 0.2
+
+
 def test_pool_and_sequential_write_identical_rounds(tiny_data, tiny_cfg, tmp_path):
     torch.manual_seed(0)
     model = build_model(model_spec(tiny_cfg.encoder, None, tiny_data.n_classes))

@@ -79,7 +79,7 @@ def _evaluate_segmenter(a: argparse.Namespace, cfg: config_mod.Config) -> None:
 
 def _evaluate(a: argparse.Namespace, cfg: config_mod.Config) -> None:
     _stage("evaluate").run(cfg, a.data, a.baseline_checkpoint, a.baseline_pseudo, a.isim_checkpoints,
-                           a.isim_pseudo, a.metrics, a.report, a.plots, a.rw_pseudo)
+                           a.isim_pseudo, a.metrics, a.report, a.plots, a.rw_pseudo, a.figure)
 
 
 def _tune(a: argparse.Namespace, cfg: config_mod.Config) -> None:
@@ -109,6 +109,14 @@ def _export_voc(a: argparse.Namespace) -> None:
     archive = export_voc(ck, a.voc_root, a.out, a.split, a.comp, crf=a.crf, device=resolve_device(a.device))
     print(f"{archive}: predictions of {a.voc_root}/ImageSets/Segmentation/{a.split}.txt by {ck}, ready to upload "
           "to the PASCAL VOC evaluation server")
+
+
+def _paper(a: argparse.Namespace) -> None:
+    from isim.paper import command, runner
+    if a.seeds < 1 or a.jobs < 1:
+        raise config_mod.ConfigError("isim paper: --seeds and --jobs must be at least 1")
+    config_mod.load(a.params)  # a bad params file stops here, before any run
+    print(command.run(a.params, a.table, a.seeds, a.jobs, a.workdir, a.out, runner.parse_sets(a.set)))
 
 
 def _params(a: argparse.Namespace) -> None:
@@ -180,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         isim_checkpoints="ISIM round checkpoints", isim_pseudo="ISIM round pseudo labels", metrics="metrics JSON",
         report="full report JSON (per-class IoU, confusion)", plots="folder for rounds.csv and thresholds.csv")
     s.add_argument("--rw-pseudo", type=Path, help="random-walk pseudo labels (adds the ISIM+RW rows)")
+    s.add_argument("--figure", type=Path, help="paper Fig. 5: images, ground truth, the masks of every round (JPEG)")
     s = cmd("tune", _tune, "Optuna study over tune.space (README \"Tuning\")", data="prepared dataset",
             out="folder for best.yaml, trials.csv, plots/")
     s.add_argument("--workers", type=int, help="worker processes on this host (default: tune.workers)")
@@ -212,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--crf", action="store_true", help="refine the masks with dense CRF")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     s.set_defaults(func=_export_voc, no_config=True)
+    s = sub.add_parser("paper", help="run a paper table's experiments over seeds; ours beside the paper's numbers")
+    s.add_argument("table", help="table2 | table3 | table4 | table5 | table6 | table7 | fig4 | seeds")
+    s.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1: data and initialisation (default: 1)")
+    s.add_argument("--jobs", type=int, default=1, help="runs at a time, the cores split between them (default: 1)")
+    s.add_argument("--workdir", type=Path, default=Path(".isim/paper"),
+                   help="one folder per run, reused by every table that needs it (default: .isim/paper)")
+    s.add_argument("--out", type=Path, default=Path("reports/paper"), help="where <table>.md/.png/.json go")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param for every run, as dvc exp run -S does (repeatable)")
+    s.set_defaults(func=_paper, no_config=True)
     s = sub.add_parser("params", help="apply a preset (e.g. pipelines/voc.yaml) onto the params file")
     s.add_argument("preset", type=Path)
     s.set_defaults(func=_params, no_config=True)

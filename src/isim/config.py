@@ -63,6 +63,10 @@ class SyntheticCfg(Section):
     mark_scale: float = Field(0.45, ge=0.1, le=0.7)  # mark side as a fraction of the body diameter
     mark_contrast: float = 80.0   # RGB shift of the mark from its body, along the class's direction
     distractors: Range = Field(default_factory=lambda: [0, 1])   # unmarked bodies per image
+    # weaker class evidence over the whole body (hue and texture scale around the class's own);
+    # false = every body from one distribution shared by all classes (no evidence outside the mark)
+    body_evidence: bool = True
+    body_spread: float = Field(0.5, gt=0)  # std of a body's hue and texture period, in class spacings
     void_width: int = Field(2, ge=0)  # width of the 255 band around object boundaries, px
     seed: int = 0
 
@@ -213,6 +217,10 @@ class RoundsCfg(Section):
 
 class CrfCfg(Section):
     enabled: bool = True
+    # CAM pseudo masks: labels (the thresholded CAM at gt_prob, ISIM/IRN) | scores (softmax of the
+    # CAM scores at temperature, PSA); predictions of trained segmenters always use labels
+    unary: Literal["labels", "scores"] = "labels"
+    temperature: float = Field(0.2, gt=0)
     gt_prob: float = Field(0.7, ge=0.5, lt=1)
     iters: int = Field(10, ge=1)
     gaussian_sxy: float = 3.0

@@ -8,7 +8,14 @@ Design (why it is not trivial):
   class-specific hue (bodies and background are desaturated): a classifier succeeds by looking
   at the mark, so its CAM covers the mark and a little around it, not the whole body - as
   CAMs do on photos;
-- *distractor* bodies without a mark are background, so "any body" is not a shortcut;
+- with ``body_evidence`` (default) the body carries weaker, overlapping class evidence, as a
+  dog's fur and legs do on photos: its hue and the period of its stripes are drawn around the
+  class's own (class c: hue c/6 of the colour circle, period 5 + 1.5c px) with a spread of
+  ``body_spread`` class spacings, at low saturation, so neighbouring classes overlap and a body
+  alone names its class far less surely than its mark. The mark is what a classifier finds
+  first; what the rest of the object looks like is what ISIM's segmentation loss can teach;
+- *distractor* bodies without a mark are background, so "any body" is not a shortcut; their hue
+  and period are drawn from the whole range (objects of classes outside the label set);
 - bodies overlap (occlusion), backgrounds are smooth colour fields with noise, lines and small
   blobs; a 255 void band a few pixels wide runs along object boundaries, as in VOC.
 Everything is deterministic from the seed: image ``i`` depends only on (seed, i).
@@ -79,12 +86,19 @@ def _dull(rng: np.random.Generator, max_sat: float = 0.35) -> np.ndarray:
 _SHIFTS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [-1, 0, 0], [0, -1, 0], [0, 0, -1]], np.float32)
 
 
-def _mark_shift(rng: np.random.Generator, kind: int, body: np.ndarray, strength: float):
+def _mark_shift(rng: np.random.Generator, kind: int, body: np.ndarray, strength: float,
+                keep_hue: bool = False):
     """(body colour, mark colour): the mark is the body's colour pushed along the class's
     direction - a tint, not a new object, so the CRF sees mark and body as one region while the
-    classifier can still read the class. The body colour moves so the tint never clips."""
+    classifier can still read the class. The body colour moves so the tint never clips: per
+    channel, or (``keep_hue``) by scaling and lifting all channels alike, so a body's hue, which
+    then carries class evidence, stays its own."""
     shift = _SHIFTS[kind] * strength * rng.uniform(0.85, 1.15)
-    body = np.clip(body, np.maximum(-shift, 0) + 10, 245 - np.maximum(shift, 0))
+    lo, hi = np.maximum(-shift, 0) + 10, 245 - np.maximum(shift, 0)
+    if keep_hue:
+        body = body * min(1.0, float(np.min(hi / np.maximum(body, 1e-3))))
+        body = body + max(0.0, float(np.max(lo - body)))
+    body = np.clip(body, lo, hi)
     return body, body + shift
 
 
@@ -106,17 +120,52 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img
 
 
-def _body_colour(rng: np.random.Generator, local_bg: np.ndarray) -> np.ndarray:
-    """A colour shared-distributed across classes, kept distinguishable from the background."""
+def _body_colour(rng: np.random.Generator, local_bg: np.ndarray, hue: float | None = None) -> np.ndarray:
+    """A body colour kept distinguishable from the background (an edge a dense CRF can follow):
+    any hue (``hue=None``: shared by all classes), or around ``hue`` at low saturation."""
     for _ in range(20):
-        col = _dull(rng)
+        if hue is None:
+            col = _dull(rng)
+        else:
+            rgb = colorsys.hsv_to_rgb(hue % 1.0, rng.uniform(0.15, 0.35), rng.uniform(0.2, 0.95))
+            col = np.array(rgb, np.float32) * 255
         if np.linalg.norm(col - local_bg) > 80:
             return col
     return 255 - local_bg
 
 
+# body evidence of class c (0-based): hue c/6 of the circle, stripe period 5 + 1.5c px
+_HUE_STEP, _PERIOD0, _PERIOD_STEP = 1 / 6, 5.0, 1.5
+
+
+def _evidence_body(rng: np.random.Generator, cfg: SyntheticCfg, kind: int, local_bg: np.ndarray,
+                   s: int) -> tuple[np.ndarray, np.ndarray]:
+    """(colour, texture) of a body whose hue and stripe period lie around its class's (distractors,
+    ``kind < 0``: anywhere in the classes' range). Stripes run at a random angle: their period
+    survives flips and small rescaling only approximately, as fur and skin do."""
+    n = len(cfg.classes)
+    if kind >= 0:
+        hue = kind * _HUE_STEP + rng.normal(0, cfg.body_spread * _HUE_STEP)
+        period = _PERIOD0 + _PERIOD_STEP * (kind + rng.normal(0, cfg.body_spread))
+    else:
+        hue = rng.uniform()
+        period = _PERIOD0 + _PERIOD_STEP * rng.uniform(-0.5, n - 0.5)
+    col = _body_colour(rng, local_bg, hue)
+    angle, phase = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+    y, x = np.mgrid[0:s, 0:s].astype(np.float32)
+    wave = np.sin(2 * np.pi * (y * np.cos(angle) + x * np.sin(angle)) / max(period, 3.0) + phase)
+    return col, (rng.normal(0, 6, (s, s)) + 14 * wave)[..., None]
+
+
 def render(cfg: SyntheticCfg, index: int) -> tuple[np.ndarray, np.ndarray]:
     """Image ``index`` of the dataset: (RGB uint8 HxWx3, mask uint8 HxW with 255 void band)."""
+    img, label, _ = render_with_marks(cfg, index)
+    return img, label
+
+
+def render_with_marks(cfg: SyntheticCfg, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``render`` plus where the marks are (bool HxW): what the benchmark's own checks measure
+    class evidence in, apart from the rest of the bodies."""
     rng = np.random.default_rng([cfg.seed, index])
     s = cfg.size
     img = _background(rng, s)
@@ -142,11 +191,16 @@ def render(cfg: SyntheticCfg, index: int) -> tuple[np.ndarray, np.ndarray]:
             break
         else:
             continue
-        col = _body_colour(rng, img[body].mean(0))
-        if kind >= 0:
-            col, mark_col = _mark_shift(rng, kind, col, cfg.mark_contrast)
-        tex = rng.normal(0, 7, (s, s, 1)) + 10 * np.sin(
-            (np.mgrid[0:s, 0:s][0] * np.cos(rng.uniform(0, np.pi)) + rng.uniform(0, 9)) / 5)[..., None]
+        if cfg.body_evidence:
+            col, tex = _evidence_body(rng, cfg, kind, img[body].mean(0), s)
+            if kind >= 0:
+                col, mark_col = _mark_shift(rng, kind, col, cfg.mark_contrast, keep_hue=True)
+        else:  # the shared-body design (bodies carry no class evidence)
+            col = _body_colour(rng, img[body].mean(0))
+            if kind >= 0:
+                col, mark_col = _mark_shift(rng, kind, col, cfg.mark_contrast)
+            tex = rng.normal(0, 7, (s, s, 1)) + 10 * np.sin(
+                (np.mgrid[0:s, 0:s][0] * np.cos(rng.uniform(0, np.pi)) + rng.uniform(0, 9)) / 5)[..., None]
         img[body] = (col + tex[body]).clip(0, 255)
         if kind < 0:
             label[body] = 0
@@ -173,7 +227,10 @@ def render(cfg: SyntheticCfg, index: int) -> tuple[np.ndarray, np.ndarray]:
         band = ndimage.maximum_filter(label, size) != ndimage.minimum_filter(label, size)
         label = label.copy()
         label[band] = IGNORE
-    return img.clip(0, 255).astype(np.uint8), label
+    mark_px = np.zeros((s, s), bool)
+    for pat, _ in marks:
+        mark_px |= pat
+    return img.clip(0, 255).astype(np.uint8), label, mark_px
 
 
 def generate(cfg: SyntheticCfg, out: str | Path) -> dict[str, float]:

@@ -32,8 +32,9 @@ def label(rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> np.ndarray:
     w = pool.STATE
     sure = []
     for t in (w["fg_threshold"], w["bg_threshold"]):
-        local = camlib.to_mask(maps, keys, t)
-        sure.append(w["crf"].refine(rgb, local, len(keys)) if w["crf_on"] else local)
+        scores = camlib.with_background(maps, t)
+        local = np.argmax(scores, axis=0)
+        sure.append(w["crf"].refine(rgb, local, len(keys), scores) if w["crf_on"] else local)
     fg, bg = sure
     return np.where(fg == bg, keys[fg], IGNORE).astype(np.uint8)
 

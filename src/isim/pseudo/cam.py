@@ -89,8 +89,12 @@ def normalise(cams: torch.Tensor, label: torch.Tensor) -> tuple[np.ndarray, np.n
     return maps.numpy().astype(np.float32), keys
 
 
+def with_background(maps: np.ndarray, threshold: float) -> np.ndarray:
+    """(K+1) x H x W scores: background scores ``threshold`` everywhere, then the class maps."""
+    return np.concatenate([np.full((1, *maps.shape[1:]), threshold, np.float32), maps])
+
+
 def to_mask(maps: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
     """Background scores ``threshold`` everywhere; each pixel takes the highest score.
     Returns local label indices (0 = background, k = keys[k])."""
-    bg = np.full((1, *maps.shape[1:]), threshold, np.float32)
-    return np.argmax(np.concatenate([bg, maps]), axis=0)
+    return np.argmax(with_background(maps, threshold), axis=0)

@@ -32,9 +32,10 @@ from isim.pseudo.crf import DenseCRF
 def _finish(id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> dict:
     """Threshold, refine, write, score one image (runs in a worker)."""
     w = pool.STATE
-    local = camlib.to_mask(maps, keys, w["threshold"])
+    scores = camlib.with_background(maps, w["threshold"])
+    local = np.argmax(scores, axis=0)
     raw_mask = keys[local].astype(np.uint8)
-    crf_mask = (keys[w["crf"].refine(rgb, local, len(keys))].astype(np.uint8) if w["crf_on"] else raw_mask)
+    crf_mask = (keys[w["crf"].refine(rgb, local, len(keys), scores)].astype(np.uint8) if w["crf_on"] else raw_mask)
     if w["out"] is not None:
         write_label_png(w["out"] / "raw" / f"{id_}.png", raw_mask)
         write_label_png(w["out"] / "crf" / f"{id_}.png", crf_mask)

@@ -7,16 +7,29 @@ from pathlib import Path
 from isim import evaluation
 from isim.config import Config
 from isim.data.layout import Prepared
+from isim.io import write_jpeg
 from isim.models import load_model
 from isim.runtime import setup
 from isim.stages import last_round
 from isim.tracking import stage_run
+from isim.visualize import rounds_grid
 
 log = logging.getLogger(__name__)
 
 
+def fig5(cfg: Config, data: Prepared, baseline_pseudo: Path, isim_pseudo: Path, rw_pseudo: Path | None):
+    """Paper Fig. 5 from this run: the first ``eval.grid_images`` train images with objects, their
+    ground truth, then the CRF masks of the CAM baseline, every ISIM round and the random walk."""
+    cols = [("CAM", baseline_pseudo / "crf")] + [(r.name, r / "crf") for r in evaluation.rounds_of(isim_pseudo)]
+    if rw_pseudo is not None:
+        cols.append(("ISIM+RW", rw_pseudo / "crf"))
+    ids = [i for i in data.ids("train") if data.labels[i]][: cfg.eval.grid_images]
+    return rounds_grid(data, ids, cols)
+
+
 def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo: Path, isim_checkpoints: Path,
-        isim_pseudo: Path, metrics: Path, report_path: Path, plots: Path, rw_pseudo: Path | None = None) -> None:
+        isim_pseudo: Path, metrics: Path, report_path: Path, plots: Path, rw_pseudo: Path | None = None,
+        figure: Path | None = None) -> None:
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
     baseline = load_model(baseline_checkpoint, device)
@@ -25,6 +38,8 @@ def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo:
         report = evaluation.evaluate(cfg, data, baseline, baseline_pseudo, isim, isim_pseudo, device, rw_pseudo)
         evaluation.write_outputs(report, metrics, report_path, plots)
         tr.log_evaluation(report)
+    if figure is not None and data.has_masks:
+        write_jpeg(figure, fig5(cfg, data, baseline_pseudo, isim_pseudo, rw_pseudo), quality=90)
     s = report.get("summary", {})
     if "baseline_miou" in s:
         log.info("pseudo-mask mIoU on train: baseline %.2f, baseline+CRF %.2f, ISIM %.2f, ISIM+CRF %.2f "

@@ -1,0 +1,97 @@
+"""Paper tables: the paper's numbers file, the table assembler on recorded runs, and real runs
+over two seeds through `isim paper` and benchmarks/table2.py."""
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from isim.errors import IsimError
+from isim.paper import tables as tb
+from conftest import REPO, run, tiny_params
+
+RECORDED = Path(__file__).parent / "fixtures" / "paper"
+
+
+def test_paper_numbers_parse_and_bad_rows_are_named(tmp_path):
+    numbers = tb.paper_numbers()
+    assert numbers["table2"]["rows"]["DeepLabCAM"][0] == 54.89  # ResNet-50, as printed
+    assert numbers["table7"]["rows"]["DeepLabCAM+RW"][0] == 74.25
+    for name in ("table2", "table3", "table4", "table5", "table6", "table7", "fig4"):
+        assert numbers[name]["ref"]
+    bad = tmp_path / "numbers.yaml"
+    bad.write_text(yaml.safe_dump({"table9": {"ref": "x", "columns": ["a", "b"], "rows": {"CAM": [1.0]}}}))
+    with pytest.raises(IsimError, match="table9.CAM: needs one number per column"):
+        tb.paper_numbers(bad)
+
+
+def _recorded() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(RECORDED.glob("seed_*.json"))]
+
+
+def test_assembler_on_recorded_runs():
+    """Recorded results of real embedded runs: cells are the mean ± sample std of the runs'
+    own figures, the gain is per seed, missing rounds read '-'."""
+    results = _recorded()
+    assert len(results) >= 2
+    cam = [r["baseline"]["crf_miou"] for r in results]
+    isim = [r["rounds"][-1]["crf_miou"] for r in results]
+    m, s, n = tb.cell(results, "cam_crf")
+    assert n == len(results) and m == pytest.approx(np.mean(cam)) and s == pytest.approx(np.std(cam, ddof=1))
+    g = tb.gain(results)
+    assert g[0] == pytest.approx(np.mean(np.subtract(isim, cam)))
+    table = tb.tables(embedded=True, rounds=len(results[0]["rounds"]) + 1)["fig4"]
+    default = table.variants()[0]
+    text = tb.markdown(table, {default.key: results}, tb.paper_numbers()["fig4"])
+    row = next(line for line in text.splitlines() if line.startswith("| fixed frequency"))
+    cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+    assert cells[-1] == "-" and "±" in cells[0]  # one round more than the runs have
+    assert "| until the losses converge | -" in text  # no converge runs given
+    assert "Fig. 4" in text and "plot only" in text
+
+
+def test_every_table_has_a_cell_per_column():
+    for embedded in (True, False):
+        for name, t in tb.tables(embedded, rounds=5).items():
+            assert all(len(cells) == len(t.columns) for cells in t.cells.values()), name
+    voc = tb.tables(False, 5)["table2"]
+    assert voc.columns == tb.paper_numbers()["table2"]["columns"]  # the paper's backbones, in its order
+
+
+def test_seeds_runs_real_pipeline_and_reuses_runs(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_params(train={"epochs": 2})))
+    work, out = tmp_path / "work", tmp_path / "out"
+    cmd = [sys.executable, "-m", "isim.cli", "--params", str(params), "paper", "seeds", "--seeds", "2",
+           "--workdir", str(work), "--out", str(out)]
+    run(cmd, tmp_path)
+    report = json.loads((out / "seeds.json").read_text())
+    runs = report["runs"]["default"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    assert runs[0]["baseline"] != runs[1]["baseline"]  # other data and init per seed
+    md = (out / "seeds.md").read_text()
+    assert re.search(r"\| ISIM \+ CRF \| \d+\.\d\d ± \d+\.\d\d \|", md)
+    assert (out / "seeds.png").stat().st_size > 1000
+    seed_params = yaml.safe_load((work / "default" / "seed_1" / "params.yaml").read_text())
+    assert seed_params["seed"] == 1 and seed_params["data"]["synthetic"]["seed"] == 1
+    # benchmarks/table2.py reads the same finished runs (nothing reruns) and ends with the gain line
+    stamp = (work / "default" / "seed_0" / "result.json").stat().st_mtime_ns
+    r = run([sys.executable, str(REPO / "benchmarks" / "table2.py"), "--seeds", "2", "--params", str(params),
+             "--workdir", str(work)], tmp_path)
+    assert re.search(r"ISIM - CAM gain: [+-]\d+\.\d\d ± \d+\.\d\d mIoU over 2 seeds$", r.stdout.strip())
+    assert (work / "default" / "seed_0" / "result.json").stat().st_mtime_ns == stamp
+    # the same folders with other params are refused, never mixed into the table
+    params.write_text(yaml.safe_dump(tiny_params(train={"epochs": 2}, threshold=0.2)))
+    r = run(cmd, tmp_path, check=False)
+    assert r.returncode == 2 and "made with other params" in r.stderr and "seed_0" in r.stderr
+
+
+def test_unknown_table_is_named(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_params()))
+    r = run([sys.executable, "-m", "isim.cli", "--params", str(params), "paper", "table99",
+             "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "o")], tmp_path, check=False)
+    assert r.returncode == 2 and "unknown table 'table99'" in r.stderr and "table7" in r.stderr
