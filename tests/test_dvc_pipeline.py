@@ -26,6 +26,12 @@ def test_repro_then_noop_then_targeted_exp(dvc_repo):
     report = json.loads((dvc_repo / "metrics/eval.json").read_text())
     assert {"baseline_miou", "isim_miou", "gain", "isim_rw_miou", "isim_rw_crf_miou"} <= set(report["summary"])
     assert {"val_miou", "val_crf_miou"} <= set(json.loads((dvc_repo / "metrics/segmenter.json").read_text()))
+    # Fig. 5: one row per grid image, columns image | truth | CAM | every round | ISIM+RW
+    from PIL import Image
+    fig5 = Image.open(dvc_repo / "reports/fig5.jpg")
+    rounds = len(list((dvc_repo / "pseudo/isim").glob("round_*")))
+    assert fig5.format == "JPEG" and fig5.height == 2 * (120 + 4)
+    assert fig5.width >= (3 + rounds + 1) * 120
     # second repro: nothing to do, status clean
     t0 = time.perf_counter()
     r = run([dvc, "repro"], dvc_repo)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import REPO, run, tiny_params
 from isim.errors import IsimError
 from isim.paper import tables as tb
-from conftest import REPO, run, tiny_params
 
 RECORDED = Path(__file__).parent / "fixtures" / "paper"
 
@@ -48,7 +48,7 @@ def test_assembler_on_recorded_runs():
     text = tb.markdown(table, {default.key: results}, tb.paper_numbers()["fig4"])
     row = next(line for line in text.splitlines() if line.startswith("| fixed frequency"))
     cells = [c.strip() for c in row.strip("|").split("|")[1:]]
-    assert cells[-1] == "-" and "±" in cells[0]  # one round more than the runs have
+    assert cells[-2] == "-" and "±" in cells[0] and "±" in cells[-1]  # one round more than the runs have
     assert "| until the losses converge | -" in text  # no converge runs given
     assert "Fig. 4" in text and "plot only" in text
 
@@ -87,6 +87,11 @@ def test_seeds_runs_real_pipeline_and_reuses_runs(tmp_path):
     params.write_text(yaml.safe_dump(tiny_params(train={"epochs": 2}, threshold=0.2)))
     r = run(cmd, tmp_path, check=False)
     assert r.returncode == 2 and "made with other params" in r.stderr and "seed_0" in r.stderr
+    # ... and so are runs made with other method code
+    params.write_text(yaml.safe_dump(tiny_params(train={"epochs": 2})))
+    (work / "default" / "seed_1" / "code.sha256").write_text("0" * 64 + "\n")
+    r = run(cmd, tmp_path, check=False)
+    assert r.returncode == 2 and "made with other code" in r.stderr and "seed_1" in r.stderr
 
 
 def test_unknown_table_is_named(tmp_path):

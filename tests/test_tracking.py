@@ -126,7 +126,8 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     assert "isim_miou" in ev.data.metrics and "gain" in ev.data.metrics
     sweep = client.get_metric_history(ev.info.run_id, "isim_sweep_miou")
     assert [m.step for m in sweep] == [0, 1]
-    assert {a.path for a in client.list_artifacts(ev.info.run_id)} >= {"confusion_isim_final.png", "eval.json"}
+    artifacts = {a.path for a in client.list_artifacts(ev.info.run_id)}
+    assert artifacts >= {"confusion_isim_final.png", "eval.json", "fig5.jpg"}
     # the artifacts are objects in the bucket behind the server
     # the final segmenter: registered, @candidate, and in a fresh process the masks `isim predict` gives
     version = client.get_model_version_by_alias("isim-segmenter", "candidate")

@@ -147,6 +147,7 @@ class NullTracker:
     def log_evaluation(self, report: dict) -> None: ...
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None: ...
     def log_segmenter(self, checkpoint: Path) -> None: ...
+    def log_image(self, image: np.ndarray, name: str) -> None: ...
 
 
 class Tracker(NullTracker):
@@ -206,6 +207,9 @@ class Tracker(NullTracker):
             fig = confusion_figure(np.asarray(conf), report["classes"])
             self._guard("log_figure", self.client.log_figure, self.run_id, fig, "confusion_isim_final.png")
         self._guard("log_dict", self.client.log_dict, self.run_id, report, "eval.json")
+
+    def log_image(self, image: np.ndarray, name: str) -> None:
+        self._guard("log_image", self.client.log_image, self.run_id, image, name)
 
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None:
         """The model as a torch.export program (pt2: no pickle) with tuple outputs (logits, cam[, seg]),

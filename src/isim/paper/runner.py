@@ -4,11 +4,13 @@ One run = the pipeline's own commands (``isim prepare``, ``train-baseline``, ``p
 ``train-isim``) on a params file derived from the project's: ``seed`` (and, on the embedded
 data, ``data.synthetic.seed``) set to the run's seed, tracking off, plus the caller's
 overrides. Each run writes ``result.json`` last (atomically), so an interrupted sweep reruns
-only the runs that had not finished. Method code never imports this module.
+only the runs that had not finished; a folder made with other params or other method code is
+refused. Method code never imports this module.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -127,17 +129,37 @@ def collect(r: Path) -> dict[str, Any]:
     return out
 
 
+def method_code() -> str:
+    """Hash of the code that makes a run's figures: this package without its MLOps parts and
+    the stages a run does not use (evaluation, the final segmenter, tuning)."""
+    pkg = Path(__file__).resolve().parents[1]
+    skip = ("paper/", "tuning/", "cli.py", "tracking.py", "serving.py", "launch.py", "visualize.py",
+            "evaluation.py", "inference.py", "stages/evaluate", "stages/train_segmenter", "stages/tune",
+            "stages/check", "training/segmenter.py", "models/segmenter.py")
+    h = hashlib.sha256()
+    for f in sorted(pkg.rglob("*.py")):
+        rel = f.relative_to(pkg).as_posix()
+        if not rel.startswith(skip):
+            h.update(rel.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
 def execute(run: Run, base: dict[str, Any], threads: int) -> dict[str, Any]:
     """Run (or finish) one seed; returns its result."""
     params, text = run.root / "params.yaml", yaml.safe_dump(run.params(base), sort_keys=False)
     if params.is_file() and params.read_text() != text:  # never mix figures of two settings
         raise IsimError(f"{params}: this run was made with other params; delete {run.root} or use another workdir")
+    code = run.root / "code.sha256"
+    if code.is_file() and code.read_text().strip() != method_code():
+        raise IsimError(f"{run.root}: this run was made with other code (src/isim changed since); "
+                        f"delete {run.root} or use another workdir")
     if run.result_path.is_file():
         done = read_json(run.result_path)
         if not run.random_walk or "random_walk" in done:
             return done
     run.root.mkdir(parents=True, exist_ok=True)
     write_text(params, text)
+    write_text(code, method_code() + "\n")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     for marker, cmd in _steps(run.root, params, run.random_walk):
         if marker.exists():

@@ -111,9 +111,11 @@ def tables(embedded: bool, rounds: int) -> dict[str, Table]:
         "table6": Table("Table 6: input sizes (crop; pseudo-mask mIoU, train)", [n for n, _ in sizes],
                         _cam_vs([v for _, v in sizes])),
         "fig4": Table("Fig. 4: ISIM pseudo-mask mIoU per round, fixed vs converge regeneration",
-                      [f"round {r}" for r in range(1, rounds + 1)],
-                      {v.name: [(v, f"round_{r}") for r in range(1, rounds + 1)] for v in (fixed, converge)},
-                      note="a converge run may take fewer rounds: its missing rounds read '-'"),
+                      [f"round {r}" for r in range(1, rounds + 1)] + ["final + CRF"],
+                      {v.name: [(v, f"round_{r}") for r in range(1, rounds + 1)] + [(v, "isim_crf")]
+                       for v in (fixed, converge)},
+                      note="a converge run may take other rounds: its missing rounds read '-'; the last "
+                           "round is made by the final model"),
         "table7": Table("Table 7: CAM, DeepLabCAM and the random walk per backbone (pseudo-mask mIoU, train)",
                         [v.name for v in backbones],
                         {**_cam_vs(backbones), "DeepLabCAM+RW": [(v, "rw") for v in backbones],
@@ -178,7 +180,8 @@ def markdown(table: Table, results: dict[str, list[dict[str, Any]]], paper: dict
     if table.note:
         lines.append(f"Note: {table.note}.")
     if paper:
-        lines += ["", f"Paper, {paper['ref']}" + (f" ({paper['note']})" if paper.get("note") else "") + ":"]
+        lines += ["", f"Paper, {paper['ref']}" + (f" ({paper['note']})" if paper.get("note") else "")
+                  + (":" if paper.get("rows") else ".")]
         if paper.get("rows"):
             lines += ["", "| | " + " | ".join(paper["columns"]) + " |", "| --- |" + " ---: |" * len(paper["columns"])]
             lines += [f"| {row} | " + " | ".join(f"{v:.2f}" for v in vals) + " |"

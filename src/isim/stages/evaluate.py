@@ -38,8 +38,10 @@ def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo:
         report = evaluation.evaluate(cfg, data, baseline, baseline_pseudo, isim, isim_pseudo, device, rw_pseudo)
         evaluation.write_outputs(report, metrics, report_path, plots)
         tr.log_evaluation(report)
-    if figure is not None and data.has_masks:
-        write_jpeg(figure, fig5(cfg, data, baseline_pseudo, isim_pseudo, rw_pseudo), quality=90)
+        if figure is not None and data.has_masks:
+            grid = fig5(cfg, data, baseline_pseudo, isim_pseudo, rw_pseudo)
+            write_jpeg(figure, grid, quality=90)
+            tr.log_image(grid, "fig5.jpg")
     s = report.get("summary", {})
     if "baseline_miou" in s:
         log.info("pseudo-mask mIoU on train: baseline %.2f, baseline+CRF %.2f, ISIM %.2f, ISIM+CRF %.2f "
