@@ -1,19 +1,21 @@
 """Embedded synthetic weakly-supervised benchmark in exact VOC2012 layout.
 
 Design (why it is not trivial):
-- every object is a large *body* (a smooth random blob) whose colour and texture are drawn
-  from one distribution shared by all classes, so the body alone says nothing about the class;
-- the class lives only in a small *mark* placed off-centre near the body's edge, with a
-  class-specific shape (cross, ring, triangle, stripes, checker, dots) and a saturated
-  class-specific hue (bodies and background are desaturated): a classifier succeeds by looking
-  at the mark, so its CAM covers the mark and a little around it, not the whole body - as
-  CAMs do on photos;
+- every object is a large *body* (a smooth random blob) at least 80 RGB units from the
+  background around it, an edge a dense CRF can follow;
+- the class is certain only in a small *mark* placed off-centre near the body's edge, with a
+  class-specific shape (cross, ring, triangle, stripes, checker, dots), tinted along a
+  class-specific colour direction (bodies and background are desaturated): a classifier
+  succeeds first by looking at the mark, so its CAM covers the mark and a little around it,
+  not the whole body - as CAMs do on photos;
 - with ``body_evidence`` (default) the body carries weaker, overlapping class evidence, as a
   dog's fur and legs do on photos: its hue and the period of its stripes are drawn around the
   class's own (class c: hue c/6 of the colour circle, period 5 + 1.5c px) with a spread of
   ``body_spread`` class spacings, at low saturation, so neighbouring classes overlap and a body
   alone names its class far less surely than its mark. The mark is what a classifier finds
-  first; what the rest of the object looks like is what ISIM's segmentation loss can teach;
+  first; what the rest of the object looks like is what ISIM's segmentation loss can teach.
+  ``body_evidence: false`` draws every body from one distribution shared by all classes (the
+  earlier design: the body alone says nothing about the class);
 - *distractor* bodies without a mark are background, so "any body" is not a shortcut; their hue
   and period are drawn from the whole range (objects of classes outside the label set);
 - bodies overlap (occlusion), backgrounds are smooth colour fields with noise, lines and small
