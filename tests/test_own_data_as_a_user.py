@@ -93,6 +93,8 @@ def test_csv_mode_runs_the_whole_pipeline_and_reports_accuracy_only(tmp_path):
     assert not [k for k in summary if "miou" in k]
     assert "no masks" in json.loads((repo / "reports/evaluation.json").read_text())["note"]
     assert any((repo / "pseudo/baseline/crf").iterdir()) and (repo / "pseudo/isim/round_01/crf").is_dir()
+    from PIL import Image  # Fig. 5 without a ground-truth column: image, CAM, every round, ISIM+RW
+    assert Image.open(repo / "reports/fig5.jpg").height == 2 * (120 + 4)
 
 
 def test_unset_or_missing_paths_name_their_key(tmp_path):

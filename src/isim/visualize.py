@@ -73,8 +73,9 @@ def confusion_figure(conf: np.ndarray, classes: list[str]):
 
 
 def rounds_grid(data: Prepared, ids: list[str], columns: list[tuple[str, Path]], height: int = 120) -> np.ndarray:
-    """Paper Fig. 5: one row per image (image | ground truth | each folder of ``columns``, e.g.
-    the CAM baseline's masks then every ISIM round's), rows scaled to ``height`` px."""
+    """Paper Fig. 5: one row per image (image | ground truth when the dataset has masks | each
+    folder of ``columns``, e.g. the CAM baseline's masks then every ISIM round's), rows scaled
+    to ``height`` px."""
     from PIL import Image
 
     def fit(a: np.ndarray, w: int) -> np.ndarray:
@@ -84,7 +85,9 @@ def rounds_grid(data: Prepared, ids: list[str], columns: list[tuple[str, Path]],
     for id_ in ids:
         rgb = read_image(data.image_path(id_))
         w = max(1, round(rgb.shape[1] * height / rgb.shape[0]))
-        cells = [fit(rgb, w), fit(colorize(read_label_png(data.mask_path(id_))), w)]
+        cells = [fit(rgb, w)]
+        if data.has_masks:
+            cells.append(fit(colorize(read_label_png(data.mask_path(id_))), w))
         cells += [fit(_blend(rgb, read_label_png(folder / f"{id_}.png")), w) for _, folder in columns]
         gap = np.full((height, 4, 3), 255, np.uint8)
         rows.append(np.concatenate([c for cell in cells for c in (cell, gap)][:-1], axis=1))

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 def fig5(cfg: Config, data: Prepared, baseline_pseudo: Path, isim_pseudo: Path, rw_pseudo: Path | None):
     """Paper Fig. 5 from this run: the first ``eval.grid_images`` train images with objects, their
-    ground truth, then the CRF masks of the CAM baseline, every ISIM round and the random walk."""
+    ground truth (when the dataset has masks), then the CRF masks of the CAM baseline, every ISIM
+    round and the random walk."""
     cols = [("CAM", baseline_pseudo / "crf")] + [(r.name, r / "crf") for r in evaluation.rounds_of(isim_pseudo)]
     if rw_pseudo is not None:
         cols.append(("ISIM+RW", rw_pseudo / "crf"))
@@ -38,7 +39,7 @@ def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo:
         report = evaluation.evaluate(cfg, data, baseline, baseline_pseudo, isim, isim_pseudo, device, rw_pseudo)
         evaluation.write_outputs(report, metrics, report_path, plots)
         tr.log_evaluation(report)
-        if figure is not None and data.has_masks:
+        if figure is not None:
             grid = fig5(cfg, data, baseline_pseudo, isim_pseudo, rw_pseudo)
             write_jpeg(figure, grid, quality=90)
             tr.log_image(grid, "fig5.jpg")
