@@ -114,3 +114,44 @@ def test_predict_skips_huge_images_and_names_an_empty_folder(segmenter_ck, tiny_
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images in .*empty"):
         predict(segmenter_ck, [tmp_path / "empty"], tmp_path / "out2")
+
+
+def test_predict_batches_equal_sizes_and_gives_the_one_by_one_masks(segmenter_ck, tiny_data, tmp_path):
+    """Mixed sizes, a grayscale photo and a broken file, batched and with CRF in worker processes:
+    every mask equals `Predictor.segment` of that image alone, the report keeps the input order."""
+    from PIL import Image
+
+    from isim.io import read_image
+    src = tmp_path / "in"
+    src.mkdir()
+    ids = tiny_data.ids("val")[:4]
+    paths = []
+    for k, id_ in enumerate(ids):  # 64 x 64, 48 x 80, 64 x 64, 48 x 80 (grayscale): two sizes, interleaved
+        im = Image.open(tiny_data.image_path(id_))
+        if k % 2:
+            im = im.resize((80, 48))
+        if k == 3:
+            im = im.convert("L")
+        paths.append(src / f"p{k}.png")
+        im.save(paths[-1])
+    (src / "p9_broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    paths.insert(2, src / "p9_broken.jpg")
+    one = Predictor(segmenter_ck)
+    batched = predict(segmenter_ck, paths, tmp_path / "b", crf=True, batch_size=8, workers=2)
+    assert list(batched["images"]) == ["p0", "p1", "p2", "p3"]  # input order, the broken file skipped
+    assert list(batched["skipped"]) == [str(src / "p9_broken.jpg")]
+    for name in batched["images"]:
+        rgb = read_image(src / f"{name}.png")
+        np.testing.assert_array_equal(read_label_png(tmp_path / "b" / f"{name}.png"), one.segment(rgb, crf=True))
+        assert (tmp_path / "b" / f"{name}_overlay.jpg").is_file()
+    single = predict(segmenter_ck, paths, tmp_path / "s", crf=True, batch_size=1, workers=0)
+    assert single["images"] == batched["images"]
+
+
+def test_segmenter_evaluation_is_the_same_batched_and_with_crf_workers(segmenter_ck, tiny_data):
+    cpu = torch.device("cpu")
+    serial = evaluate_segmenter(segmenter_ck, tiny_data, "val", cpu, crf=True, scales=[1.0, 0.5], batch_size=1)
+    pooled = evaluate_segmenter(segmenter_ck, tiny_data, "val", cpu, crf=True, scales=[1.0, 0.5], batch_size=4,
+                                workers=2)
+    assert pooled["raw"]["confusion"] == serial["raw"]["confusion"]
+    assert pooled["crf"]["confusion"] == serial["crf"]["confusion"]

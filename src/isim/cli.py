@@ -97,7 +97,8 @@ def _predict(a: argparse.Namespace) -> None:
     from isim.inference import latest_checkpoint, predict
     from isim.runtime import resolve_device
     ck = a.checkpoint or latest_checkpoint()
-    report = predict(ck, a.paths, a.out, crf=a.crf, device=resolve_device(a.device), max_pixels=a.max_pixels)
+    report = predict(ck, a.paths, a.out, crf=a.crf, device=resolve_device(a.device), max_pixels=a.max_pixels,
+                     batch_size=a.batch_size, workers=a.workers)
     print(f"{len(report['images'])} images segmented into {a.out} with {ck}; {len(report['skipped'])} skipped"
           + "".join(f"\n  skipped {p}: {why}" for p, why in report["skipped"].items()))
 
@@ -106,7 +107,8 @@ def _export_voc(a: argparse.Namespace) -> None:
     from isim.inference import export_voc, latest_checkpoint
     from isim.runtime import resolve_device
     ck = a.checkpoint or latest_checkpoint()
-    archive = export_voc(ck, a.voc_root, a.out, a.split, a.comp, crf=a.crf, device=resolve_device(a.device))
+    archive = export_voc(ck, a.voc_root, a.out, a.split, a.comp, crf=a.crf, device=resolve_device(a.device),
+                         batch_size=a.batch_size, workers=a.workers)
     print(f"{archive}: predictions of {a.voc_root}/ImageSets/Segmentation/{a.split}.txt by {ck}, ready to upload "
           "to the PASCAL VOC evaluation server")
 
@@ -131,6 +133,12 @@ def _schema(a: argparse.Namespace) -> None:
         write_text(a.out, text)
     else:
         sys.stdout.write(text)
+
+
+def _batching(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--batch-size", type=int, default=8, help="equal-size images per forward pass (default 8)")
+    s.add_argument("--workers", type=int, default=2,
+                   help="processes for CRF and PNG/JPEG encoding while the model runs (0: none; default 2)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-pixels", type=int, default=40_000_000,
                    help="skip (and report) larger images; 0 = no limit (default: 40 megapixels)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    _batching(s)
     s.set_defaults(func=_predict, no_config=True)
     s = sub.add_parser("export-voc", help="VOC test-set predictions packed for the evaluation server")
     s.add_argument("--voc-root", type=Path, required=True, help=".../VOCdevkit/VOC2012 holding the split's images")
@@ -220,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", type=Path, help="default: checkpoints/segmenter.pt")
     s.add_argument("--crf", action="store_true", help="refine the masks with dense CRF")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    _batching(s)
     s.set_defaults(func=_export_voc, no_config=True)
     s = sub.add_parser("paper", help="run a paper table's experiments over seeds; ours beside the paper's numbers")
     s.add_argument("table", help="table2 | table3 | table4 | table5 | table6 | table7 | fig4 | seeds")

@@ -17,6 +17,7 @@ from isim.data.layout import Prepared
 from isim.io import DataError, read_image, read_label_png, write_csv, write_json, write_text
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
+from isim.pseudo import pool
 
 
 def score_dir(data: Prepared, ids: list[str], pred_dir: Path) -> dict:
@@ -142,9 +143,10 @@ def write_outputs(report: dict, metrics_path: Path, report_path: Path, plots_dir
 
 
 def evaluate_segmenter(checkpoint: Path, data: Prepared, split: str, device: torch.device, crf: bool,
-                       scales: list[float]) -> dict:
+                       scales: list[float], batch_size: int = 8, workers: int = 0) -> dict:
     """The final segmenter on ``split`` against ground truth (paper Tables 8-11: val mIoU), with
-    the inference ``isim predict`` runs (multi-scale + flip), and after dense CRF when ``crf``."""
+    the inference ``isim predict`` runs (multi-scale + flip, equal-size images batched), and after
+    dense CRF when ``crf`` (in ``workers`` processes while the model segments the next images)."""
     from isim.inference import Predictor
     ids = data.ids(split)
     if not data.has_masks or not ids:
@@ -152,14 +154,24 @@ def evaluate_segmenter(checkpoint: Path, data: Prepared, split: str, device: tor
     predictor = Predictor(checkpoint, device, scales)
     n = data.n_classes
     conf = {"raw": np.zeros((n, n), np.int64), "crf": np.zeros((n, n), np.int64)}
-    for id_ in ids:
-        rgb = read_image(data.image_path(id_))
-        gt = read_label_png(data.mask_path(id_), n)
-        mask = predictor.segment(rgb)
-        conf["raw"] += metrics.confusion(mask, gt, n)
-        if crf:
-            conf["crf"] += metrics.confusion(predictor.refine(rgb, mask), gt, n)
+    images = ((id_, read_image(data.image_path(id_))) for id_ in ids)
+    jobs = ((rgb, mask, data.mask_path(id_)) for id_, rgb, mask in predictor.segment_all(images, batch_size))
+    state = {"n": n, "crf_cfg": predictor.crf_cfg if crf else None}
+    for part in pool.imap(_score_segmenter, jobs, state, workers):
+        for kind, c in part.items():
+            conf[kind] += c
     out: dict = {"split": split, "images": len(ids), "arch": predictor.arch}
     for kind in ("raw", "crf") if crf else ("raw",):
         out[kind] = {**metrics.summary(conf[kind], data.classes), "confusion": conf[kind].tolist()}
+    return out
+
+
+def _score_segmenter(rgb: np.ndarray, mask: np.ndarray, gt_path: Path) -> dict[str, np.ndarray]:
+    """A pool worker: one image's confusion matrices, before and after CRF."""
+    from isim.inference import refine
+    n, crf_cfg = pool.STATE["n"], pool.STATE["crf_cfg"]
+    gt = read_label_png(gt_path, n)
+    out = {"raw": metrics.confusion(mask, gt, n)}
+    if crf_cfg is not None:
+        out["crf"] = metrics.confusion(refine(rgb, mask, crf_cfg), gt, n)
     return out

@@ -7,11 +7,16 @@ the same masks without its params.yaml. Each image is segmented at the size trai
 original photo; optional dense CRF. Outputs per image, written atomically: ``<name>.png``
 (palette mask, VOC colours, class indices) and ``<name>_overlay.jpg`` (visualize.overlay).
 An unreadable image is skipped and reported in ``predictions.json``; it never stops the batch.
+
+Photos are taken in order of size, so equal sizes share a forward pass (``batch_size`` of
+them, each with its flip), and a pool of worker processes does the CPU work after the model
+(CRF, PNG and JPEG encoding) while the model segments the next batch.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +31,14 @@ from isim.errors import ModelError
 from isim.io import DataError, read_image, write_jpeg, write_json, write_label_png
 from isim.models import ARCHS, build_model, last_round, read_checkpoint
 from isim.models.segmenter import SEGMENTERS, build_segmenter
+from isim.pseudo import pool
 from isim.visualize import overlay
 
 log = logging.getLogger(__name__)
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger ones are skipped (`isim predict --max-pixels`)
+# On a CPU larger passes run slower per image (2 photos of 500 x 375 per pass: 0.8x the speed of
+# one at a time), so there a pass holds at most this many pixels: 16 images of 128 px, 1 photo.
+CPU_PASS_PIXELS = 1 << 18
 
 
 def latest_checkpoint(root: Path = Path("checkpoints")) -> Path:
@@ -100,20 +109,27 @@ class Predictor:
         out = self.model(x)
         return out if isinstance(out, torch.Tensor) else out.seg  # ISIM nets: Output.seg
 
-    @torch.no_grad()
     def scores(self, rgb: np.ndarray) -> np.ndarray:
         """Class probabilities (C, H, W) at the photo's own size: each scale and its flip, averaged."""
-        small = shrink(rgb, self.max_side)
+        return self.scores_many([rgb])[0]
+
+    @torch.no_grad()
+    def scores_many(self, rgbs: list[np.ndarray]) -> list[np.ndarray]:
+        """``scores`` of equal-size photos, one forward pass per scale for all of them."""
+        size = rgbs[0].shape[:2]
+        if any(r.shape[:2] != size for r in rgbs):
+            raise ValueError(f"scores_many takes equal-size images, got {sorted({r.shape[:2] for r in rgbs})}")
+        small = [shrink(r, self.max_side) for r in rgbs]
         total = None
         for s in self.scales:
-            im = small if s == 1.0 else resize_image(small, s)
-            x = normalize(np.ascontiguousarray(im), self.transform).unsqueeze(0).to(self.device)
+            x = torch.stack([normalize(np.ascontiguousarray(im if s == 1.0 else resize_image(im, s)), self.transform)
+                             for im in small]).to(self.device)
             p = self._scores(torch.cat([x, x.flip(-1)])).float().softmax(1)
-            p = F.interpolate(((p[0] + p[1].flip(-1)) / 2)[None], size=rgb.shape[:2], mode="bilinear",
-                              align_corners=False)[0]
+            p = F.interpolate((p[:len(x)] + p[len(x):].flip(-1)) / 2, size=size, mode="bilinear",
+                              align_corners=False)
             total = p if total is None else total + p
         assert total is not None
-        return (total / len(self.scales)).cpu().numpy()
+        return list((total / len(self.scales)).cpu().numpy())
 
     def segment(self, rgb: np.ndarray, crf: bool = False) -> np.ndarray:
         """Class-index mask (H, W) uint8."""
@@ -122,50 +138,135 @@ class Predictor:
 
     def refine(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """``mask`` after dense CRF (the checkpoint's crf values)."""
-        from isim.pseudo.crf import DenseCRF
-        present = np.unique(mask)  # CRF over the classes found only: same result, far less work
-        index = np.searchsorted(present, mask)
-        return present[DenseCRF(self.crf_cfg).refine(rgb, index, len(present))].astype(np.uint8)
+        return refine(rgb, mask, self.crf_cfg)
+
+    def segment_all(self, images: Iterable[tuple[Any, np.ndarray]], batch_size: int = 8
+                    ) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+        """(key, rgb, mask before CRF) for every (key, rgb), in order: consecutive equal-size
+        images share forward passes, at most ``batch_size`` of them (on a CPU also at most
+        ``CPU_PASS_PIXELS`` pixels)."""
+        batch: list[tuple[Any, np.ndarray]] = []
+        cap = batch_size
+        for item in images:
+            if batch and (len(batch) == cap or item[1].shape != batch[0][1].shape):
+                yield from self._segment_batch(batch)
+                batch = []
+            if not batch:
+                cap = self._batch_cap(item[1], batch_size)
+            batch.append(item)
+        if batch:
+            yield from self._segment_batch(batch)
+
+    def _batch_cap(self, rgb: np.ndarray, batch_size: int) -> int:
+        if self.device.type != "cpu":
+            return batch_size
+        h, w = rgb.shape[:2]  # the pixels one image puts through the model (after the import's shrink)
+        k = min(1.0, self.max_side / max(h, w)) if self.max_side else 1.0
+        return max(1, min(batch_size, int(CPU_PASS_PIXELS // (h * w * k * k))))
+
+    def _segment_batch(self, batch: list[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+        for (key, rgb), p in zip(batch, self.scores_many([rgb for _, rgb in batch])):
+            yield key, rgb, p.argmax(0).astype(np.uint8)
+
+
+def refine(rgb: np.ndarray, mask: np.ndarray, crf_cfg: CrfCfg) -> np.ndarray:
+    """``mask`` after dense CRF."""
+    from isim.pseudo.crf import DenseCRF
+    present = np.unique(mask)  # CRF over the classes found only: same result, far less work
+    index = np.searchsorted(present, mask)
+    return present[DenseCRF(crf_cfg).refine(rgb, index, len(present))].astype(np.uint8)
+
+
+def by_size(images: list[Path]) -> list[int]:
+    """Indices of ``images`` in order of pixel size read from the file headers (input order
+    within a size), so equal sizes are neighbours; files without a readable header come first
+    and fail in ``read_image`` with its message."""
+    from PIL import Image
+
+    def size(i: int) -> tuple[int, int]:
+        try:
+            with Image.open(images[i]) as f:
+                return f.size[1], f.size[0]
+        except Exception:  # noqa: BLE001 - reported when the image itself is read
+            return 0, 0
+    return sorted(range(len(images)), key=size)
+
+
+def _write(png: Path, overlay_jpg: Path | None, rgb: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """The CPU work after the model, in a pool worker: CRF, the palette PNG, the overlay."""
+    st = pool.STATE
+    if st["crf"]:
+        mask = refine(rgb, mask, st["crf_cfg"])
+    write_label_png(png, mask)
+    found, counts = np.unique(mask, return_counts=True)
+    legend = [(int(c), st["classes"][c], 100 * n / mask.size) for c, n in zip(found, counts) if c > 0]
+    if overlay_jpg is not None:
+        write_jpeg(overlay_jpg, overlay(rgb, mask, legend), quality=90)
+    return {"size": [int(rgb.shape[1]), int(rgb.shape[0])],
+            "classes": {name: round(share, 2) for _, name, share in legend}}
+
+
+def _run(predictor: Predictor, images: Iterable[tuple[Any, np.ndarray]], outputs: Any, crf: bool,
+         batch_size: int, workers: int) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(key, _write's record) for every (key, rgb); ``outputs(key)`` names its PNG and overlay.
+    The model runs here, CRF and encoding in ``workers`` processes (at most 2 per worker in flight)."""
+    keys: deque[Any] = deque()
+
+    def jobs() -> Iterator[tuple]:
+        for key, rgb, mask in predictor.segment_all(images, batch_size):
+            keys.append(key)
+            yield (*outputs(key), rgb, mask)
+    state = {"crf": crf, "crf_cfg": predictor.crf_cfg, "classes": predictor.classes}
+    for rec in pool.imap(_write, jobs(), state, workers):
+        yield keys.popleft(), rec
 
 
 def predict(checkpoint: Path, inputs: list[Path], out: Path, crf: bool = False,
-            device: torch.device | str = "cpu", max_pixels: int = MAX_PIXELS) -> dict[str, Any]:
+            device: torch.device | str = "cpu", max_pixels: int = MAX_PIXELS, batch_size: int = 8,
+            workers: int = 2) -> dict[str, Any]:
     """Segment every image of ``inputs`` into ``out``; returns (and writes) the report.
-    Images over ``max_pixels`` are skipped like unreadable ones."""
+    Images over ``max_pixels`` are skipped like unreadable ones. ``batch_size``: equal-size
+    images per forward pass; ``workers``: processes for CRF and encoding (0: this one)."""
     from tqdm import tqdm
     predictor = Predictor(checkpoint, device)
     images, skipped = expand_inputs(inputs)
     if not images and not skipped:
         raise DataError(f"no images in {', '.join(str(p) for p in inputs)} "
                         f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    done: dict[str, Any] = {}
-    names: set[str] = set()
-    for path in tqdm(images, desc="predict", unit="img", mininterval=2.0):
-        try:
-            rgb = read_image(path, max_pixels)  # grayscale, CMYK, RGBA and palette images become RGB
-        except DataError as e:
-            skipped[str(path)] = str(e)
-            log.warning("skipped: %s", e)
-            continue
+    names: list[str] = []
+    taken: set[str] = set()
+    for path in images:  # in input order, whatever order the images are segmented in
         name, k = path.stem, 1
-        while name in names:  # same file name in two folders
+        while name in taken:  # same file name in two folders
             k += 1
             name = f"{path.stem}_{k}"
-        names.add(name)
-        mask = predictor.segment(rgb, crf)
-        found, counts = np.unique(mask, return_counts=True)
-        legend = [(int(c), predictor.classes[c], 100 * n / mask.size) for c, n in zip(found, counts) if c > 0]
-        write_label_png(out / f"{name}.png", mask)
-        write_jpeg(out / f"{name}_overlay.jpg", overlay(rgb, mask, legend), quality=90)
-        done[name] = {"source": str(path), "size": [int(rgb.shape[1]), int(rgb.shape[0])],
-                      "classes": {name_: round(share, 2) for _, name_, share in legend}}
+        taken.add(name)
+        names.append(name)
+    bar = tqdm(total=len(images), desc="predict", unit="img", mininterval=2.0)
+
+    def readable() -> Iterator[tuple[int, np.ndarray]]:
+        for i in by_size(images):
+            try:
+                yield i, read_image(images[i], max_pixels)  # grayscale, CMYK, RGBA, palette become RGB
+            except DataError as e:
+                skipped[str(images[i])] = str(e)
+                log.warning("skipped: %s", e)
+                bar.update()
+
+    results: dict[int, dict[str, Any]] = {}
+    with bar:
+        for i, rec in _run(predictor, readable(), lambda i: (out / f"{names[i]}.png", out / f"{names[i]}_overlay.jpg"),
+                           crf, batch_size, workers):
+            results[i] = {"source": str(images[i]), **rec}
+            bar.update()
+    done = {names[i]: results[i] for i in sorted(results)}
     report = {"checkpoint": str(checkpoint), "crf": crf, "images": done, "skipped": skipped}
     write_json(out / "predictions.json", report)
     return report
 
 
 def export_voc(checkpoint: Path, voc_root: Path, out: Path, split: str = "test", comp: str = "comp6",
-               crf: bool = False, device: torch.device | str = "cpu") -> Path:
+               crf: bool = False, device: torch.device | str = "cpu", batch_size: int = 8, workers: int = 2) -> Path:
     """Predictions of ``voc_root``'s ``ImageSets/Segmentation/<split>.txt`` in the layout the PASCAL
     VOC evaluation server takes (``results/VOC2012/Segmentation/<comp>_<split>_cls/<id>.png``:
     palette PNGs of class indices at each JPEG's size), packed as ``<out>/results.tar.gz``.
@@ -186,9 +287,11 @@ def export_voc(checkpoint: Path, voc_root: Path, out: Path, split: str = "test",
         raise DataError(f"{listing}: lists no images")
     predictor = Predictor(checkpoint, device)
     folder = out / "results" / "VOC2012" / "Segmentation" / f"{comp}_{split}_cls"
-    for id_ in tqdm(ids, desc=f"export {split}", unit="img", mininterval=2.0):
-        rgb = read_image(voc_root / "JPEGImages" / f"{id_}.jpg")
-        write_label_png(folder / f"{id_}.png", predictor.segment(rgb, crf))
+    paths = [voc_root / "JPEGImages" / f"{id_}.jpg" for id_ in ids]
+    images = ((i, read_image(paths[i])) for i in by_size(paths))
+    for _ in tqdm(_run(predictor, images, lambda i: (folder / f"{ids[i]}.png", None), crf, batch_size, workers),
+                  total=len(ids), desc=f"export {split}", unit="img", mininterval=2.0):
+        pass
     archive = out / "results.tar.gz"
     with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
         for id_ in ids:  # only this export's files, in the listing's order
@@ -196,4 +299,4 @@ def export_voc(checkpoint: Path, voc_root: Path, out: Path, split: str = "test",
     return archive
 
 
-__all__ = ["Predictor", "expand_inputs", "export_voc", "latest_checkpoint", "predict"]
+__all__ = ["Predictor", "by_size", "expand_inputs", "export_voc", "latest_checkpoint", "predict", "refine"]

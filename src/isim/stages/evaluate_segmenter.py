@@ -19,7 +19,8 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, report_pat
     device = setup(cfg.runtime)
     with stage_run(cfg, "evaluate_segmenter") as tr:
         report = evaluation.evaluate_segmenter(checkpoint, data, "val", device, cfg.segmenter.crf,
-                                                cfg.segmenter.scales)
+                                                cfg.segmenter.scales, cfg.runtime.cam_batch_size,
+                                                cfg.runtime.crf_workers)
         summary = {"images": report["images"]}
         for kind, key in (("raw", "val_miou"), ("crf", "val_crf_miou")):
             if kind in report:
