@@ -490,6 +490,15 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """``raw[a][b][c] = value`` for ``key`` "a.b.c" (the form of ``dvc exp run -S``), making
+    the sections that are missing."""
+    *parents, leaf = key.split(".")
+    for p in parents:
+        raw = raw.setdefault(p, {})
+    raw[leaf] = value
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'a': {'b': 1}} -> {'a.b': 1}; used for tracking params."""
     out: dict[str, Any] = {}

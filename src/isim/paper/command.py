@@ -14,10 +14,11 @@ from typing import Any
 
 import yaml
 
+from isim.config import set_dotted
 from isim.errors import IsimError
 from isim.io import write_json, write_text
 from isim.paper import tables as tb
-from isim.paper.runner import Run, execute_all, set_dotted
+from isim.paper.runner import Run, execute_all
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from isim.config import ConfigError, from_dict
+from isim.config import ConfigError, from_dict, set_dotted
 from isim.errors import IsimError
 from isim.io import write_json, write_text
 
@@ -32,13 +32,6 @@ log = logging.getLogger(__name__)
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
-
-
-def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    *parents, leaf = key.split(".")
-    for p in parents:
-        raw = raw.setdefault(p, {})
-    raw[leaf] = value
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:

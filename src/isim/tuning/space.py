@@ -16,7 +16,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from isim.config import Config, ConfigError, DistCfg, from_dict
+from isim.config import Config, ConfigError, DistCfg, from_dict, set_dotted
 
 
 def distribution(d: DistCfg) -> BaseDistribution:
@@ -43,18 +43,11 @@ def suggest(trial: optuna.Trial, cfg: Config) -> dict[str, Any]:
     return out
 
 
-def _set(raw: dict[str, Any], key: str, value: Any) -> None:
-    *parents, leaf = key.split(".")
-    for p in parents:
-        raw = raw.setdefault(p, {})
-    raw[leaf] = value
-
-
 def trial_config(cfg: Config, values: dict[str, Any]) -> Config:
     """params.yaml + ``tune.overrides`` + ``values``; the error names the dotted key."""
     raw = copy.deepcopy(cfg.to_dict())
     for key, value in {**cfg.tune.overrides, **values}.items():
-        _set(raw, key, value)
+        set_dotted(raw, key, value)
     try:
         return from_dict(raw)
     except ConfigError as e:
