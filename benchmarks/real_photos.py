@@ -90,7 +90,8 @@ def grid(work: Path, out: Path) -> None:
     ids = [i for i in train if i.startswith("horse")][:3] + [i for i in train
                                                             if not i.startswith("horse") and data.labels[i]][:3]
     rounds = sorted((work / "pseudo/isim").glob("round_*"))
-    cols = [("CAM", work / "pseudo/baseline/crf")] + [(r.name, r / "crf") for r in rounds]
+    cols = [("CAM baseline", work / "pseudo/baseline/crf")] + [(f"ISIM round {int(r.name.split('_')[-1])}", r / "crf")
+                                                               for r in rounds]
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rounds_grid(data, ids, cols)).save(out, quality=88)
     print(f"grid: {out} (columns: image | ground truth | {' | '.join(n for n, _ in cols)}, after CRF)")

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from conftest import PIPELINE, bin_path, dvc_project, run, tiny_params
+from isim.visualize import GRID_HEADER
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_repro_then_noop_then_targeted_exp(dvc_repo):
     from PIL import Image
     fig5 = Image.open(dvc_repo / "reports/fig5.jpg")
     rounds = len(list((dvc_repo / "pseudo/isim").glob("round_*")))
-    assert fig5.format == "JPEG" and fig5.height == 2 * (120 + 4)
+    assert fig5.format == "JPEG" and fig5.height == GRID_HEADER + 2 * (120 + 4)
     assert fig5.width >= (3 + rounds + 1) * 120
     # second repro: nothing to do, status clean
     t0 = time.perf_counter()

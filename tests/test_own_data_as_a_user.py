@@ -17,6 +17,7 @@ from isim.config import ConfigError, from_dict
 from isim.data import own
 from isim.data.layout import Prepared
 from isim.io import DataError, read_label_png
+from isim.visualize import GRID_HEADER
 from test_own import VOC, VOC_MAP
 
 
@@ -94,7 +95,7 @@ def test_csv_mode_runs_the_whole_pipeline_and_reports_accuracy_only(tmp_path):
     assert "no masks" in json.loads((repo / "reports/evaluation.json").read_text())["note"]
     assert any((repo / "pseudo/baseline/crf").iterdir()) and (repo / "pseudo/isim/round_01/crf").is_dir()
     from PIL import Image  # Fig. 5 without a ground-truth column: image, CAM, every round, ISIM+RW
-    assert Image.open(repo / "reports/fig5.jpg").height == 2 * (120 + 4)
+    assert Image.open(repo / "reports/fig5.jpg").height == GRID_HEADER + 2 * (120 + 4)
 
 
 def test_unset_or_missing_paths_name_their_key(tmp_path):

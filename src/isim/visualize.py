@@ -72,25 +72,38 @@ def confusion_figure(conf: np.ndarray, classes: list[str]):
     return fig
 
 
+GRID_HEADER = 16  # px of the column names above a rounds grid
+
+
 def rounds_grid(data: Prepared, ids: list[str], columns: list[tuple[str, Path]], height: int = 120) -> np.ndarray:
-    """Paper Fig. 5: one row per image (image | ground truth when the dataset has masks | each
-    folder of ``columns``, e.g. the CAM baseline's masks then every ISIM round's), rows scaled
-    to ``height`` px."""
-    from PIL import Image
+    """Paper Fig. 5: a header with the column names, then one row per image (image | ground
+    truth when the dataset has masks | each folder of ``columns``, e.g. the CAM baseline's masks
+    then every ISIM round's), rows scaled to ``height`` px; every cell as wide as the widest
+    image, so photos of any shape stay under their column's name."""
+    from PIL import Image, ImageDraw
 
-    def fit(a: np.ndarray, w: int) -> np.ndarray:
-        return np.asarray(Image.fromarray(a).resize((w, height), Image.Resampling.NEAREST))
+    images = [read_image(data.image_path(id_)) for id_ in ids]
+    cell_w = max(max(1, round(rgb.shape[1] * height / rgb.shape[0])) for rgb in images)
+    gap = 4
 
+    def fit(a: np.ndarray) -> np.ndarray:
+        w = max(1, round(a.shape[1] * height / a.shape[0]))
+        small = np.asarray(Image.fromarray(a).resize((w, height), Image.Resampling.NEAREST))
+        left = (cell_w - w) // 2
+        return np.pad(small, ((0, 0), (left, cell_w - w - left), (0, 0)), constant_values=255)
+
+    names = ["image"] + (["ground truth"] if data.has_masks else []) + [name for name, _ in columns]
     rows = []
-    for id_ in ids:
-        rgb = read_image(data.image_path(id_))
-        w = max(1, round(rgb.shape[1] * height / rgb.shape[0]))
-        cells = [fit(rgb, w)]
+    for id_, rgb in zip(ids, images):
+        cells = [fit(rgb)]
         if data.has_masks:
-            cells.append(fit(colorize(read_label_png(data.mask_path(id_))), w))
-        cells += [fit(_blend(rgb, read_label_png(folder / f"{id_}.png")), w) for _, folder in columns]
-        gap = np.full((height, 4, 3), 255, np.uint8)
-        rows.append(np.concatenate([c for cell in cells for c in (cell, gap)][:-1], axis=1))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    return np.concatenate(rows, axis=0)
+            cells.append(fit(colorize(read_label_png(data.mask_path(id_)))))
+        cells += [fit(_blend(rgb, read_label_png(folder / f"{id_}.png"))) for _, folder in columns]
+        white = np.full((height, gap, 3), 255, np.uint8)
+        rows.append(np.pad(np.concatenate([c for cell in cells for c in (cell, white)][:-1], axis=1),
+                           ((0, gap), (0, 0), (0, 0)), constant_values=255))
+    header = Image.new("RGB", (rows[0].shape[1], GRID_HEADER), "white")
+    draw = ImageDraw.Draw(header)
+    for k, name in enumerate(names):
+        draw.text((k * (cell_w + gap) + 2, 2), name, fill=(0, 0, 0))
+    return np.concatenate([np.asarray(header)] + rows, axis=0)
