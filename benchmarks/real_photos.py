@@ -84,14 +84,13 @@ def grid(work: Path, out: Path) -> None:
     from PIL import Image
 
     from isim.data.layout import Prepared
+    from isim.evaluation import fig5_columns
     from isim.visualize import rounds_grid
     data = Prepared.open(work / "data/prepared")
     train = data.ids("train")
     ids = [i for i in train if i.startswith("horse")][:3] + [i for i in train
                                                             if not i.startswith("horse") and data.labels[i]][:3]
-    rounds = sorted((work / "pseudo/isim").glob("round_*"))
-    cols = [("CAM baseline", work / "pseudo/baseline/crf")] + [(f"ISIM round {int(r.name.split('_')[-1])}", r / "crf")
-                                                               for r in rounds]
+    cols = fig5_columns(work / "pseudo/baseline", work / "pseudo/isim")
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rounds_grid(data, ids, cols)).save(out, quality=88)
     print(f"grid: {out} (columns: image | ground truth | {' | '.join(n for n, _ in cols)}, after CRF)")

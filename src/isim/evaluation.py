@@ -68,6 +68,14 @@ def rounds_of(pseudo_root: Path) -> list[Path]:
     return rounds
 
 
+def fig5_columns(baseline_pseudo: Path, isim_pseudo: Path, rw_pseudo: Path | None = None) -> list[tuple[str, Path]]:
+    """Paper Fig. 5's columns after the image and its truth: the CRF masks of the CAM baseline,
+    of every ISIM round and of the random walk, each with its name."""
+    cols = [("CAM baseline", baseline_pseudo / "crf")] + [(f"ISIM round {int(r.name.split('_')[-1])}", r / "crf")
+                                                          for r in rounds_of(isim_pseudo)]
+    return cols + ([("ISIM+RW", rw_pseudo / "crf")] if rw_pseudo is not None else [])
+
+
 def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseudo: Path,
              isim_model: ISIMNet, isim_pseudo: Path, device: torch.device, rw_pseudo: Path | None = None) -> dict:
     """The comparison: CAM baseline vs ISIM rounds (and the random walk of the final round's

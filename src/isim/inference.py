@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from isim.io import DataError, read_image, write_jpeg, write_json, write_label_p
 from isim.models import ARCHS, build_model, last_round, read_checkpoint
 from isim.models.segmenter import SEGMENTERS, build_segmenter
 from isim.pseudo import pool
+from isim.pseudo.cam import same_size_batches
 from isim.visualize import overlay
 
 log = logging.getLogger(__name__)
@@ -134,27 +136,14 @@ class Predictor:
     def segment(self, rgb: np.ndarray, crf: bool = False) -> np.ndarray:
         """Class-index mask (H, W) uint8."""
         mask = self.scores(rgb).argmax(0).astype(np.uint8)
-        return self.refine(rgb, mask) if crf else mask
-
-    def refine(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """``mask`` after dense CRF (the checkpoint's crf values)."""
-        return refine(rgb, mask, self.crf_cfg)
+        return refine(rgb, mask, self.crf_cfg) if crf else mask
 
     def segment_all(self, images: Iterable[tuple[Any, np.ndarray]], batch_size: int = 8
                     ) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
         """(key, rgb, mask before CRF) for every (key, rgb), in order: consecutive equal-size
         images share forward passes, at most ``batch_size`` of them (on a CPU also at most
         ``CPU_PASS_PIXELS`` pixels)."""
-        batch: list[tuple[Any, np.ndarray]] = []
-        cap = batch_size
-        for item in images:
-            if batch and (len(batch) == cap or item[1].shape != batch[0][1].shape):
-                yield from self._segment_batch(batch)
-                batch = []
-            if not batch:
-                cap = self._batch_cap(item[1], batch_size)
-            batch.append(item)
-        if batch:
+        for batch in same_size_batches(images, lambda item: self._batch_cap(item[1], batch_size), itemgetter(1)):
             yield from self._segment_batch(batch)
 
     def _batch_cap(self, rgb: np.ndarray, batch_size: int) -> int:

@@ -2,7 +2,9 @@
 normalised per class, thresholded against a constant background score."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,13 +15,18 @@ from isim.data.layout import Prepared
 from isim.models.net import ISIMNet
 
 
-def same_size_batches(items: Iterable[dict], max_batch: int) -> Iterator[list[dict]]:
-    """Group consecutive inference items of equal size, so small images share a forward pass."""
-    batch: list[dict] = []
+def same_size_batches(items: Iterable[Any], max_batch: int | Callable[[Any], int],
+                      rgb: Callable[[Any], np.ndarray] = itemgetter("rgb")) -> Iterator[list[Any]]:
+    """Group consecutive inference items of equal size, so small images share a forward pass.
+    ``max_batch``: a batch's cap, or a function of its first item giving it; ``rgb``: an item's image."""
+    batch: list[Any] = []
+    cap = 0
     for item in items:
-        if batch and (len(batch) == max_batch or item["rgb"].shape != batch[0]["rgb"].shape):
+        if batch and (len(batch) == cap or rgb(item).shape != rgb(batch[0]).shape):
             yield batch
             batch = []
+        if not batch:
+            cap = max_batch(item) if callable(max_batch) else max_batch
         batch.append(item)
     if batch:
         yield batch

@@ -21,12 +21,8 @@ def fig5(cfg: Config, data: Prepared, baseline_pseudo: Path, isim_pseudo: Path, 
     """Paper Fig. 5 from this run: the first ``eval.grid_images`` train images with objects, their
     ground truth (when the dataset has masks), then the CRF masks of the CAM baseline, every ISIM
     round and the random walk."""
-    cols = [("CAM baseline", baseline_pseudo / "crf")] + [(f"ISIM round {int(r.name.split('_')[-1])}", r / "crf")
-                                                          for r in evaluation.rounds_of(isim_pseudo)]
-    if rw_pseudo is not None:
-        cols.append(("ISIM+RW", rw_pseudo / "crf"))
     ids = [i for i in data.ids("train") if data.labels[i]][: cfg.eval.grid_images]
-    return rounds_grid(data, ids, cols)
+    return rounds_grid(data, ids, evaluation.fig5_columns(baseline_pseudo, isim_pseudo, rw_pseudo))
 
 
 def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo: Path, isim_checkpoints: Path,
