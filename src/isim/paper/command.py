@@ -45,14 +45,15 @@ def run(params: Path, name: str, seeds: int, jobs: int, workdir: Path, out: Path
     all_tables = tb.tables(embedded, _rounds(base))
     if name not in all_tables:
         raise IsimError(f"isim paper: unknown table {name!r}; choose one of {', '.join(all_tables)}")
-    table = all_tables[name]
+    table = tb.without_noops(all_tables[name], base)
     runs = table_runs(table, list(range(seeds)), workdir)
     flat = [r for rs in runs.values() for r in rs]
     log.info("%s: %d runs (%d variants x %d seeds) in %s", name, len(flat), len(runs), seeds, workdir)
     done = iter(execute_all(flat, base, jobs))
     results = {key: [next(done) for _ in rs] for key, rs in runs.items()}
     n_rounds = max(len(r["rounds"]) for rs in results.values() for r in rs)
-    table = tb.tables(embedded, n_rounds)[name]  # Fig. 4: as many columns as the longest run has rounds
+    # Fig. 4: as many columns as the longest run has rounds
+    table = tb.without_noops(tb.tables(embedded, n_rounds)[name], base)
     paper = tb.paper_numbers().get(name)
     text = tb.markdown(table, results, paper)
     write_text(out / f"{name}.md", text)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,25 @@ class Table:
             for v, _ in row:
                 seen.setdefault(v.key, v)
         return list(seen.values())
+
+
+def _dotted(raw: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(raw, dict) or part not in raw:
+            return _MISSING
+        raw = raw[part]
+    return raw
+
+
+_MISSING = object()
+
+
+def without_noops(table: Table, base: dict[str, Any]) -> Table:
+    """The table with every override that restates ``base``'s own value dropped, so a variant
+    equal to the params shares the default runs (Table 6's crop on the embedded data)."""
+    def strip(v: Variant) -> Variant:
+        return replace(v, overrides=tuple((k, x) for k, x in v.overrides if _dotted(base, k) != x))
+    return replace(table, cells={row: [(strip(v), f) for v, f in spec] for row, spec in table.cells.items()})
 
 
 def _cam_vs(variants: list[Variant], crf: bool = False) -> dict[str, list[tuple[Variant, str]]]:
