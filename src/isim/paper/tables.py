@@ -236,5 +236,7 @@ def _bars(ax: Any, columns: list[str], groups: list[tuple[str, list[tuple[float,
         ax.bar(x + i * w, [m for m, _ in vals], w, yerr=[s for _, s in vals], label=row, capsize=2)
     ax.set_xticks(x + w * (len(groups) - 1) / 2, columns, fontsize=7, rotation=20)
     ax.set_ylabel("mIoU")
+    ax.set_ylim(0, 125)  # the legend goes above the bars (mIoU <= 100), never over them
+    ax.set_yticks(range(0, 101, 20))
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
