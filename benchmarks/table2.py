@@ -3,6 +3,7 @@ baseline and of every ISIM round, with and without CRF; the baseline is the CAM 
 
     .venv/bin/python benchmarks/table2.py [reports/evaluation.json]    (one run, after `dvc repro`)
     .venv/bin/python benchmarks/table2.py --seeds 3 [--jobs 2]         (K data + init seeds)
+    .venv/bin/python benchmarks/table2.py --seeds 3 --random-walk      (+ AffinityNet and the walk)
 
 With ``--seeds K`` every seed k runs the pipeline's commands on params.yaml with ``seed`` and
 ``data.synthetic.seed`` set to k (folders under .isim/paper/default/, reused when present; the
@@ -48,8 +49,9 @@ def seeds_report(results: list[dict]) -> str:
     k = len(results)
     lines = [f"| pseudo masks (train, {k} seeds) | mIoU | object precision | object recall |",
              "| --- | ---: | ---: | ---: |"]
-    for name, key in tb.SUMMARY_ROWS:
-        src = "cam" if key.startswith("cam") else f"round_{len(results[0]['rounds'])}"
+    walked = all("random_walk" in x for x in results)
+    for name, key in tb.SUMMARY_ROWS + (tb.RW_ROWS if walked else []):
+        src = key.split("_")[0] if key.startswith(("cam", "rw")) else f"round_{len(results[0]['rounds'])}"
         kind = "crf" if key.endswith("crf") else "raw"
         lines.append(f"| {name} | {tb.fmt(*tb.cell(results, key))} | "
                      f"{tb.fmt(*tb.cell(results, f'{src}_{kind}_precision'))} | "
@@ -61,6 +63,11 @@ def seeds_report(results: list[dict]) -> str:
     m, s, n = tb.gain(results, crf=False)
     lines.append(f"\nwithout CRF: ISIM - CAM {m:+.2f} ± {s:.2f}; per seed "
                  + ", ".join(f"{tb.figures(x)['isim'] - tb.figures(x)['cam']:+.2f}" for x in results))
+    if walked:
+        lines.append("with the random walk (AffinityNet on ISIM's masks), ISIM + RW - ISIM: "
+                     + ", ".join(f"{f['rw'] - f['isim']:+.2f}" for f in map(tb.figures, results))
+                     + " without CRF; " + ", ".join(f"{f['rw_crf'] - f['isim_crf']:+.2f}"
+                                                   for f in map(tb.figures, results)) + " with CRF")
     m, s, n = tb.gain(results, crf=True)
     verdict = "exceeds" if m > 2 * s else "does not exceed"
     lines.append("with CRF, per seed: " + ", ".join(
@@ -77,6 +84,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="seeds at a time, the cores split between them")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--workdir", default=".isim/paper")
+    ap.add_argument("--random-walk", action="store_true",
+                    help="also AffinityNet and the random walk per seed (rows ISIM + RW, ISIM + RW + CRF)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
     a = ap.parse_args()
     if not a.seeds:
@@ -88,7 +97,7 @@ def main() -> None:
         set_dotted(base, k, v)
     key = tb.Variant("default").key if not a.set else "set-" + tb.Variant("set", tuple(
         sorted(parse_sets(a.set).items()))).key
-    runs = [Run(Path(a.workdir) / key / f"seed_{s}", s) for s in range(a.seeds)]
+    runs = [Run(Path(a.workdir) / key / f"seed_{s}", s, random_walk=a.random_walk) for s in range(a.seeds)]
     try:
         results = execute_all(runs, base, a.jobs)
     except IsimError as e:

@@ -53,6 +53,26 @@ def test_assembler_on_recorded_runs():
     assert "Fig. 4" in text and "plot only" in text
 
 
+def test_seeds_report_has_the_random_walk_rows_when_every_seed_walked():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("table2", REPO / "benchmarks" / "table2.py")
+    table2 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table2)
+    results = _recorded()
+    walks = [(70.0, 69.0), (72.0, 70.5), (71.0, 72.0)][:len(results)]
+    for r, (raw, crf) in zip(results, walks):
+        r["random_walk"] = {"raw_miou": raw, "crf_miou": crf, "raw_precision": 71.0, "raw_recall": 95.0,
+                            "crf_precision": 69.0, "crf_recall": 99.0}
+    text = table2.seeds_report(results)
+    raw = [w[0] for w in walks]
+    assert f"| ISIM + RW | {np.mean(raw):.2f} ± {np.std(raw, ddof=1):.2f} | 71.00 ± 0.00 | 95.00 ± 0.00 |" in text
+    isim = [r["rounds"][-1]["raw_miou"] for r in results]
+    assert f"ISIM + RW - ISIM: {raw[0] - isim[0]:+.2f}" in text
+    assert text.splitlines()[-1].startswith("ISIM - CAM gain:")  # still the last line
+    del results[0]["random_walk"]  # a seed without the walk: no half-filled rows
+    assert "ISIM + RW" not in table2.seeds_report(results)
+
+
 def test_every_table_has_a_cell_per_column():
     for embedded in (True, False):
         for name, t in tb.tables(embedded, rounds=5).items():

@@ -22,6 +22,7 @@ from isim.errors import IsimError
 
 NUMBERS = Path(__file__).with_name("numbers.yaml")
 SUMMARY_ROWS = [("CAM", "cam"), ("CAM + CRF", "cam_crf"), ("ISIM", "isim"), ("ISIM + CRF", "isim_crf")]
+RW_ROWS = [("ISIM + RW", "rw"), ("ISIM + RW + CRF", "rw_crf")]
 
 
 def paper_numbers(path: Path = NUMBERS) -> dict[str, dict[str, Any]]:
@@ -158,7 +159,10 @@ def figures(result: dict[str, Any]) -> dict[str, float]:
             out[f"round_{r['round']}_{kind}_precision"] = r[f"{kind}_precision"]
             out[f"round_{r['round']}_{kind}_recall"] = r[f"{kind}_recall"]
     if "random_walk" in result:
-        out["rw"], out["rw_crf"] = result["random_walk"]["raw_miou"], result["random_walk"]["crf_miou"]
+        for kind, suffix in (("raw", ""), ("crf", "_crf")):
+            out["rw" + suffix] = result["random_walk"][f"{kind}_miou"]
+            out[f"rw_{kind}_precision"] = result["random_walk"][f"{kind}_precision"]
+            out[f"rw_{kind}_recall"] = result["random_walk"][f"{kind}_recall"]
     return out
 
 
