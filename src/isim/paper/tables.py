@@ -67,15 +67,15 @@ class Table:
         return list(seen.values())
 
 
+_MISSING = object()
+
+
 def _dotted(raw: dict[str, Any], key: str) -> Any:
     for part in key.split("."):
         if not isinstance(raw, dict) or part not in raw:
             return _MISSING
         raw = raw[part]
     return raw
-
-
-_MISSING = object()
 
 
 def without_noops(table: Table, base: dict[str, Any]) -> Table:
