@@ -49,10 +49,10 @@ def seeds_report(results: list[dict]) -> str:
     k = len(results)
     lines = [f"| pseudo masks (train, {k} seeds) | mIoU | object precision | object recall |",
              "| --- | ---: | ---: | ---: |"]
+    figs = [tb.figures(x) for x in results]
     walked = all("random_walk" in x for x in results)
     for name, key in tb.SUMMARY_ROWS + (tb.RW_ROWS if walked else []):
-        src = key.split("_")[0] if key.startswith(("cam", "rw")) else f"round_{len(results[0]['rounds'])}"
-        kind = "crf" if key.endswith("crf") else "raw"
+        src, kind = key.split("_")[0], "crf" if key.endswith("crf") else "raw"  # cam_crf -> cam, crf
         lines.append(f"| {name} | {tb.fmt(*tb.cell(results, key))} | "
                      f"{tb.fmt(*tb.cell(results, f'{src}_{kind}_precision'))} | "
                      f"{tb.fmt(*tb.cell(results, f'{src}_{kind}_recall'))} |")
@@ -62,16 +62,15 @@ def seeds_report(results: list[dict]) -> str:
             "", "_crf", "_raw_precision", "_raw_recall")) + " |")
     m, s, n = tb.gain(results, crf=False)
     lines.append(f"\nwithout CRF: ISIM - CAM {m:+.2f} ± {s:.2f}; per seed "
-                 + ", ".join(f"{tb.figures(x)['isim'] - tb.figures(x)['cam']:+.2f}" for x in results))
+                 + ", ".join(f"{f['isim'] - f['cam']:+.2f}" for f in figs))
     if walked:
         lines.append("with the random walk (AffinityNet on ISIM's masks), ISIM + RW - ISIM: "
-                     + ", ".join(f"{f['rw'] - f['isim']:+.2f}" for f in map(tb.figures, results))
-                     + " without CRF; " + ", ".join(f"{f['rw_crf'] - f['isim_crf']:+.2f}"
-                                                   for f in map(tb.figures, results)) + " with CRF")
+                     + ", ".join(f"{f['rw'] - f['isim']:+.2f}" for f in figs) + " without CRF; "
+                     + ", ".join(f"{f['rw_crf'] - f['isim_crf']:+.2f}" for f in figs) + " with CRF")
     m, s, n = tb.gain(results, crf=True)
     verdict = "exceeds" if m > 2 * s else "does not exceed"
     lines.append("with CRF, per seed: " + ", ".join(
-        f"{tb.figures(x)['isim_crf'] - tb.figures(x)['cam_crf']:+.2f}" for x in results)
+        f"{f['isim_crf'] - f['cam_crf']:+.2f}" for f in figs)
         + f"; the mean gain {verdict} twice its std")
     lines.append(f"ISIM - CAM gain: {m:+.2f} ± {s:.2f} mIoU over {n} seeds")
     return "\n".join(lines)

@@ -68,10 +68,15 @@ def rounds_of(pseudo_root: Path) -> list[Path]:
     return rounds
 
 
+def round_number(round_dir: Path) -> int:
+    """``round_03`` -> 3 (the folders ``training.isim.round_dir`` names)."""
+    return int(round_dir.name.split("_")[1])
+
+
 def fig5_columns(baseline_pseudo: Path, isim_pseudo: Path, rw_pseudo: Path | None = None) -> list[tuple[str, Path]]:
     """Paper Fig. 5's columns after the image and its truth: the CRF masks of the CAM baseline,
     of every ISIM round and of the random walk, each with its name."""
-    cols = [("CAM baseline", baseline_pseudo / "crf")] + [(f"ISIM round {int(r.name.split('_')[-1])}", r / "crf")
+    cols = [("CAM baseline", baseline_pseudo / "crf")] + [(f"ISIM round {round_number(r)}", r / "crf")
                                                           for r in rounds_of(isim_pseudo)]
     return cols + ([("ISIM+RW", rw_pseudo / "crf")] if rw_pseudo is not None else [])
 
@@ -94,7 +99,7 @@ def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseu
                                     "crf": score_dir(data, ids, baseline_pseudo / "crf")}
     rounds: list[dict] = []
     for r in rounds_of(isim_pseudo):
-        rounds.append({"round": int(r.name.split("_")[1]),
+        rounds.append({"round": round_number(r),
                        "raw": score_dir(data, ids, r / "raw"), "crf": score_dir(data, ids, r / "crf")})
     report["isim"]["rounds"] = rounds
     base, final = report["baseline"]["pseudo"], rounds[-1]

@@ -25,6 +25,7 @@ import yaml
 
 from isim.config import ConfigError, from_dict, set_dotted
 from isim.errors import IsimError
+from isim.evaluation import round_number
 from isim.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def collect(r: Path) -> dict[str, Any]:
     base = read_json(r / "pseudo_baseline" / "summary.json")
     if "raw" not in base:
         raise IsimError(f"{r}: the dataset has no masks to score pseudo labels against")
-    rounds = [{"round": int(p.name.split("_")[1]), **_masks(read_json(p / "summary.json"))}
+    rounds = [{"round": round_number(p), **_masks(read_json(p / "summary.json"))}
               for p in sorted((r / "pseudo_isim").glob("round_*")) if (p / "summary.json").is_file()]
     if not rounds:
         raise IsimError(f"{r / 'pseudo_isim'}: no finished round")

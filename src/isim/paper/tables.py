@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from isim.config import flatten
 from isim.errors import IsimError
 
 NUMBERS = Path(__file__).with_name("numbers.yaml")
@@ -70,19 +71,13 @@ class Table:
 _MISSING = object()
 
 
-def _dotted(raw: dict[str, Any], key: str) -> Any:
-    for part in key.split("."):
-        if not isinstance(raw, dict) or part not in raw:
-            return _MISSING
-        raw = raw[part]
-    return raw
-
-
 def without_noops(table: Table, base: dict[str, Any]) -> Table:
     """The table with every override that restates ``base``'s own value dropped, so a variant
     equal to the params shares the default runs (Table 6's crop on the embedded data)."""
+    own = flatten(base)
+
     def strip(v: Variant) -> Variant:
-        return replace(v, overrides=tuple((k, x) for k, x in v.overrides if _dotted(base, k) != x))
+        return replace(v, overrides=tuple((k, x) for k, x in v.overrides if own.get(k, _MISSING) != x))
     return replace(table, cells={row: [(strip(v), f) for v, f in spec] for row, spec in table.cells.items()})
 
 
@@ -158,6 +153,7 @@ def figures(result: dict[str, Any]) -> dict[str, float]:
         for r in result["rounds"]:
             out[f"round_{r['round']}_{kind}_precision"] = r[f"{kind}_precision"]
             out[f"round_{r['round']}_{kind}_recall"] = r[f"{kind}_recall"]
+        out[f"isim_{kind}_precision"], out[f"isim_{kind}_recall"] = last[f"{kind}_precision"], last[f"{kind}_recall"]
     if "random_walk" in result:
         for kind, suffix in (("raw", ""), ("crf", "_crf")):
             out["rw" + suffix] = result["random_walk"][f"{kind}_miou"]
