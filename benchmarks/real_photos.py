@@ -65,21 +65,27 @@ def make_project(work: Path, horse: Path, coco: Path) -> None:
 
 def collect(work: Path) -> dict:
     report = json.loads((work / "reports/evaluation.json").read_text())
-    base, rounds = report["baseline"]["pseudo"], report["isim"]["rounds"]
+    base, rounds, walk = report["baseline"]["pseudo"], report["isim"]["rounds"], report.get("random_walk")
+
+    def row(number: int, name: str, masks: dict) -> dict:
+        return {"round": number, "name": name, "miou": masks["raw"]["miou"], "crf_miou": masks["crf"]["miou"],
+                "precision": masks["raw"]["precision"], "recall": masks["raw"]["recall"],
+                "crf_precision": masks["crf"]["precision"], "crf_recall": masks["crf"]["recall"]}
+
+    iou = {"cam_crf": base["crf"]["iou"], "isim_crf": rounds[-1]["crf"]["iou"]}
+    if walk:  # the random walk on ISIM's last round (runs made before the walk existed have none)
+        iou |= {"rw": walk["raw"]["iou"], "rw_crf": walk["crf"]["iou"]}
     return {
         "summary": report["summary"],
-        "iou": {"cam_crf": base["crf"]["iou"], "isim_crf": rounds[-1]["crf"]["iou"]},
-        "rounds": [{"round": 0, "name": "CAM", "miou": base["raw"]["miou"], "crf_miou": base["crf"]["miou"],
-                    "precision": base["raw"]["precision"], "recall": base["raw"]["recall"],
-                    "crf_precision": base["crf"]["precision"], "crf_recall": base["crf"]["recall"]}]
-        + [{"round": r["round"], "name": f"ISIM round {r['round']}", "miou": r["raw"]["miou"],
-            "crf_miou": r["crf"]["miou"], "precision": r["raw"]["precision"], "recall": r["raw"]["recall"],
-            "crf_precision": r["crf"]["precision"], "crf_recall": r["crf"]["recall"]} for r in rounds],
+        "iou": iou,
+        "rounds": [row(0, "CAM", base)] + [row(r["round"], f"ISIM round {r['round']}", r) for r in rounds]
+        + ([row(len(rounds) + 1, "ISIM + RW", walk)] if walk else []),
     }
 
 
 def grid(work: Path, out: Path) -> None:
-    """Fig. 5 on real photos: 3 horses and 3 COCO photos with VOC objects from the train split."""
+    """Fig. 5 on real photos: 3 horses and 3 COCO photos with VOC objects from the train split
+    (and the random walk's masks where the run has them)."""
     sys.path.insert(0, str(REPO / "src"))
     from PIL import Image
 
@@ -90,7 +96,8 @@ def grid(work: Path, out: Path) -> None:
     train = data.ids("train")
     ids = [i for i in train if i.startswith("horse")][:3] + [i for i in train
                                                             if not i.startswith("horse") and data.labels[i]][:3]
-    cols = fig5_columns(work / "pseudo/baseline", work / "pseudo/isim")
+    rw = work / "pseudo/rw"
+    cols = fig5_columns(work / "pseudo/baseline", work / "pseudo/isim", rw if rw.is_dir() else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rounds_grid(data, ids, cols)).save(out, quality=88)
     print(f"grid: {out} (columns: image | ground truth | {' | '.join(n for n, _ in cols)}, after CRF)")
@@ -118,23 +125,44 @@ def tables(runs: list[dict]) -> str:
         horse = " → ".join(fmt([r["iou"][k]["horse"] for r in rs]) for k in ("cam_crf", "isim_crf"))
         lines.append(f"| {v} | {len(rs)} | " + " | ".join(fmt([r["summary"][k] for r in rs]) for _, k in keys)
                      + f" | {fmt(gains)} | {horse} |")
+    walked = {v: [r for r in rs if "isim_rw_miou" in r["summary"]] for v, rs in by.items()}
+    if any(walked.values()):
+        # runs made before the AffinityNet / random-walk stages existed have no walk: these rows
+        # cover only the seeds that walked, and say which
+        lines += ["", "After the random walk (AffinityNet on ISIM's last round), the seeds that ran it:", "",
+                  "| encoder | seeds | ISIM+CRF | ISIM+RW | ISIM+RW+CRF | ISIM+RW − ISIM | horse IoU ISIM+RW |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for v, rs in walked.items():
+            if rs:
+                lines.append(
+                    f"| {v} | {', '.join(str(r['seed']) for r in rs)} | "
+                    + " | ".join(fmt([r["summary"][k] for r in rs])
+                                 for k in ("isim_crf_miou", "isim_rw_miou", "isim_rw_crf_miou"))
+                    + f" | {fmt([r['summary']['isim_rw_miou'] - r['summary']['isim_miou'] for r in rs])}"
+                    f" | {fmt([r['iou']['rw']['horse'] for r in rs])} |")
     for v, rs in by.items():
         classes = [c for c, x in rs[0]["iou"]["isim_crf"].items() if x is not None]
-        lines += ["", f"Per-class IoU, {v} encoder, CRF masks (mean over {len(rs)} seeds):", "",
-                  "| class | CAM+CRF | ISIM+CRF |", "| --- | ---: | ---: |"]
+        columns = [("CAM+CRF", "cam_crf"), ("ISIM+CRF", "isim_crf")] + ([("ISIM+RW", "rw")] if walked[v] else [])
+        lines += ["", f"Per-class IoU, {v} encoder, CRF masks (mean over {len(rs)} seeds"
+                  + (f"; ISIM+RW over the {len(walked[v])} that walked" if walked[v] else "") + "):", "",
+                  "| class | " + " | ".join(n for n, _ in columns) + " |",
+                  "| --- | " + " | ".join("---:" for _ in columns) + " |"]
         for c in classes:
-            a = [r["iou"]["cam_crf"][c] for r in rs if r["iou"]["cam_crf"].get(c) is not None]
-            b = [r["iou"]["isim_crf"][c] for r in rs if r["iou"]["isim_crf"].get(c) is not None]
-            lines.append(f"| {c} | {statistics.fmean(a) if a else float('nan'):.1f} | "
-                         f"{statistics.fmean(b) if b else float('nan'):.1f} |")
+            cells = []
+            for _, k in columns:
+                xs = [r["iou"][k][c] for r in rs if k in r["iou"] and r["iou"][k].get(c) is not None]
+                cells.append(f"{statistics.fmean(xs) if xs else float('nan'):.1f}")
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
         lines += ["", f"Why the masks change, {v} encoder: object precision / recall (%) of the masks, "
-                  f"mean over {len(rs)} seeds:", "",
-                  "| masks | mIoU | precision | recall | +CRF mIoU | +CRF precision | +CRF recall |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for i, row in enumerate(rs[0]["rounds"]):
-            vals = [[r["rounds"][i][k] for r in rs if i < len(r["rounds"])]
+                  "mean over the seeds in the row:", "",
+                  "| masks | seeds | mIoU | precision | recall | +CRF mIoU | +CRF precision | +CRF recall |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for i, row in enumerate(max((r["rounds"] for r in rs), key=len)):
+            have = [r for r in rs if i < len(r["rounds"]) and r["rounds"][i]["name"] == row["name"]]
+            vals = [[r["rounds"][i][k] for r in have]
                     for k in ("miou", "precision", "recall", "crf_miou", "crf_precision", "crf_recall")]
-            lines.append(f"| {row['name']} | " + " | ".join(f"{statistics.fmean(v):.1f}" for v in vals) + " |")
+            lines.append(f"| {row['name']} | {len(have)} | "
+                         + " | ".join(f"{statistics.fmean(v):.1f}" for v in vals) + " |")
     return "\n".join(lines)
 
 
@@ -200,6 +228,11 @@ def summarize(runs: list[dict]) -> None:
             ok = m >= 3 and m > 2 * s
             print(f"ISIM - CAM gain ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(rs)} seeds "
                   f"(target >= +3 and > 2 std: {'met' if ok else 'NOT met'})")
+    for v, rs in (("pretrained", pre), ("scratch", scr)):
+        rs = [r for r in rs if "isim_rw_miou" in r["summary"]]
+        if rs:
+            print(f"ISIM+RW - ISIM ({v}): {fmt([r['summary']['isim_rw_miou'] - r['summary']['isim_miou'] for r in rs])}"
+                  f" mIoU over {len(rs)} seeds ({', '.join(str(r['seed']) for r in rs)})")
 
 
 if __name__ == "__main__":

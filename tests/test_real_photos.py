@@ -116,3 +116,36 @@ def test_predict_refuses_a_baseline_checkpoint(photo_repo):
     r = run([bin_path("isim"), "predict", "raw/horse/images", "--out", "p", "--checkpoint",
              "checkpoints/baseline.pt"], photo_repo, check=False)
     assert r.returncode == 2 and "has no segmentation output" in r.stderr
+
+
+def _bench_run(variant: str, seed: int, walk: float | None) -> dict:
+    """One run's record as benchmarks/real_photos.py keeps it; ``walk`` is the ISIM + RW mIoU."""
+    masks = lambda m: {"miou": m, "crf_miou": m + 1, "precision": 30.0, "recall": 80.0,  # noqa: E731
+                       "crf_precision": 31.0, "crf_recall": 81.0}
+    summary = {"baseline_miou": 18.0 + seed, "baseline_crf_miou": 19.0 + seed, "isim_miou": 17.0 + seed,
+               "isim_crf_miou": 20.0 + seed}
+    iou = {"cam_crf": {"background": 50.0, "horse": 30.0 + seed}, "isim_crf": {"background": 52.0, "horse": 33.0}}
+    rounds = [{"round": 0, "name": "CAM", **masks(18.0)}, {"round": 1, "name": "ISIM round 1", **masks(17.0)}]
+    if walk is not None:
+        summary |= {"isim_rw_miou": walk, "isim_rw_crf_miou": walk - 1}
+        iou |= {"rw": {"background": 60.0, "horse": 40.0 + seed}, "rw_crf": {"background": 59.0, "horse": 39.0}}
+        rounds.append({"round": 2, "name": "ISIM + RW", **masks(walk)})
+    return {"variant": variant, "seed": seed, "seconds": 60.0, "summary": summary, "iou": iou, "rounds": rounds}
+
+
+def test_real_photo_report_gives_walk_rows_only_for_the_seeds_that_walked():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("real_photos", REPO / "benchmarks" / "real_photos.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # seed 2 ran before the walk existed: every CAM / ISIM row still covers three seeds
+    runs = [_bench_run("pretrained", 0, 25.0), _bench_run("pretrained", 1, 27.0), _bench_run("pretrained", 2, None)]
+    text = bench.tables(runs)
+    assert "| pretrained | 3 | 19.00 ± 1.00 | 20.00 ± 1.00 | 18.00 ± 1.00 | 21.00 ± 1.00 | 1.00 ± 0.00 |" in text
+    # the walk's row names its seeds and averages only them: RW − ISIM = (25 − 17, 27 − 18)
+    assert "| pretrained | 0, 1 | 20.50 ± 0.71 | 26.00 ± 1.41 | 25.00 ± 1.41 | 8.50 ± 0.71 | 40.50 ± 0.71 |" in text
+    assert "| horse | 31.0 | 33.0 | 40.5 |" in text
+    assert "| ISIM + RW | 2 | 26.0 |" in text and "| CAM | 3 | 18.0 |" in text
+    # no run walked: no walk table, no walk column
+    plain = bench.tables([_bench_run("scratch", 0, None)])
+    assert "random walk" not in plain and "ISIM+RW" not in plain
