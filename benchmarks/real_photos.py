@@ -2,7 +2,8 @@
 (offline, pip package) and with the same encoder trained from scratch, over K seeds.
 
     .venv/bin/python benchmarks/real_photos.py --horse PATH/horse_sample --coco PATH/coco_sample \
-        [--seeds 3] [--variants pretrained,scratch] [--work /tmp/isim-real-photos]
+        [--seeds 3 | --only-seeds 1,2] [--variants pretrained,scratch] [--work /tmp/isim-real-photos] \
+        [--json FILE] [--keep]
 
 What a user does, in a scratch project: the photo folders go under raw/ (`dvc add`),
 `isim params pipelines/real-photos.yaml`, then one `dvc exp run -S seed=K -S encoder.weights=...`
@@ -171,6 +172,8 @@ def main() -> None:
     ap.add_argument("--horse", type=Path, help="folder with images/ and masks/")
     ap.add_argument("--coco", type=Path, help="folder with images/, labels/ and data.yaml")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--only-seeds", type=lambda x: [int(i) for i in x.split(",")],
+                    help="run only these seeds, e.g. 2 or 1,2 (to share the runs out between processes)")
     ap.add_argument("--variants", default="pretrained,scratch")
     ap.add_argument("--work", type=Path, default=Path("/tmp/isim-real-photos"))
     ap.add_argument("--json", type=Path, default=REPO / "reports/real_photos.json", help="every run's figures")
@@ -188,7 +191,7 @@ def main() -> None:
     runs: list[dict] = json.loads(out_json.read_text()) if a.keep and out_json.exists() else []
     done = {(r["variant"], r["seed"]) for r in runs}
     for variant in a.variants.split(","):
-        for seed in range(a.seeds):
+        for seed in a.only_seeds or range(a.seeds):
             if (variant, seed) in done:
                 print(f"{variant} seed {seed}: kept from {out_json}", flush=True)
                 continue
