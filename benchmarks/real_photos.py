@@ -236,8 +236,9 @@ def summarize(runs: list[dict]) -> None:
     for v, rs in (("pretrained", pre), ("scratch", scr)):
         rs = [r for r in rs if "isim_rw_miou" in r["summary"]]
         if rs:
-            print(f"ISIM+RW - ISIM ({v}): {fmt([r['summary']['isim_rw_miou'] - r['summary']['isim_miou'] for r in rs])}"
-                  f" mIoU over {len(rs)} seeds ({', '.join(str(r['seed']) for r in rs)})")
+            m, s = mean_std([r["summary"]["isim_rw_miou"] - r["summary"]["isim_miou"] for r in rs])
+            print(f"ISIM+RW - ISIM ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(rs)} seeds "
+                  f"({', '.join(str(r['seed']) for r in rs)})")
 
 
 if __name__ == "__main__":
