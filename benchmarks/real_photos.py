@@ -143,9 +143,10 @@ def tables(runs: list[dict]) -> str:
                     f" | {fmt([r['iou']['rw']['horse'] for r in rs])} |")
     for v, rs in by.items():
         classes = [c for c, x in rs[0]["iou"]["isim_crf"].items() if x is not None]
-        columns = [("CAM+CRF", "cam_crf"), ("ISIM+CRF", "isim_crf")] + ([("ISIM+RW", "rw")] if walked[v] else [])
+        columns = [("CAM+CRF", "cam_crf"), ("ISIM+CRF", "isim_crf")]
+        columns += [("ISIM+RW+CRF", "rw_crf")] if walked[v] else []
         lines += ["", f"Per-class IoU, {v} encoder, CRF masks (mean over {len(rs)} seeds"
-                  + (f"; ISIM+RW over the {len(walked[v])} that walked" if walked[v] else "") + "):", "",
+                  + (f"; ISIM+RW+CRF over the {len(walked[v])} that walked" if walked[v] else "") + "):", "",
                   "| class | " + " | ".join(n for n, _ in columns) + " |",
                   "| --- | " + " | ".join("---:" for _ in columns) + " |"]
         for c in classes:
@@ -228,18 +229,17 @@ def summarize(runs: list[dict]) -> None:
         print(f"pretrained CAM - from-scratch CAM (baseline): {d:+.2f} mIoU (target >= +15: "
               f"{'met' if d >= 15 else 'NOT met'})")
     for v, rs in (("pretrained", pre), ("scratch", scr)):
-        if rs:
-            m, s = mean_std([r["summary"]["isim_crf_miou"] - r["summary"]["baseline_crf_miou"] for r in rs])
-            ok = m >= 3 and m > 2 * s
-            print(f"ISIM - CAM gain ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(rs)} seeds "
-                  f"(target >= +3 and > 2 std: {'met' if ok else 'NOT met'})")
-    for v, rs in (("pretrained", pre), ("scratch", scr)):
-        rs = [r for r in rs if "isim_rw_miou" in r["summary"]]
-        if rs:
-            m, s = mean_std([r["summary"]["isim_rw_miou"] - r["summary"]["isim_miou"] for r in rs])
-            print(f"ISIM+RW - ISIM ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(rs)} seeds "
-                  f"({', '.join(str(r['seed']) for r in rs)})")
-
+        if not rs:
+            continue
+        m, s = mean_std([r["summary"]["isim_crf_miou"] - r["summary"]["baseline_crf_miou"] for r in rs])
+        ok = m >= 3 and m > 2 * s
+        print(f"ISIM - CAM gain ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(rs)} seeds "
+              f"(target >= +3 and > 2 std: {'met' if ok else 'NOT met'})")
+        walked = [r for r in rs if "isim_rw_miou" in r["summary"]]
+        if walked:
+            m, s = mean_std([r["summary"]["isim_rw_miou"] - r["summary"]["isim_miou"] for r in walked])
+            print(f"ISIM+RW - ISIM ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(walked)} seeds "
+                  f"({', '.join(str(r['seed']) for r in walked)})")
 
 if __name__ == "__main__":
     main()
