@@ -219,8 +219,12 @@ def summarize(runs: list[dict]) -> None:
     md = tables(runs)
     (REPO / "reports/real_photos.md").write_text(
         "# Real photographs: CAM vs ISIM (benchmarks/real_photos.py)\n\n" + md + "\n")
-    print(md)
-    print()
+    print(md + "\n\n" + "\n".join(target_lines(runs)))
+
+
+def target_lines(runs: list[dict]) -> list[str]:
+    """The issue's targets, each with its figure, its baseline from the same runs and a verdict."""
+    lines = []
     # only an invocation's first run starts from a clean project: the later ones reuse its imported data
     for v in VARIANTS:
         clean = [r for r in runs if r["variant"] == v and r.get("clean_state")]
@@ -228,27 +232,29 @@ def summarize(runs: list[dict]) -> None:
             seeds = ", ".join(str(r["seed"]) for r in clean)
             minutes = ", ".join(f"{r['seconds'] / 60:.1f}" for r in clean)
             met = min(r["seconds"] for r in clean) <= TARGET_MINUTES * 60
-            print(f"real-photo pipeline from a clean state ({v}, seeds {seeds}): {minutes} min "
-                  f"(target <= {TARGET_MINUTES} min: {'met' if met else 'NOT met'})")
+            lines.append(f"real-photo pipeline from a clean state ({v}, seeds {seeds}): {minutes} min "
+                         f"(target <= {TARGET_MINUTES} min: {'met' if met else 'NOT met'})")
     pre = [r for r in runs if r["variant"] == "pretrained"]
     scr = [r for r in runs if r["variant"] == "scratch"]
     if pre and scr:
         d = statistics.fmean(r["summary"]["baseline_miou"] for r in pre) - \
             statistics.fmean(r["summary"]["baseline_miou"] for r in scr)
-        print(f"pretrained CAM - from-scratch CAM (baseline): {d:+.2f} mIoU (target >= +15: "
-              f"{'met' if d >= 15 else 'NOT met'})")
+        lines.append(f"pretrained CAM - from-scratch CAM (baseline): {d:+.2f} mIoU (target >= +15: "
+                     f"{'met' if d >= 15 else 'NOT met'})")
     for v, rs in (("pretrained", pre), ("scratch", scr)):
         if not rs:
             continue
         m, s = mean_std([r["summary"]["isim_crf_miou"] - r["summary"]["baseline_crf_miou"] for r in rs])
         ok = m >= 3 and m > 2 * s
-        print(f"ISIM - CAM gain ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(rs)} seeds "
-              f"(target >= +3 and > 2 std: {'met' if ok else 'NOT met'})")
+        lines.append(f"ISIM - CAM gain ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(rs)} seeds "
+                     f"(target >= +3 and > 2 std: {'met' if ok else 'NOT met'})")
         walked = [r for r in rs if "isim_rw_miou" in r["summary"]]
         if walked:
             m, s = mean_std([r["summary"]["isim_rw_miou"] - r["summary"]["isim_miou"] for r in walked])
-            print(f"ISIM+RW - ISIM ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(walked)} seeds "
-                  f"({', '.join(str(r['seed']) for r in walked)})")
+            lines.append(f"ISIM+RW - ISIM ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(walked)} seeds "
+                         f"({', '.join(str(r['seed']) for r in walked)})")
+    return lines
+
 
 if __name__ == "__main__":
     main()

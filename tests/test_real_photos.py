@@ -134,11 +134,17 @@ def _bench_run(variant: str, seed: int, walk: float | None) -> dict:
     return {"variant": variant, "seed": seed, "seconds": 60.0, "summary": summary, "iou": iou, "rounds": rounds}
 
 
-def test_real_photo_report_gives_walk_rows_only_for_the_seeds_that_walked():
+def _bench():
+    """benchmarks/real_photos.py as a module (benchmarks/ is not a package)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("real_photos", REPO / "benchmarks" / "real_photos.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_real_photo_report_gives_walk_rows_only_for_the_seeds_that_walked():
+    bench = _bench()
     # seed 2 ran before the walk existed: every CAM / ISIM row still covers three seeds
     runs = [_bench_run("pretrained", 0, 25.0), _bench_run("pretrained", 1, 27.0), _bench_run("pretrained", 2, None)]
     text = bench.tables(runs)
@@ -150,3 +156,25 @@ def test_real_photo_report_gives_walk_rows_only_for_the_seeds_that_walked():
     # no run walked: no walk table, no walk column
     plain = bench.tables([_bench_run("scratch", 0, None)])
     assert "random walk" not in plain and "ISIM+RW" not in plain
+
+
+def test_real_photo_targets_judge_each_figure_against_its_baseline():
+    bench = _bench()
+    pre = [_bench_run("pretrained", s, None) for s in range(3)]
+    scr = [_bench_run("scratch", s, None) for s in range(3)]
+    for r, gain in zip(pre, (4.0, 5.0, 6.0)):  # ISIM+CRF − CAM+CRF = 5 ± 1: met
+        r["summary"]["isim_crf_miou"] = r["summary"]["baseline_crf_miou"] + gain
+    for r in scr:
+        r["summary"]["baseline_miou"] -= 16  # pretrained CAM 19 vs scratch 3: +16, met
+    for r, gain in zip(scr, (0.0, 6.0, 12.0)):  # 6 ± 6: the mean passes, the spread does not
+        r["summary"]["isim_crf_miou"] = r["summary"]["baseline_crf_miou"] + gain
+    pre[0] |= {"clean_state": True, "seconds": 19 * 60.0}
+    scr[1] |= {"clean_state": True, "seconds": 21 * 60.0}
+    lines = bench.target_lines(pre + scr)
+    assert lines == [
+        "real-photo pipeline from a clean state (pretrained, seeds 0): 19.0 min (target <= 20 min: met)",
+        "real-photo pipeline from a clean state (scratch, seeds 1): 21.0 min (target <= 20 min: NOT met)",
+        "pretrained CAM - from-scratch CAM (baseline): +16.00 mIoU (target >= +15: met)",
+        "ISIM - CAM gain (pretrained): +5.00 ± 1.00 mIoU over 3 seeds (target >= +3 and > 2 std: met)",
+        "ISIM - CAM gain (scratch): +6.00 ± 6.00 mIoU over 3 seeds (target >= +3 and > 2 std: NOT met)",
+    ]
