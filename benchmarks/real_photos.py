@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from isim.paper.tables import mean_std
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 VARIANTS = {"pretrained": "package", "scratch": "''"}
@@ -88,8 +90,7 @@ def collect(work: Path) -> dict:
 def grid(work: Path, out: Path) -> None:
     """Fig. 5 on real photos: 3 horses and 3 COCO photos with VOC objects from the train split
     (and the random walk's masks where the run has them)."""
-    sys.path.insert(0, str(REPO / "src"))
-    from PIL import Image
+    from PIL import Image  # only the runs that draw the figure need PIL and torch
 
     from isim.data.layout import Prepared
     from isim.evaluation import fig5_columns
@@ -105,18 +106,20 @@ def grid(work: Path, out: Path) -> None:
     print(f"grid: {out} (columns: image | ground truth | {' | '.join(n for n, _ in cols)}, after CRF)")
 
 
-def mean_std(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
 def fmt(xs: list[float]) -> str:
     m, s = mean_std(xs)
     return f"{m:.2f} ± {s:.2f}"
 
 
+def by_variant(runs: list[dict]) -> dict[str, list[dict]]:
+    """The runs of each encoder variant that has any, in VARIANTS' order."""
+    by = {v: [r for r in runs if r["variant"] == v] for v in VARIANTS}
+    return {v: rs for v, rs in by.items() if rs}
+
+
 def tables(runs: list[dict]) -> str:
     lines = []
-    by = {v: [r for r in runs if r["variant"] == v] for v in VARIANTS if any(r["variant"] == v for r in runs)}
+    by = by_variant(runs)
     keys = [("CAM", "baseline_miou"), ("CAM+CRF", "baseline_crf_miou"), ("ISIM", "isim_miou"),
             ("ISIM+CRF", "isim_crf_miou")]
     lines += ["| encoder | seeds | " + " | ".join(k for k, _ in keys)
@@ -224,26 +227,22 @@ def summarize(runs: list[dict]) -> None:
 
 def target_lines(runs: list[dict]) -> list[str]:
     """The issue's targets, each with its figure, its baseline from the same runs and a verdict."""
-    lines = []
+    lines, by = [], by_variant(runs)
     # only an invocation's first run starts from a clean project: the later ones reuse its imported data
-    for v in VARIANTS:
-        clean = [r for r in runs if r["variant"] == v and r.get("clean_state")]
+    for v, rs in by.items():
+        clean = [r for r in rs if r.get("clean_state")]
         if clean:
             seeds = ", ".join(str(r["seed"]) for r in clean)
             minutes = ", ".join(f"{r['seconds'] / 60:.1f}" for r in clean)
             met = min(r["seconds"] for r in clean) <= TARGET_MINUTES * 60
             lines.append(f"real-photo pipeline from a clean state ({v}, seeds {seeds}): {minutes} min "
                          f"(target <= {TARGET_MINUTES} min: {'met' if met else 'NOT met'})")
-    pre = [r for r in runs if r["variant"] == "pretrained"]
-    scr = [r for r in runs if r["variant"] == "scratch"]
-    if pre and scr:
-        d = statistics.fmean(r["summary"]["baseline_miou"] for r in pre) - \
-            statistics.fmean(r["summary"]["baseline_miou"] for r in scr)
+    if "pretrained" in by and "scratch" in by:
+        d = statistics.fmean(r["summary"]["baseline_miou"] for r in by["pretrained"]) - \
+            statistics.fmean(r["summary"]["baseline_miou"] for r in by["scratch"])
         lines.append(f"pretrained CAM - from-scratch CAM (baseline): {d:+.2f} mIoU (target >= +15: "
                      f"{'met' if d >= 15 else 'NOT met'})")
-    for v, rs in (("pretrained", pre), ("scratch", scr)):
-        if not rs:
-            continue
+    for v, rs in by.items():
         m, s = mean_std([r["summary"]["isim_crf_miou"] - r["summary"]["baseline_crf_miou"] for r in rs])
         ok = m >= 3 and m > 2 * s
         lines.append(f"ISIM - CAM gain ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(rs)} seeds "
