@@ -17,6 +17,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VOC_SAMPLE = FIXTURES / "voc_sample" / "VOCdevkit" / "VOC2012"
 COCO_SAMPLE = FIXTURES / "coco_sample"
 HORSE_SAMPLE = FIXTURES / "horse_sample"
+MSRC_SAMPLE = FIXTURES / "msrc_sample"
 
 # a pipeline small enough for seconds on 2 cores, same code paths as the real one
 TINY = {

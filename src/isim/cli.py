@@ -70,11 +70,15 @@ def _random_walk(a: argparse.Namespace, cfg: config_mod.Config) -> None:
 
 
 def _train_segmenter(a: argparse.Namespace, cfg: config_mod.Config) -> None:
-    _stage("train_segmenter").run(cfg, a.data, a.masks, a.checkpoint, a.metrics, a.plots)
+    if (a.masks is None) == (a.isim_pseudo is None or a.rw_pseudo is None):
+        raise IsimError("train-segmenter: give --masks DIR, or --isim-pseudo and --rw-pseudo to choose the best set")
+    _stage("train_segmenter").run(cfg, a.data, a.checkpoint, a.metrics, a.plots, masks=a.masks,
+                                  isim_pseudo=a.isim_pseudo, rw_pseudo=a.rw_pseudo)
 
 
 def _evaluate_segmenter(a: argparse.Namespace, cfg: config_mod.Config) -> None:
-    _stage("evaluate_segmenter").run(cfg, a.data, a.checkpoint, a.metrics, a.report)
+    _stage("evaluate_segmenter").run(cfg, a.data, a.checkpoint, a.metrics, a.report, a.isim_checkpoints,
+                                     a.isim_pseudo, a.best)
 
 
 def _evaluate(a: argparse.Namespace, cfg: config_mod.Config) -> None:
@@ -96,7 +100,8 @@ def _tune_apply(a: argparse.Namespace) -> None:
 def _predict(a: argparse.Namespace) -> None:
     from isim.inference import latest_checkpoint, predict
     from isim.runtime import resolve_device
-    ck = a.checkpoint or latest_checkpoint()
+    ck, why = (a.checkpoint, "--checkpoint") if a.checkpoint else latest_checkpoint()
+    print(f"model: {ck} ({why})")
     report = predict(ck, a.paths, a.out, crf=a.crf, device=resolve_device(a.device), max_pixels=a.max_pixels,
                      batch_size=a.batch_size, workers=a.workers)
     print(f"{len(report['images'])} images segmented into {a.out} with {ck}; {len(report['skipped'])} skipped"
@@ -106,7 +111,7 @@ def _predict(a: argparse.Namespace) -> None:
 def _export_voc(a: argparse.Namespace) -> None:
     from isim.inference import export_voc, latest_checkpoint
     from isim.runtime import resolve_device
-    ck = a.checkpoint or latest_checkpoint()
+    ck = a.checkpoint or latest_checkpoint()[0]
     archive = export_voc(ck, a.voc_root, a.out, a.split, a.comp, crf=a.crf, device=resolve_device(a.device),
                          batch_size=a.batch_size, workers=a.workers)
     print(f"{archive}: predictions of {a.voc_root}/ImageSets/Segmentation/{a.split}.txt by {ck}, ready to upload "
@@ -185,12 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("random-walk", _random_walk, "pseudo labels: ISIM CAMs walked over AffinityNet's affinities + CRF",
         data="prepared dataset", isim_checkpoints="ISIM round checkpoints (the last is used)",
         affinity_checkpoint="AffinityNet checkpoint", out="output folder ({raw,crf}/, summary.json)")
-    cmd("train-segmenter", _train_segmenter, "train the final DeepLab model on pseudo masks",
-        data="prepared dataset", masks="pseudo-mask folder (<id>.png)", checkpoint="checkpoint file to write",
-        metrics="metrics JSON", plots="losses per epoch (CSV)")
-    cmd("evaluate-segmenter", _evaluate_segmenter, "the final model's mIoU on val (multi-scale + flip, optional CRF)",
-        data="prepared dataset", checkpoint="segmenter checkpoint", metrics="metrics JSON",
-        report="full report JSON (per-class IoU, confusion)")
+    s = cmd("train-segmenter", _train_segmenter, "train the final DeepLab model on the best pseudo masks",
+            data="prepared dataset", checkpoint="checkpoint file to write", metrics="metrics JSON",
+            plots="losses per epoch (CSV)")
+    s.add_argument("--isim-pseudo", type=Path, help="ISIM round pseudo labels (candidate: the last round's CRF masks)")
+    s.add_argument("--rw-pseudo", type=Path, help="random-walk pseudo labels (candidates: raw/ and crf/)")
+    s.add_argument("--masks", type=Path, help="train on this folder of <id>.png masks instead (e.g. the ground "
+                                              "truth, data/prepared/SegmentationClass: the fully supervised ceiling)")
+    s = cmd("evaluate-segmenter", _evaluate_segmenter,
+            "the final model's mIoU on val (multi-scale + flip, optional CRF) beside the best ISIM round's",
+            data="prepared dataset", checkpoint="segmenter checkpoint", metrics="metrics JSON",
+            report="full report JSON (per-class IoU, confusion)")
+    s.add_argument("--isim-checkpoints", type=Path, help="ISIM round checkpoints (the best round is compared)")
+    s.add_argument("--isim-pseudo", type=Path, help="ISIM round pseudo labels (their holdout scores pick the round)")
+    s.add_argument("--best", type=Path, help="write the better model here: what `isim predict` uses by default")
     s = cmd("evaluate", _evaluate, "CAM baseline vs ISIM: pseudo-mask mIoU per round, sweeps, accuracy",
         data="prepared dataset", baseline_checkpoint="baseline checkpoint", baseline_pseudo="baseline pseudo labels",
         isim_checkpoints="ISIM round checkpoints", isim_pseudo="ISIM round pseudo labels", metrics="metrics JSON",
@@ -213,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", type=Path, nargs="+", help="image files, folders, or .txt lists of images")
     s.add_argument("--out", type=Path, required=True, help="output folder")
     s.add_argument("--checkpoint", type=Path,
-                   help="default: checkpoints/segmenter.pt, else the last round of checkpoints/isim")
+                   help="default: the better of the final segmenter and the best ISIM round on val "
+                        "(reports/best_model.json of the last dvc repro), else checkpoints/segmenter.pt")
     s.add_argument("--crf", action="store_true", help="refine the masks with dense CRF (checkpoint's crf values)")
     s.add_argument("--max-pixels", type=int, default=40_000_000,
                    help="skip (and report) larger images; 0 = no limit (default: 40 megapixels)")

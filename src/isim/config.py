@@ -87,14 +87,24 @@ class VocCfg(Section):
     val_split: str = "val"
 
 
+MAP_SPECIAL = ("background", "ignore")  # class_map targets besides data.own.classes
+
+
 class SourceCfg(Section):
     """One folder of the user's images and its labels (README "Your own data")."""
 
-    format: Literal["yolo", "csv", "masks"] = "yolo"
+    format: Literal["yolo", "csv", "masks", "index"] = "yolo"
     images: str = ""              # folder of images
-    labels: str = ""              # yolo: folder of .txt polygons; csv: CSV file id,classes; masks: mask folder
-    names: str = ""               # yolo: data.yaml with the source class names
-    class_map: dict[str, str] = Field(default_factory=dict)   # yolo: source name -> target class
+    # yolo: folder of .txt polygons; csv: CSV file id,classes; masks: figure/ground mask folder;
+    # index: folder of class-index PNGs (palette or grey)
+    labels: str = ""
+    # yolo: data.yaml with the source class names; index: a names file (one name a line, line k =
+    # value k) or a data.yaml whose `names` maps values to names
+    names: str = ""
+    # yolo / index: source name -> a target class, `background` or `ignore` (several may share one);
+    # source classes left out follow data.own.unmapped
+    class_map: dict[str, str] = Field(default_factory=dict)
+    void: int = Field(255, ge=0, le=255)  # index: the mask value of unlabelled pixels (-> ignore)
     mask_class: str = ""          # masks: the target class of the figure (pixels above mask_threshold)
     mask_threshold: int = Field(128, ge=0, le=254)  # masks: grey levels above it are the figure
 
@@ -131,12 +141,17 @@ class DataCfg(Section):
                 _need(bool(src.images), f"{k}.images", "must name a folder of images")
                 _need(bool(src.labels), f"{k}.labels", "must name the labels folder (yolo), CSV file (csv) "
                       "or mask folder (masks)")
-                _need(src.format != "yolo" or bool(src.names), f"{k}.names", "must name the data.yaml with the "
-                      "source class names (format: yolo)")
-                _need(src.format != "yolo" or bool(src.class_map), f"{k}.class_map", "must map source class "
-                      "names to data.own.classes (format: yolo), e.g. {person: person, puppy: dog}")
+                named = src.format in ("yolo", "index")
+                _need(not named or bool(src.names), f"{k}.names", "must name the file with the source class "
+                      f"names (format: {src.format})")
+                _need(not named or bool(src.class_map), f"{k}.class_map", "must map source class names to "
+                      f"data.own.classes (format: {src.format}), e.g. "
+                      "{person: person, puppy: dog, grass: background}")
                 for name, dst in src.class_map.items():
-                    _need(dst in o.classes, f"{k}.class_map.{name}", f"{dst!r} is not in data.own.classes")
+                    _need(dst in o.classes or dst in MAP_SPECIAL, f"{k}.class_map.{name}",
+                          f"{dst!r} is not in data.own.classes (nor {' / '.join(MAP_SPECIAL)})")
+                _need(not src.class_map or any(d in o.classes for d in src.class_map.values()), f"{k}.class_map",
+                      "sends every source class to background or ignore: no target class would be learnt")
                 _need(src.format != "masks" or src.mask_class in o.classes, f"{k}.mask_class",
                       f"must name one of data.own.classes (format: masks), got {src.mask_class!r}")
             kinds = {s.format == "csv" for _, s in o.sources()}
@@ -260,10 +275,13 @@ class RandomWalkCfg(Section):
 
 
 class SegmenterCfg(Section):
-    """The final segmentation model (paper 4.1.7), trained on the random-walk masks after CRF
-    with the ``transform`` augmentation and evaluated on val."""
+    """The final segmentation model (paper 4.1.7), trained on the best pseudo-mask set (the
+    paper: the random-walk masks after CRF) with the ``transform`` augmentation and evaluated on val."""
 
     arch: Literal["deeplabv3", "deeplabv2"] = "deeplabv3"
+    # the masks it trains on: auto = the best of ISIM+CRF, ISIM+RW and ISIM+RW+CRF on the holdout
+    # images (isim.pseudo.choice); or one of them by name (rw_crf is the paper's)
+    masks: Literal["auto", "isim_crf", "rw", "rw_crf"] = "auto"
     decoder_channels: int = Field(256, ge=1)   # DeepLabv3's ASPP width
     epochs: int = Field(50, ge=1)              # paper: 50
     batch_size: int = Field(16, ge=1)

@@ -6,6 +6,7 @@ gets with ``dvc get``; CAM sweeps and accuracy come from the final checkpoints.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from isim.io import DataError, read_image, read_label_png, write_csv, write_json
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
+from isim.pseudo.masks import round_number, rounds_of
 
 
 def score_dir(data: Prepared, ids: list[str], pred_dir: Path) -> dict:
@@ -59,18 +61,6 @@ def sweep_and_accuracy(model: ISIMNet, data: Prepared, cfg: Config, device: torc
         out["threshold_sweep"] = [{"threshold": t, "miou": metrics.summary(c, data.classes)["miou"]}
                                   for t, c in zip(thresholds, confs)]
     return out
-
-
-def rounds_of(pseudo_root: Path) -> list[Path]:
-    rounds = sorted(p for p in pseudo_root.glob("round_*") if p.is_dir())
-    if not rounds:
-        raise DataError(f"{pseudo_root}: no round_XX directories; run the training stage first")
-    return rounds
-
-
-def round_number(round_dir: Path) -> int:
-    """``round_03`` -> 3 (the folders ``training.isim.round_dir`` names)."""
-    return int(round_dir.name.split("_")[1])
 
 
 def fig5_columns(baseline_pseudo: Path, isim_pseudo: Path, rw_pseudo: Path | None = None) -> list[tuple[str, Path]]:
@@ -156,30 +146,41 @@ def write_outputs(report: dict, metrics_path: Path, report_path: Path, plots_dir
 
 
 def evaluate_segmenter(checkpoint: Path, data: Prepared, split: str, device: torch.device, crf: bool,
-                       scales: list[float], batch_size: int = 8, workers: int = 0) -> dict:
-    """The final segmenter on ``split`` against ground truth (paper Tables 8-11: val mIoU), with
-    the inference ``isim predict`` runs (multi-scale + flip, equal-size images batched), and after
-    dense CRF when ``crf`` (in ``workers`` processes while the model segments the next images)."""
+                       scales: list[float], batch_size: int = 8, workers: int = 0,
+                       subset: list[str] | None = None) -> dict:
+    """The final segmenter (or an ISIM round's segmentation branch) on ``split`` against ground
+    truth (paper Tables 8-11: val mIoU), with the inference ``isim predict`` runs (multi-scale +
+    flip, equal-size images batched), and after dense CRF when ``crf`` (in ``workers`` processes
+    while the model segments the next images). ``subset``: those ids are also scored on their
+    own (``report["subset"]``), in the same pass."""
     from isim.inference import Predictor
     ids = data.ids(split)
     if not data.has_masks or not ids:
         return {"split": split, "images": len(ids), "note": "no ground-truth masks on this split: nothing to score"}
     predictor = Predictor(checkpoint, device, scales)
     n = data.n_classes
-    conf = {"raw": np.zeros((n, n), np.int64), "crf": np.zeros((n, n), np.int64)}
+    kinds = ("raw", "crf") if crf else ("raw",)
+    conf = {k: np.zeros((n, n), np.int64) for k in kinds}
+    sub_conf = {k: np.zeros((n, n), np.int64) for k in kinds}
+    inside = set(subset or ())
     images = ((id_, read_image(data.image_path(id_))) for id_ in ids)
-    jobs = ((rgb, mask, data.mask_path(id_)) for id_, rgb, mask in predictor.segment_all(images, batch_size))
+    jobs = ((id_, rgb, mask, data.mask_path(id_)) for id_, rgb, mask in predictor.segment_all(images, batch_size))
     state = {"n": n, "crf_cfg": predictor.crf_cfg if crf else None}
-    for part in pool.imap(_score_segmenter, jobs, state, workers):
+    for id_, part in pool.imap(_score_segmenter, jobs, state, workers):
         for kind, c in part.items():
             conf[kind] += c
+            if id_ in inside:
+                sub_conf[kind] += c
     out: dict = {"split": split, "images": len(ids), "arch": predictor.arch}
-    for kind in ("raw", "crf") if crf else ("raw",):
+    for kind in kinds:
         out[kind] = {**metrics.summary(conf[kind], data.classes), "confusion": conf[kind].tolist()}
+    if subset:
+        out["subset"] = {"images": len(inside & set(ids)),
+                         **{kind: {"miou": metrics.summary(sub_conf[kind], data.classes)["miou"]} for kind in kinds}}
     return out
 
 
-def _score_segmenter(rgb: np.ndarray, mask: np.ndarray, gt_path: Path) -> dict[str, np.ndarray]:
+def _score_segmenter(id_: str, rgb: np.ndarray, mask: np.ndarray, gt_path: Path) -> tuple[str, dict[str, np.ndarray]]:
     """A pool worker: one image's confusion matrices, before and after CRF."""
     from isim.inference import refine
     n, crf_cfg = pool.STATE["n"], pool.STATE["crf_cfg"]
@@ -187,4 +188,27 @@ def _score_segmenter(rgb: np.ndarray, mask: np.ndarray, gt_path: Path) -> dict[s
     out = {"raw": metrics.confusion(mask, gt, n)}
     if crf_cfg is not None:
         out["crf"] = metrics.confusion(refine(rgb, mask, crf_cfg), gt, n)
-    return out
+    return id_, out
+
+
+def best_round(isim_pseudo: Path) -> tuple[int, float | None]:
+    """The ISIM round whose CRF masks score best on the holdout images (the last round when no
+    round was scored), and that score."""
+    scored = []
+    for d in rounds_of(isim_pseudo):
+        h = json.loads((d / "summary.json").read_text()).get("holdout", {})
+        scored.append((round_number(d), h["crf"]["miou"] if "crf" in h else None))
+    if any(v is None for _, v in scored):
+        return scored[-1]
+    return max(reversed(scored), key=lambda rv: rv[1])  # ties: the later round
+
+
+def pick_model(segmenter: dict, isim: dict | None) -> dict:
+    """What `isim predict` uses by default: the model with the higher val mIoU (``raw``; each
+    dict is ``{"checkpoint", "name", "miou"}``), the final segmenter when ISIM's round was not
+    scored. Returns the winner with ``why``."""
+    if isim is None or isim["miou"] is None or segmenter["miou"] is None:
+        return {**segmenter, "why": "the final segmenter (no val mIoU to compare it with an ISIM round)"}
+    win, lose = (isim, segmenter) if isim["miou"] > segmenter["miou"] else (segmenter, isim)
+    return {**win, "why": f"higher val mIoU: {win['name']} {win['miou']:.2f} vs {lose['name']} {lose['miou']:.2f}",
+            "runner_up": lose}

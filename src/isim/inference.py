@@ -14,6 +14,7 @@ them, each with its flip), and a pool of worker processes does the CPU work afte
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -43,16 +44,28 @@ MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger ones are skipped (`isim 
 CPU_PASS_PIXELS = 1 << 18
 
 
-def latest_checkpoint(root: Path = Path("checkpoints")) -> Path:
-    """What ``isim predict`` uses by default: the final segmenter of the last ``dvc repro``,
-    else the last ISIM round."""
+def latest_checkpoint(root: Path = Path("checkpoints"), best: Path = Path("reports/best_model.json")
+                      ) -> tuple[Path, str]:
+    """What ``isim predict`` uses by default, and why: the better of the final segmenter and the
+    best ISIM round on val, as the last ``dvc repro`` measured it (``best``); without that
+    record, the final segmenter, else the last ISIM round."""
+    if best.is_file():
+        try:
+            chosen = json.loads(best.read_text())
+            path, why = Path(chosen["checkpoint"]), f"{chosen['name']}, {chosen['why']} ({best})"
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ModelError(f"{best}: not a model choice written by evaluate_segmenter ({e}); delete it or "
+                             "rerun `dvc repro`") from None
+        if path.is_file():
+            return path, why
+        log.warning("%s names %s, which does not exist; falling back to the newest checkpoint", best, path)
     if (root / "segmenter.pt").is_file():
-        return root / "segmenter.pt"
+        return root / "segmenter.pt", "the final segmenter (no model comparison on val recorded)"
     found = last_round(root / "isim")
     if found is None:
         raise ModelError(f"{root}: neither segmenter.pt nor isim/round_XX.pt; run `dvc repro` first or pass "
                          "--checkpoint")
-    return found
+    return found, "the last ISIM round (no final segmenter)"
 
 
 def expand_inputs(paths: Iterable[Path]) -> tuple[list[Path], dict[str, str]]:

@@ -148,6 +148,8 @@ class NullTracker:
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None: ...
     def log_segmenter(self, checkpoint: Path) -> None: ...
     def log_image(self, image: np.ndarray, name: str) -> None: ...
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def warn(self, text: str) -> None: ...
 
 
 class Tracker(NullTracker):
@@ -210,6 +212,18 @@ class Tracker(NullTracker):
 
     def log_image(self, image: np.ndarray, name: str) -> None:
         self._guard("log_image", self.client.log_image, self.run_id, image, name)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        self._guard("log_params", self.client.log_batch, self.run_id, params=items)
+
+    def warn(self, text: str) -> None:
+        """A warning people must see in the UI: the run's ``warning`` tag (on the parent run too,
+        so it shows in the runs table) and ``warnings.txt``."""
+        for run_id in filter(None, (self.run_id, self.parent)):
+            self._guard("set_tag", self.client.set_tag, run_id, "warning", text[:5000])
+        self._guard("log_text", self.client.log_text, self.run_id, text + "\n", "warnings.txt")
 
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None:
         """The model as a torch.export program (pt2: no pickle) with tuple outputs (logits, cam[, seg]),

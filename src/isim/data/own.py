@@ -9,6 +9,11 @@
   masks included) for one target class (``mask_class``): grey levels above ``mask_threshold``
   are the figure. A mask smaller than its photo (the Weizmann horses) sets the size: the photo is
   resized to it, since enlarging a mask would invent its outline.
+- ``index``: images + class-index masks (palette or grey PNG, one value per source class, a
+  ``void`` value for unlabelled pixels) + a names file (one name a line, or a data.yaml), the
+  layout of MSRC, ADE20K, Cityscapes and CamVid. ``class_map`` sends each source class to a target
+  class (several may share one: MSRC's face and body -> person), to ``background`` (MSRC's grass,
+  road, sky) or to ``ignore``; classes it leaves out follow ``unmapped``.
 - ``csv``: images + a CSV ``id,classes`` (classes separated by ``|``) for users without masks:
   only image-level labels; no mIoU can be reported, only pseudo labels.
 
@@ -59,6 +64,63 @@ def read_names(path: Path) -> list[str]:
     if isinstance(names, dict):
         return [str(names[i]) for i in sorted(names)]
     return [str(n) for n in names]
+
+
+def read_index_names(path: Path) -> dict[int, str]:
+    """{mask value: source class name} from a names file: one name a line (line k = value k,
+    blank lines keep their value) or a data.yaml whose ``names`` is a list or {value: name}."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            names = yaml.safe_load(path.read_text())["names"]
+        except FileNotFoundError:
+            raise DataError(f"{path}: names file is missing") from None
+        except (yaml.YAMLError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: no class names (`names:`) in it ({e})") from None
+        items = names.items() if isinstance(names, dict) else enumerate(names)
+        try:
+            table = {int(k): str(v) for k, v in items}
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: `names` keys must be mask values (0..255)") from None
+    else:
+        try:
+            lines = path.read_text().splitlines()
+        except FileNotFoundError:
+            raise DataError(f"{path}: names file is missing") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: not a readable text file ({e})") from None
+        table = {i: ln.strip() for i, ln in enumerate(lines) if ln.strip()}
+    bad = [v for v in table if not 0 <= v <= 255]
+    if bad:
+        raise DataError(f"{path}: mask values must be 0..255, got {bad[0]}")
+    if not table:
+        raise DataError(f"{path}: no class names in it")
+    dupes = sorted({n for n in table.values() if list(table.values()).count(n) > 1})
+    if dupes:
+        raise DataError(f"{path}: class names must be distinct, {dupes[0]!r} appears twice")
+    return table
+
+
+def read_index_mask(path: Path) -> np.ndarray:
+    """A class-index mask (palette or 8-bit grey PNG) as its raw values, (H, W) uint8."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("P", "L"):
+                raise DataError(f"{path}: a class-index mask must be a palette or 8-bit grey image, got mode "
+                                f"{im.mode} (colour-coded masks need converting to class indices first)")
+            return np.asarray(im, np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataError(f"{path}: not a readable mask ({e})") from None
+
+
+def index_lookup(names: dict[int, str], class_map: dict[str, str], void: int, target_index: dict[str, int],
+                 unmapped: int) -> np.ndarray:
+    """256-entry table from a mask value to a target value; 256 marks a value the names file lacks."""
+    lut = np.full(256, 256, np.int32)
+    for value, name in names.items():
+        lut[value] = target_index[class_map[name]] if name in class_map else unmapped
+    lut[void] = IGNORE
+    return lut
 
 
 def read_polygons(path: Path, n_source: int) -> list[tuple[int, np.ndarray]]:
@@ -164,6 +226,7 @@ class _Import:
     no_label: list[str] = field(default_factory=list)  # yolo images without a label file (negatives)
     label_dir: Path | None = None
     unused_map: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # more warnings from the sources
 
     def images(self, src: SourceCfg, key: str) -> dict[str, Path]:
         found = list_images(_existing(src.images, f"{key}.images", folder=True))
@@ -207,7 +270,7 @@ def _resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 def _yolo(imp: _Import, src: SourceCfg, key: str) -> None:
     classes = imp.classes
-    target_index = {c: i for i, c in enumerate(classes)}
+    target_index = {**{c: i for i, c in enumerate(classes)}, "ignore": IGNORE}
     images = imp.images(src, key)
     names = read_names(_existing(src.names, f"{key}.names", folder=False))
     for name in src.class_map:
@@ -271,6 +334,57 @@ def _masks(imp: _Import, src: SourceCfg, key: str) -> None:
         imp.add(id_, path, rgb, mask)
 
 
+def _index(imp: _Import, src: SourceCfg, key: str) -> None:
+    names_path = _existing(src.names, f"{key}.names", folder=False)
+    names = read_index_names(names_path)
+    for name in src.class_map:
+        if name not in names.values():
+            shown = list(names.values())
+            raise DataError(f"{names_path}: {key}.class_map names {name!r}, which is not a class there "
+                            f"(its classes: {', '.join(shown[:12])}{' ...' if len(shown) > 12 else ''})")
+    if src.void in names:
+        raise DataError(f"{names_path}: value {src.void} is {names[src.void]!r} there but also {key}.void "
+                        "(unlabelled); set void to a value no class uses")
+    target_index = {**{c: i for i, c in enumerate(imp.classes)}, "ignore": IGNORE}
+    unmapped = 0 if imp.cfg.own.unmapped == "background" else IGNORE
+    lut = index_lookup(names, src.class_map, src.void, target_index, unmapped)
+    mask_dir = _existing(src.labels, f"{key}.labels", folder=True)
+    masks = list_images(mask_dir)
+    images = imp.images(src, key)
+    for id_ in sorted(set(masks) - set(images)):
+        imp.bad(id_, DataError(f"{masks[id_]}: mask has no image in {src.images}"))
+    seen: set[str] = set()
+    for id_, path in images.items():
+        try:
+            if id_ not in masks:
+                raise DataError(f"{path}: image has no mask in {mask_dir} (same file name stem)")
+            rgb, raw = read_image(path), read_index_mask(masks[id_])
+            if raw.shape != rgb.shape[:2]:
+                raise DataError(f"{masks[id_]}: mask is {raw.shape[1]}x{raw.shape[0]}, its image {path.name} "
+                                f"{rgb.shape[1]}x{rgb.shape[0]}: a class-index mask must match its photo")
+            mapped = lut[raw]
+            unknown = sorted(set(np.unique(raw[mapped == 256]).tolist()))
+            if unknown:
+                raise DataError(f"{masks[id_]}: mask values {unknown[:5]} are not in {names_path.name} (nor "
+                                f"{key}.void = {src.void})")
+            mask = mapped.astype(np.uint8)
+            rgb = shrink(rgb, imp.cfg.own.max_side)
+            mask = _resize_mask(mask, rgb.shape[:2])
+        except DataError as e:
+            imp.bad(id_, e)
+            continue
+        seen.update(names[v] for v in np.unique(raw).tolist() if v in names)
+        imp.add(id_, path, rgb, mask)
+    unused = [k for k in src.class_map if k not in seen]
+    imp.unused_map += unused
+    if unused:
+        imp.notes.append(f"{key}.class_map: source classes that occur in no mask: {', '.join(unused)}")
+    left = sorted(seen - set(src.class_map))
+    if left:
+        imp.notes.append(f"{key}: source classes not in its class_map become {imp.cfg.own.unmapped} "
+                         f"(data.own.unmapped): {', '.join(left)}")
+
+
 def _csv(imp: _Import, src: SourceCfg, key: str) -> None:
     table = read_csv_labels(_existing(src.labels, f"{key}.labels", folder=False),
                             {c: i for i, c in enumerate(imp.classes)})
@@ -293,8 +407,8 @@ def prepare(cfg: DataCfg, out: Path) -> dict:
     o = cfg.own
     imp = _Import(cfg, out, ["background", *o.classes])
     for key, src in o.sources():
-        {"yolo": _yolo, "masks": _masks, "csv": _csv}[src.format](imp, src, key)
-    warnings = _diagnose(cfg, imp.classes, imp.labels, imp.no_label, imp.label_dir, imp.unused_map)
+        {"yolo": _yolo, "masks": _masks, "index": _index, "csv": _csv}[src.format](imp, src, key)
+    warnings = _diagnose(cfg, imp.classes, imp.labels, imp.no_label, imp.label_dir, imp.unused_map) + imp.notes
     for split, ids in imp.splits.items():
         write_split(out, split, ids)
     has_masks = o.format != "csv"  # the config refuses mixing csv with masked sources

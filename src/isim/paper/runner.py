@@ -25,8 +25,8 @@ import yaml
 
 from isim.config import ConfigError, from_dict, set_dotted
 from isim.errors import IsimError
-from isim.evaluation import round_number
 from isim.io import write_json, write_text
+from isim.pseudo.masks import round_number
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import torch
 from isim import distributed, metrics
 from isim.config import Config
 from isim.data.layout import Prepared
-from isim.io import read_label_png, write_json, write_label_png
+from isim.io import DataError, read_label_png, write_json, write_label_png
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
@@ -108,15 +108,28 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
     return summary
 
 
+def rounds_of(pseudo_root: Path) -> list[Path]:
+    rounds = sorted(p for p in pseudo_root.glob("round_*") if p.is_dir())
+    if not rounds:
+        raise DataError(f"{pseudo_root}: no round_XX directories; run the training stage first")
+    return rounds
+
+
+def round_number(round_dir: Path) -> int:
+    """``round_03`` -> 3 (the folders ``training.isim.round_dir`` names)."""
+    return int(round_dir.name.split("_")[1])
+
+
 def label_dir(round_dir: str | Path) -> Path:
     """Where the training labels of a round live."""
     return Path(round_dir) / "crf"
 
 
 def score(model: ISIMNet, data: Prepared, ids: list[str], cfg: Config, device: torch.device,
-          desc: str = "holdout") -> dict:
+          desc: str = "holdout", threshold: float | None = None,
+          propagate: Callable[[dict, np.ndarray], np.ndarray] | None = None) -> dict:
     """mIoU (before and after CRF) of the pseudo masks ``generate`` would write for ``ids``,
     without writing them: the tuning objective's measurement."""
-    s = generate(model, data, ids, None, cfg, device, desc=desc)
+    s = generate(model, data, ids, None, cfg, device, desc=desc, threshold=threshold, propagate=propagate)
     return {k: {"miou": s[k]["miou"]} for k in ("raw", "crf")} | {
         "images": s["images"], "crf_bg_only": s["crf_bg_only"], "seconds": s["seconds"]}

@@ -21,7 +21,7 @@ def _init(state: dict[str, Any]) -> None:
     STATE.update(state)
 
 
-def imap(finish: Callable[..., dict], jobs: Iterable[tuple], state: dict[str, Any], workers: int) -> Iterator[dict]:
+def imap(finish: Callable[..., Any], jobs: Iterable[tuple], state: dict[str, Any], workers: int) -> Iterator[Any]:
     """``finish(*job)`` for every job, results in order; in this process when ``workers`` is 0."""
     if workers <= 0:
         _init(state)

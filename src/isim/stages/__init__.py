@@ -54,10 +54,10 @@ def last_round(checkpoints: Path) -> Path:
 
 
 def train_stage(cfg: Any, stage: str, train: Any, prefix: str, plot_keys: tuple[str, ...], metrics: Path,
-                plots: Path, after: Any = None) -> dict:
+                plots: Path, after: Any = None, extra: dict | None = None) -> dict:
     """What train_affinity and train_segmenter share: run ``train(on_epoch)`` in the stage's
-    MLflow run, write the per-epoch CSV and the metrics JSON, then ``after(tracker)``; returns
-    the summary."""
+    MLflow run, write the per-epoch CSV and the metrics JSON (with ``extra``), then
+    ``after(tracker)``; returns the summary."""
     from isim.io import write_csv, write_json
     from isim.tracking import stage_run
     with stage_run(cfg, stage) as tr:
@@ -66,7 +66,7 @@ def train_stage(cfg: Any, stage: str, train: Any, prefix: str, plot_keys: tuple[
         hist = result["history"]
         write_csv(plots, [{k: h[k] for k in plot_keys} for h in hist])
         summary = {"epochs": len(hist), "seconds": round(result["seconds"], 3), "first_loss": hist[0]["loss"],
-                   "final_loss": hist[-1]["loss"]}
+                   "final_loss": hist[-1]["loss"], **(extra or {})}
         write_json(metrics, summary)
         tr.log_metrics(summary)
         if after is not None:

@@ -1,4 +1,7 @@
-"""Stage ``evaluate_segmenter``: the final model's mIoU on val (paper Tables 8-11)."""
+"""Stage ``evaluate_segmenter``: the final model's mIoU on val (paper Tables 8-11), compared
+with the best ISIM round's segmentation branch on the same photos. Writes which of the two
+`isim predict` uses by default (``--best``), and warns loudly (log and MLflow) when the final
+model scores below the masks it learnt from."""
 from __future__ import annotations
 
 import logging
@@ -8,25 +11,73 @@ from isim import evaluation
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_json
+from isim.models import read_checkpoint
 from isim.runtime import setup
 from isim.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, report_path: Path) -> None:
+def collapse_warning(trained_on: dict, holdout_miou: float | None) -> str | None:
+    """The warning for a final model below its own training masks (both on the holdout images),
+    or None."""
+    masks_miou = trained_on.get("holdout_miou")
+    if masks_miou is None or holdout_miou is None or holdout_miou >= masks_miou:
+        return None
+    return (f"the final segmenter scores {holdout_miou:.2f} mIoU on the holdout images, below the "
+            f"{trained_on.get('name', 'pseudo')} masks it learnt from ({masks_miou:.2f} on the same images): "
+            "training on them lost accuracy instead of generalising it; check the segmenter's epochs and "
+            "learning rates (README \"Real photographs\")")
+
+
+def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, report_path: Path,
+        isim_checkpoints: Path | None = None, isim_pseudo: Path | None = None, best: Path | None = None) -> None:
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
+    sc, rt = cfg.segmenter, cfg.runtime
+    # the holdout images (part of val) are scored in the same pass, to set the model beside its masks
+    on_val = data.has_masks and cfg.holdout.split == "val"
+    holdout = data.holdout_ids("val", cfg.holdout.fraction) if on_val else []
     with stage_run(cfg, "evaluate_segmenter") as tr:
-        report = evaluation.evaluate_segmenter(checkpoint, data, "val", device, cfg.segmenter.crf,
-                                                cfg.segmenter.scales, cfg.runtime.cam_batch_size,
-                                                cfg.runtime.crf_workers)
+        report = evaluation.evaluate_segmenter(checkpoint, data, "val", device, sc.crf, sc.scales,
+                                                rt.cam_batch_size, rt.crf_workers, subset=holdout)
         summary = {"images": report["images"]}
         for kind, key in (("raw", "val_miou"), ("crf", "val_crf_miou")):
             if kind in report:
                 summary[key] = report[kind]["miou"]
                 summary[key.replace("miou", "pixel_acc")] = report[kind]["pixel_acc"]
+        trained_on = read_checkpoint(checkpoint).get("trained_on", {})
+        report["trained_on"] = trained_on
+        if "subset" in report:
+            summary["holdout_miou"] = report["subset"]["raw"]["miou"]
+            if trained_on.get("holdout_miou") is not None:
+                summary["trained_on_holdout_miou"] = trained_on["holdout_miou"]
+        warning = collapse_warning(trained_on, summary.get("holdout_miou"))
+        if warning:
+            log.warning("!" * 20 + " %s " + "!" * 20, warning)
+            tr.warn(warning)
+            report["warning"] = warning
+        seg = {"name": "final segmenter", "checkpoint": str(checkpoint), "miou": summary.get("val_miou")}
+        isim = None
+        if isim_checkpoints is not None and isim_pseudo is not None:
+            r, r_holdout = evaluation.best_round(isim_pseudo)
+            ck = isim_checkpoints / f"round_{r:02d}.pt"
+            isim_report = evaluation.evaluate_segmenter(ck, data, "val", device, False, sc.scales,
+                                                         rt.cam_batch_size, rt.crf_workers)
+            isim = {"name": f"ISIM round {r}", "checkpoint": str(ck), "miou": isim_report.get("raw", {}).get("miou"),
+                    "round_holdout_crf_miou": r_holdout}
+            report["isim_round"] = {k: v for k, v in isim_report.items() if k != "raw"} | {
+                "round": r, "miou": isim["miou"], "iou": isim_report.get("raw", {}).get("iou")}
+            if isim["miou"] is not None:
+                summary["isim_round_val_miou"] = isim["miou"]
+        chosen = evaluation.pick_model(seg, isim)
+        report["best_model"] = chosen
+        summary["best_is_segmenter"] = int(chosen["checkpoint"] == str(checkpoint))
         write_json(report_path, report)
         write_json(metrics, summary)
+        if best is not None:
+            write_json(best, chosen)
         tr.log_metrics(summary, headline=True)
-    log.info("final segmenter on val: %s", summary)
+        tr.log_params({"best_model": chosen["name"], "best_model_why": chosen["why"]})
+    log.info("final segmenter on val: %s; `isim predict` will use %s (%s)", summary, chosen["checkpoint"],
+             chosen["why"])

@@ -1,5 +1,7 @@
 """Stage ``random_walk``: the final ISIM model's CAMs walked over AffinityNet's affinities,
-thresholded and refined with CRF (paper Table 7: ISIM+RW, ISIM+RW+CRF)."""
+thresholded and refined with CRF (paper Table 7: ISIM+RW, ISIM+RW+CRF). The walk's masks of the
+holdout images are scored too (``summary.json``'s ``holdout``), as every ISIM round's are, so the
+final segmenter can train on the best set (isim.pseudo.choice)."""
 from __future__ import annotations
 
 import logging
@@ -7,6 +9,7 @@ from pathlib import Path
 
 from isim.config import Config
 from isim.data.layout import Prepared
+from isim.io import write_json
 from isim.models import load_affinity, load_model
 from isim.pseudo import masks
 from isim.pseudo.random_walk import RandomWalk
@@ -26,6 +29,10 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, affinity_checkpoint
     with stage_run(cfg, "random_walk") as tr:
         summary = masks.generate(model, data, data.ids("train"), out, cfg, device, desc="random walk",
                                  threshold=cfg.random_walk.bg_threshold, propagate=walker)
+        if data.has_masks and (holdout := data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction)):
+            summary["holdout"] = masks.score(model, data, holdout, cfg, device, desc="random walk holdout",
+                                             threshold=cfg.random_walk.bg_threshold, propagate=walker)
+            write_json(out / "summary.json", summary)
         tr.log_round(1, out, summary, data)
     log.info("random walk -> %s: %s", out,
              {k: summary[k]["miou"] for k in ("raw", "crf") if k in summary} or summary["images"])

@@ -1,5 +1,6 @@
-"""Stage ``train_segmenter``: the final DeepLab model on the random-walk masks (after CRF),
-registered in MLflow's Model Registry."""
+"""Stage ``train_segmenter``: the final DeepLab model on the best pseudo-mask set (chosen on the
+holdout images, ``segmenter.masks``) or on a given mask folder (ground truth: the fully
+supervised ceiling), registered in MLflow's Model Registry."""
 from __future__ import annotations
 
 import logging
@@ -7,16 +8,36 @@ from pathlib import Path
 
 from isim.config import Config
 from isim.data.layout import Prepared
+from isim.pseudo.choice import choose
 from isim.stages import train_stage
 from isim.training.segmenter import train_segmenter
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, data_dir: Path, masks: Path, checkpoint: Path, metrics: Path, plots: Path) -> None:
+def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Path, masks: Path | None = None,
+        isim_pseudo: Path | None = None, rw_pseudo: Path | None = None) -> None:
+    """``masks``: train on this folder as it is; else choose among ``isim_pseudo``'s last round
+    and ``rw_pseudo``'s two sets."""
     data = Prepared.open(data_dir)
+    if masks is not None:
+        trained_on = {"key": "given", "name": str(masks), "masks": str(masks), "holdout_miou": None,
+                      "why": "--masks"}
+    else:
+        assert isim_pseudo is not None and rw_pseudo is not None
+        choice = choose(isim_pseudo, rw_pseudo, cfg.segmenter.masks)
+        masks, trained_on = Path(choice.masks), choice.to_dict()
+        log.info("the final segmenter trains on %s (%s): %s", choice.name, masks, choice.why)
     checkpoint.unlink(missing_ok=True)
+
+    def after(tr) -> None:
+        tr.log_params({"trained_on": trained_on["name"], "trained_on_why": trained_on["why"]})
+        if trained_on["holdout_miou"] is not None:
+            tr.log_metrics({"trained_on_holdout_miou": trained_on["holdout_miou"]})
+        tr.log_segmenter(checkpoint)
+
     summary = train_stage(cfg, "train_segmenter", lambda on_epoch: train_segmenter(
-        cfg, data, masks, checkpoint, on_epoch=on_epoch), "segmenter", ("epoch", "loss", "skipped_images"),
-        metrics, plots, after=lambda tr: tr.log_segmenter(checkpoint))
+        cfg, data, masks, checkpoint, on_epoch=on_epoch, trained_on=trained_on), "segmenter",
+        ("epoch", "loss", "skipped_images"), metrics, plots, after=after,
+        extra={"trained_on": trained_on["name"], "trained_on_holdout_miou": trained_on["holdout_miou"]})
     log.info("trained the final segmenter: %s", summary)

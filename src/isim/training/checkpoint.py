@@ -13,11 +13,13 @@ from isim.models import CHECKPOINT_FORMAT, check_spec, read_checkpoint
 
 def save_checkpoint(path: Path, spec: dict[str, Any], model: torch.nn.Module, opt: torch.optim.Optimizer,
                     sched: Any, epoch: int, round_: int, history: list[dict], config: dict[str, Any],
-                    classes: list[str] | None = None) -> None:
-    """``config`` and ``classes`` travel with the weights: `isim predict` needs nothing else."""
+                    classes: list[str] | None = None, trained_on: dict[str, Any] | None = None) -> None:
+    """``config`` and ``classes`` travel with the weights: `isim predict` needs nothing else;
+    ``trained_on`` says which masks a segmenter learnt from (and their holdout score)."""
     state = {"format": CHECKPOINT_FORMAT, "spec": spec, "model": model.state_dict(),
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-             "round": round_, "history": history, "config": config, "classes": classes or []}
+             "round": round_, "history": history, "config": config, "classes": classes or [],
+             "trained_on": trained_on or {}}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

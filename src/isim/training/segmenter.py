@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 
 
 def train_segmenter(cfg: Config, data: Prepared, masks_dir: Path, checkpoint: Path,
-                    on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Train on the masks in ``masks_dir`` (train split); save ``checkpoint``. Returns
-    {history, seconds, model}."""
+                    on_epoch: Callable[[dict], None] | None = None,
+                    trained_on: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train on the masks in ``masks_dir`` (train split); save ``checkpoint`` (with ``trained_on``,
+    what those masks are). Returns {history, seconds, model}."""
     seed_everything(cfg.seed)
     device = setup(cfg.runtime)
     sc, enc = cfg.segmenter, cfg.encoder
@@ -51,5 +52,6 @@ def train_segmenter(cfg: Config, data: Prepared, masks_dir: Path, checkpoint: Pa
         log.info("segmenter epoch %d/%d loss %.4f %.1fs", epoch, sc.epochs, rec["loss"], rec["seconds"])
         if on_epoch:
             on_epoch(rec)
-    save_checkpoint(checkpoint, spec, model, run.opt, run.sched, sc.epochs, 0, history, cfg.to_dict(), data.classes)
+    save_checkpoint(checkpoint, spec, model, run.opt, run.sched, sc.epochs, 0, history, cfg.to_dict(), data.classes,
+                    trained_on)
     return {"history": history, "seconds": time.perf_counter() - t_start, "model": model}

@@ -1,0 +1,60 @@
+"""Which pseudo-mask set the final segmenter trains on.
+
+Three candidates come out of the chain: the last ISIM round after CRF (ISIM+CRF), the random
+walk's masks (ISIM+RW) and those after CRF (ISIM+RW+CRF). Each is scored on the holdout images
+(part of val, never trained on: ``holdout``), so the choice is made on photos whose masks the
+results table does not report. ``segmenter.masks`` overrides it; without scores (a dataset with
+image labels only) the paper's choice, ISIM+RW+CRF, stands.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from isim.errors import IsimError
+from isim.pseudo.masks import rounds_of
+
+CANDIDATES = ("isim_crf", "rw", "rw_crf")
+NAMES = {"isim_crf": "ISIM+CRF", "rw": "ISIM+RW", "rw_crf": "ISIM+RW+CRF"}
+PAPER = "rw_crf"  # the paper's (and IRN's) final masks
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: str                          # one of CANDIDATES
+    masks: str                        # the folder of PNG masks the segmenter trains on
+    holdout_miou: float | None        # the chosen set's holdout mIoU (None: not measured)
+    scores: dict[str, float]          # every candidate's holdout mIoU that was measured
+    why: str
+
+    @property
+    def name(self) -> str:
+        return NAMES[self.key]
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"name": self.name}
+
+
+def _holdout(summary_path: Path) -> dict:
+    try:
+        return json.loads(summary_path.read_text()).get("holdout", {})
+    except FileNotFoundError:
+        raise IsimError(f"{summary_path}: missing; the stage that writes it did not finish") from None
+
+
+def choose(isim_pseudo: Path, rw_pseudo: Path, override: str = "auto") -> Choice:
+    """The set with the best holdout mIoU (ties: the later one in CANDIDATES), or ``override``."""
+    last = rounds_of(isim_pseudo)[-1]
+    folders = {"isim_crf": last / "crf", "rw": rw_pseudo / "raw", "rw_crf": rw_pseudo / "crf"}
+    isim_h, rw_h = _holdout(last / "summary.json"), _holdout(rw_pseudo / "summary.json")
+    scores = {k: float(h[kind]["miou"]) for k, h, kind in (("isim_crf", isim_h, "crf"), ("rw", rw_h, "raw"),
+                                                            ("rw_crf", rw_h, "crf")) if kind in h}
+    if override != "auto":
+        key, why = override, f"segmenter.masks: {override}"
+    elif len(scores) < len(CANDIDATES):
+        key, why = PAPER, "no holdout scores (no ground-truth masks on the holdout): the paper's choice"
+    else:
+        key = max(reversed(CANDIDATES), key=lambda k: scores[k])
+        why = "best holdout mIoU: " + ", ".join(f"{NAMES[k]} {scores[k]:.2f}" for k in CANDIDATES)
+    return Choice(key, str(folders[key]), scores.get(key), scores, why)
