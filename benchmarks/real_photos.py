@@ -1,17 +1,22 @@
-"""Real photographs: CAM vs ISIM pseudo masks with the ImageNet-pretrained EfficientNet-Lite0
-(offline, pip package) and with the same encoder trained from scratch, over K seeds.
+"""Real photographs with many classes: MSRC-v2 (class-index masks) + the Weizmann horses, the
+whole chain per seed, beside a fully supervised ceiling and an ImageNet-only anchor.
 
-    .venv/bin/python benchmarks/real_photos.py --horse PATH/horse_sample --coco PATH/coco_sample \
-        [--seeds 3 | --only-seeds 1,2] [--variants pretrained,scratch] [--work /tmp/isim-real-photos] \
+    .venv/bin/python benchmarks/real_photos.py --msrc PATH/msrc_sample --horse PATH/horse_sample \
+        [--seeds 3 | --only-seeds 1,2] [--label preset] [--set KEY=VALUE ...] [--work /tmp/isim-real-photos] \
         [--json FILE] [--keep]
+    .venv/bin/python benchmarks/real_photos.py --summarize reports/real_photos.json
 
-What a user does, in a scratch project: the photo folders go under raw/ (`dvc add`),
-`isim params pipelines/real-photos.yaml`, then one `dvc exp run -S seed=K -S encoder.weights=...`
-per run; each invocation's first run starts from a clean state (its record says `clean_state`),
-so its wall time is the pipeline's. Every setting is the preset's: nothing is tuned on these
-photos, and every seed run is reported. Writes reports/real_photos.{md,json} and
-docs/real_photos_rounds.jpg (paper Fig. 5 on real photos, seed 0, pretrained); prints the
-targets' figures with their baselines last.
+What a user does, in one scratch project per seed (``--work``/<label>-seed<K>, kept: `isim predict`
+there uses that run's best model): the photo folders go under raw/ (`dvc add`), `isim params
+pipelines/real-photos.yaml`, ``seed`` and the ``--set`` overrides (e.g. a tuned trial's values;
+``--label`` names the row), then `dvc repro` from a clean state, timed. Then, in the same project:
+- the fully supervised ceiling: the same final segmenter (encoder, input size, epochs) trained on
+  the ground-truth masks of the same train photos, scored on the same val photos;
+- the anchor: the ImageNet classifier's own CAM on the same train photos (no training on them),
+  for the classes with an ImageNet counterpart (horse: 'sorrel').
+Every seed is reported. Writes reports/real_photos.{md,json}, docs/real_photos_rounds.jpg (paper
+Fig. 5 on these photos) and docs/real_photos_predict.jpg (`isim predict` on val photos), seed 0 of
+the first label; prints the targets' figures with their baselines last.
 """
 from __future__ import annotations
 
@@ -25,12 +30,15 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from isim.paper.tables import mean_std
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-VARIANTS = {"pretrained": "package", "scratch": "''"}
-TARGET_MINUTES = 20
+TARGET_MINUTES = 30
+SETS = [("CAM", "baseline_miou"), ("CAM+CRF", "baseline_crf_miou"), ("ISIM", "isim_miou"),
+        ("ISIM+CRF", "isim_crf_miou"), ("ISIM+RW", "isim_rw_miou"), ("ISIM+RW+CRF", "isim_rw_crf_miou")]
 
 
 def sh(cmd: list[str], cwd: Path) -> str:
@@ -39,11 +47,22 @@ def sh(cmd: list[str], cwd: Path) -> str:
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if r.returncode:
         sys.exit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return r.stdout
+    return r.stdout + r.stderr
 
 
-def make_project(work: Path, horse: Path, coco: Path) -> None:
-    """A git + DVC project with this repository's pipeline and the photos as raw data."""
+def parse_set(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` overrides (VALUE as YAML: 0.25, true, [1, 2])."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def make_project(work: Path, msrc: Path, horse: Path, seed: int, overrides: dict[str, object]) -> None:
+    """A git + DVC project with this repository's pipeline, the photos as raw data and the preset."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -52,58 +71,93 @@ def make_project(work: Path, horse: Path, coco: Path) -> None:
     for folder in ("src", "pipelines", "raw"):
         shutil.copytree(REPO / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for sub in ("images", "masks"):
+        shutil.copytree(msrc / sub, work / "raw/msrc" / sub)
         shutil.copytree(horse / sub, work / "raw/horse" / sub)
-    for sub in ("images", "labels"):
-        shutil.copytree(coco / sub, work / "raw/coco" / sub)
-    shutil.copy(coco / "data.yaml", work / "raw/coco/data.yaml")
+    shutil.copy(msrc / "classes.txt", work / "raw/msrc/classes.txt")
     for p in (work / "raw").rglob("*"):
         p.chmod(0o755 if p.is_dir() else 0o644)
+    preset = yaml.safe_load((REPO / "pipelines/real-photos.yaml").read_text())
+    preset["seed"] = seed
+    for key, value in overrides.items():
+        node = preset
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    (work / "run-preset.yaml").write_text(yaml.safe_dump(preset, sort_keys=False))
     dvc = str(BIN / "dvc")
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "bench@example.org"],
                 ["git", "config", "user.name", "bench"], [dvc, "init", "-q"],
-                [dvc, "config", "core.analytics", "false"], [dvc, "add", "-q", "raw/horse", "raw/coco"],
-                [str(BIN / "isim"), "params", "pipelines/real-photos.yaml"], ["git", "add", "-A"],
+                [dvc, "config", "core.analytics", "false"], [dvc, "add", "-q", "raw/msrc", "raw/horse"],
+                [str(BIN / "isim"), "params", "run-preset.yaml"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "real photos"]):
         sh(cmd, work)
 
 
+def ceiling(work: Path) -> dict:
+    """The final segmenter trained on the ground truth of the same train photos (not registered)."""
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["tracking"]["registered_model"] = ""
+    (work / "ceiling").mkdir(exist_ok=True)
+    (work / "ceiling/params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    isim = [str(BIN / "isim"), "--params", "ceiling/params.yaml"]
+    t0 = time.perf_counter()
+    sh([*isim, "train-segmenter", "--data", "data/prepared", "--masks", "data/prepared/SegmentationClass",
+        "--checkpoint", "ceiling/segmenter.pt", "--metrics", "ceiling/train.json", "--plots", "ceiling/train.csv"],
+       work)
+    sh([*isim, "evaluate-segmenter", "--data", "data/prepared", "--checkpoint", "ceiling/segmenter.pt",
+        "--metrics", "ceiling/metrics.json", "--report", "ceiling/report.json"], work)
+    report = json.loads((work / "ceiling/report.json").read_text())
+    return {"miou": report["raw"]["miou"], "iou": report["raw"]["iou"], "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def collect(work: Path) -> dict:
     report = json.loads((work / "reports/evaluation.json").read_text())
-    base, rounds, walk = report["baseline"]["pseudo"], report["isim"]["rounds"], report.get("random_walk")
+    base, rounds, walk = report["baseline"]["pseudo"], report["isim"]["rounds"], report["random_walk"]
+    seg = json.loads((work / "reports/segmenter.json").read_text())
+    best = json.loads((work / "reports/best_model.json").read_text())
 
-    def row(number: int, name: str, masks: dict) -> dict:
-        return {"round": number, "name": name, "miou": masks["raw"]["miou"], "crf_miou": masks["crf"]["miou"],
+    def row(name: str, masks: dict) -> dict:
+        return {"name": name, "miou": masks["raw"]["miou"], "crf_miou": masks["crf"]["miou"],
                 "precision": masks["raw"]["precision"], "recall": masks["raw"]["recall"],
                 "crf_precision": masks["crf"]["precision"], "crf_recall": masks["crf"]["recall"]}
 
-    iou = {"cam_crf": base["crf"]["iou"], "isim_crf": rounds[-1]["crf"]["iou"]}
-    if walk:  # the random walk on ISIM's last round (runs made before the walk existed have none)
-        iou |= {"rw": walk["raw"]["iou"], "rw_crf": walk["crf"]["iou"]}
     return {
         "summary": report["summary"],
-        "iou": iou,
-        "rounds": [row(0, "CAM", base)] + [row(r["round"], f"ISIM round {r['round']}", r) for r in rounds]
-        + ([row(len(rounds) + 1, "ISIM + RW", walk)] if walk else []),
+        "iou": {"cam_crf": base["crf"]["iou"], "isim_crf": rounds[-1]["crf"]["iou"], "rw": walk["raw"]["iou"],
+                "rw_crf": walk["crf"]["iou"]},
+        "rounds": [row("CAM", base)] + [row(f"ISIM round {r['round']}", r) for r in rounds] + [row("ISIM + RW", walk)],
+        "trained_on": seg["trained_on"]["name"], "trained_on_holdout_miou": seg["trained_on"]["holdout_miou"],
+        "segmenter_val_miou": seg["raw"]["miou"], "segmenter_iou": seg["raw"]["iou"],
+        "isim_round": seg["isim_round"]["round"], "isim_round_val_miou": seg["isim_round"]["miou"],
+        "best_model": best["name"], "warning": seg.get("warning"),
     }
 
 
-def grid(work: Path, out: Path) -> None:
-    """Fig. 5 on real photos: 3 horses and 3 COCO photos with VOC objects from the train split
-    (and the random walk's masks where the run has them)."""
-    from PIL import Image  # only the runs that draw the figure need PIL and torch
+def figures(work: Path) -> None:
+    """Fig. 5 of this run and `isim predict` on val photos, for the README."""
+    from PIL import Image
 
     from isim.data.layout import Prepared
-    from isim.evaluation import fig5_columns
-    from isim.visualize import rounds_grid
+    from isim.io import read_image
     data = Prepared.open(work / "data/prepared")
-    train = data.ids("train")
-    ids = [i for i in train if i.startswith("horse")][:3] + [i for i in train
-                                                            if not i.startswith("horse") and data.labels[i]][:3]
-    rw = work / "pseudo/rw"
-    cols = fig5_columns(work / "pseudo/baseline", work / "pseudo/isim", rw if rw.is_dir() else None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rounds_grid(data, ids, cols)).save(out, quality=88)
-    print(f"grid: {out} (columns: image | ground truth | {' | '.join(n for n, _ in cols)}, after CRF)")
+    shutil.copy(work / "reports/fig5.jpg", REPO / "docs/real_photos_rounds.jpg")
+    val = [i for i in data.ids("val") if data.labels[i]]
+    picks = [i for i in val if not i.startswith("horse")][:5] + [i for i in val if i.startswith("horse")][:1]
+    folder = work / "predict-in"
+    folder.mkdir(exist_ok=True)
+    for i in picks:
+        shutil.copy(data.image_path(i), folder / f"{i}.jpg")
+    print(sh([str(BIN / "isim"), "predict", "predict-in", "--out", "predict-out"], work).splitlines()[0])
+    tiles = [read_image(work / "predict-out" / f"{i}_overlay.jpg") for i in picks]
+    h = 160
+    tiles = [Image.fromarray(t).resize((round(t.shape[1] * h / t.shape[0]), h)) for t in tiles]
+    sheet = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), h), "white")
+    x = 0
+    for t in tiles:
+        sheet.paste(t, (x, 0))
+        x += t.width + 4
+    sheet.save(REPO / "docs/real_photos_predict.jpg", quality=88)
 
 
 def fmt(xs: list[float]) -> str:
@@ -111,148 +165,149 @@ def fmt(xs: list[float]) -> str:
     return f"{m:.2f} ± {s:.2f}"
 
 
-def by_variant(runs: list[dict]) -> dict[str, list[dict]]:
-    """The runs of each encoder variant that has any, in VARIANTS' order."""
-    by = {v: [r for r in runs if r["variant"] == v] for v in VARIANTS}
-    return {v: rs for v, rs in by.items() if rs}
+def by_label(runs: list[dict]) -> dict[str, list[dict]]:
+    labels: dict[str, list[dict]] = {}
+    for r in runs:
+        labels.setdefault(r["label"], []).append(r)
+    return labels
 
 
 def tables(runs: list[dict]) -> str:
-    lines = []
-    by = by_variant(runs)
-    keys = [("CAM", "baseline_miou"), ("CAM+CRF", "baseline_crf_miou"), ("ISIM", "isim_miou"),
-            ("ISIM+CRF", "isim_crf_miou")]
-    lines += ["| encoder | seeds | " + " | ".join(k for k, _ in keys)
-              + " | ISIM+CRF − CAM+CRF | horse IoU CAM+CRF → ISIM+CRF |",
-              "| --- | ---: | " + " | ".join("---:" for _ in keys) + " | ---: | ---: |"]
-    for v, rs in by.items():
-        gains = [r["summary"]["isim_crf_miou"] - r["summary"]["baseline_crf_miou"] for r in rs]
-        horse = " → ".join(fmt([r["iou"][k]["horse"] for r in rs]) for k in ("cam_crf", "isim_crf"))
-        lines.append(f"| {v} | {len(rs)} | " + " | ".join(fmt([r["summary"][k] for r in rs]) for _, k in keys)
-                     + f" | {fmt(gains)} | {horse} |")
-    walked = {v: [r for r in rs if "isim_rw_miou" in r["summary"]] for v, rs in by.items()}
-    if any(walked.values()):
-        # runs made before the AffinityNet / random-walk stages existed have no walk: these rows
-        # cover only the seeds that walked, and say which
-        lines += ["", "After the random walk (AffinityNet on ISIM's last round), the seeds that ran it:", "",
-                  "| encoder | seeds | ISIM+CRF | ISIM+RW | ISIM+RW+CRF | ISIM+RW − ISIM | horse IoU ISIM+RW |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-        for v, rs in walked.items():
-            if rs:
-                lines.append(
-                    f"| {v} | {', '.join(str(r['seed']) for r in rs)} | "
-                    + " | ".join(fmt([r["summary"][k] for r in rs])
-                                 for k in ("isim_crf_miou", "isim_rw_miou", "isim_rw_crf_miou"))
-                    + f" | {fmt([r['summary']['isim_rw_miou'] - r['summary']['isim_miou'] for r in rs])}"
-                    f" | {fmt([r['iou']['rw']['horse'] for r in rs])} |")
-    for v, rs in by.items():
+    lines = ["Pseudo masks on the train photos (mIoU %), the final segmenter and the ceiling on the val photos:", "",
+             "| run | seed | " + " | ".join(n for n, _ in SETS) + " | trained on | segmenter val | best ISIM "
+             "round val | ceiling val | weak / full | ImageNet-only horse | minutes |",
+             "| --- | ---: | " + " | ".join("---:" for _ in SETS) + " | --- |" + " ---: |" * 6]
+    for label, rs in by_label(runs).items():
+        for r in rs:
+            s = r["summary"]
+            lines.append(f"| {label} | {r['seed']} | " + " | ".join(f"{s[k]:.2f}" for _, k in SETS)
+                         + f" | {r['trained_on']} | {r['segmenter_val_miou']:.2f} | {r['isim_round_val_miou']:.2f} "
+                         f"(round {r['isim_round']}) | {r['ceiling']['miou']:.2f} | "
+                         f"{100 * r['segmenter_val_miou'] / r['ceiling']['miou']:.1f} % | "
+                         f"{r['anchor']['iou'].get('horse', float('nan')):.2f} | {r['seconds'] / 60:.1f} |")
+        if len(rs) > 1:
+            lines.append(f"| {label} | mean ± std | " + " | ".join(fmt([r["summary"][k] for r in rs]) for _, k in SETS)
+                         + f" | | {fmt([r['segmenter_val_miou'] for r in rs])} | "
+                         f"{fmt([r['isim_round_val_miou'] for r in rs])} | {fmt([r['ceiling']['miou'] for r in rs])} | "
+                         f"{fmt([100 * r['segmenter_val_miou'] / r['ceiling']['miou'] for r in rs])} % | "
+                         f"{fmt([r['anchor']['iou'].get('horse', float('nan')) for r in rs])} | |")
+    for label, rs in by_label(runs).items():
         classes = [c for c, x in rs[0]["iou"]["isim_crf"].items() if x is not None]
-        columns = [("CAM+CRF", "cam_crf"), ("ISIM+CRF", "isim_crf")]
-        columns += [("ISIM+RW+CRF", "rw_crf")] if walked[v] else []
-        lines += ["", f"Per-class IoU, {v} encoder, CRF masks (mean over {len(rs)} seeds"
-                  + (f"; ISIM+RW+CRF over the {len(walked[v])} that walked" if walked[v] else "") + "):", "",
-                  "| class | " + " | ".join(n for n, _ in columns) + " |",
-                  "| --- | " + " | ".join("---:" for _ in columns) + " |"]
+        cols = [("CAM+CRF", lambda r, c: r["iou"]["cam_crf"].get(c)),
+                ("ISIM+CRF", lambda r, c: r["iou"]["isim_crf"].get(c)),
+                ("ISIM+RW+CRF", lambda r, c: r["iou"]["rw_crf"].get(c)),
+                ("ImageNet-only CAM", lambda r, c: r["anchor"]["iou"].get(c)),
+                ("segmenter (val)", lambda r, c: r["segmenter_iou"].get(c)),
+                ("ceiling (val)", lambda r, c: r["ceiling"]["iou"].get(c))]
+        lines += ["", f"Per-class IoU, {label} (mean over {len(rs)} seeds; pseudo masks and the anchor on train, "
+                  "models on val):", "", "| class | " + " | ".join(n for n, _ in cols) + " |",
+                  "| --- | " + " | ".join("---:" for _ in cols) + " |"]
         for c in classes:
             cells = []
-            for _, k in columns:
-                xs = [r["iou"][k][c] for r in rs if k in r["iou"] and r["iou"][k].get(c) is not None]
-                cells.append(f"{statistics.fmean(xs) if xs else float('nan'):.1f}")
+            for _, get in cols:
+                xs = [v for r in rs if (v := get(r, c)) is not None]
+                cells.append(f"{statistics.fmean(xs):.1f}" if xs else "")
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
-        lines += ["", f"Why the masks change, {v} encoder: object precision / recall (%) of the masks, "
-                  "mean over the seeds in the row:", "",
-                  "| masks | seeds | mIoU | precision | recall | +CRF mIoU | +CRF precision | +CRF recall |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for i, row in enumerate(max((r["rounds"] for r in rs), key=len)):
-            have = [r for r in rs if i < len(r["rounds"]) and r["rounds"][i]["name"] == row["name"]]
-            vals = [[r["rounds"][i][k] for r in have]
+        lines += ["", f"Object precision / recall (%) of the train masks, {label}, mean over {len(rs)} seeds:", "",
+                  "| masks | mIoU | precision | recall | +CRF mIoU | +CRF precision | +CRF recall |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for i, row in enumerate(rs[0]["rounds"]):
+            vals = [[r["rounds"][i][k] for r in rs if i < len(r["rounds"])]
                     for k in ("miou", "precision", "recall", "crf_miou", "crf_precision", "crf_recall")]
-            lines.append(f"| {row['name']} | {len(have)} | "
-                         + " | ".join(f"{statistics.fmean(v):.1f}" for v in vals) + " |")
+            lines.append(f"| {row['name']} | " + " | ".join(f"{statistics.fmean(v):.1f}" for v in vals) + " |")
     return "\n".join(lines)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--horse", type=Path, help="folder with images/ and masks/")
-    ap.add_argument("--coco", type=Path, help="folder with images/, labels/ and data.yaml")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--only-seeds", type=lambda x: [int(i) for i in x.split(",")],
-                    help="run only these seeds, e.g. 2 or 1,2 (to share the runs out between processes)")
-    ap.add_argument("--variants", default="pretrained,scratch")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/isim-real-photos"))
-    ap.add_argument("--json", type=Path, default=REPO / "reports/real_photos.json", help="every run's figures")
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the runs already in --json and run only the (variant, seed) pairs it lacks")
-    ap.add_argument("--summarize", type=Path, nargs="+", help="only print the tables of earlier runs' JSON files")
-    a = ap.parse_args()
-    if a.summarize:
-        summarize([run for f in a.summarize for run in json.loads(f.read_text())])
-        return
-    if not (a.horse and a.coco):
-        ap.error("--horse and --coco are required (or --summarize)")
-    make_project(a.work, a.horse.resolve(), a.coco.resolve())
-    out_json = a.json
-    runs: list[dict] = json.loads(out_json.read_text()) if a.keep and out_json.exists() else []
-    done = {(r["variant"], r["seed"]) for r in runs}
-    ran = False
-    for variant in a.variants.split(","):
-        for seed in a.only_seeds or range(a.seeds):
-            if (variant, seed) in done:
-                print(f"{variant} seed {seed}: kept from {out_json}", flush=True)
-                continue
-            t0 = time.perf_counter()
-            sh([str(BIN / "dvc"), "exp", "run", "dvc.yaml", "-S", f"seed={seed}",
-                "-S", f"encoder.weights={VARIANTS[variant]}"], a.work)
-            run = {"variant": variant, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
-                   "clean_state": not ran, **collect(a.work)}
-            ran = True
-            runs.append(run)
-            s = run["summary"]
-            print(f"{variant} seed {seed}: CAM {s['baseline_miou']:.2f} / {s['baseline_crf_miou']:.2f} (+CRF), "
-                  f"ISIM {s['isim_miou']:.2f} / {s['isim_crf_miou']:.2f}, {run['seconds'] / 60:.1f} min", flush=True)
-            if variant == "pretrained" and seed == 0:  # the figure always shows seed 0
-                grid(a.work, REPO / "docs/real_photos_rounds.jpg")
-            out_json.write_text(json.dumps(runs, indent=1) + "\n")
-    summarize(runs)
-
-
-def summarize(runs: list[dict]) -> None:
-    """Tables into reports/real_photos.md, then the targets' figures with their baselines."""
-    md = tables(runs)
-    (REPO / "reports/real_photos.md").write_text(
-        "# Real photographs: CAM vs ISIM (benchmarks/real_photos.py)\n\n" + md + "\n")
-    print(md + "\n\n" + "\n".join(target_lines(runs)))
 
 
 def target_lines(runs: list[dict]) -> list[str]:
     """The issue's targets, each with its figure, its baseline from the same runs and a verdict."""
-    lines, by = [], by_variant(runs)
-    # only an invocation's first run starts from a clean project: the later ones reuse its imported data
-    for v, rs in by.items():
-        clean = [r for r in rs if r.get("clean_state")]
-        if clean:
-            seeds = ", ".join(str(r["seed"]) for r in clean)
-            minutes = ", ".join(f"{r['seconds'] / 60:.1f}" for r in clean)
-            met = min(r["seconds"] for r in clean) <= TARGET_MINUTES * 60
-            lines.append(f"real-photo pipeline from a clean state ({v}, seeds {seeds}): {minutes} min "
-                         f"(target <= {TARGET_MINUTES} min: {'met' if met else 'NOT met'})")
-    if "pretrained" in by and "scratch" in by:
-        d = statistics.fmean(r["summary"]["baseline_miou"] for r in by["pretrained"]) - \
-            statistics.fmean(r["summary"]["baseline_miou"] for r in by["scratch"])
-        lines.append(f"pretrained CAM - from-scratch CAM (baseline): {d:+.2f} mIoU (target >= +15: "
-                     f"{'met' if d >= 15 else 'NOT met'})")
-    for v, rs in by.items():
+    lines = []
+    for label, rs in by_label(runs).items():
+        n = f"{len(rs)} seed{'s' if len(rs) > 1 else ''}"
+        ratio = [100 * r["segmenter_val_miou"] / r["ceiling"]["miou"] for r in rs]
+        m, s = mean_std(ratio)
+        lines.append(f"[{label}] final segmenter val / fully supervised ceiling: {m:.1f} ± {s:.1f} % over {n} "
+                     f"(segmenter {fmt([r['segmenter_val_miou'] for r in rs])}, ceiling "
+                     f"{fmt([r['ceiling']['miou'] for r in rs])}) (target >= 75 %: {'met' if m >= 75 else 'NOT met'})")
         m, s = mean_std([r["summary"]["isim_crf_miou"] - r["summary"]["baseline_crf_miou"] for r in rs])
-        ok = m >= 3 and m > 2 * s
-        lines.append(f"ISIM - CAM gain ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(rs)} seeds "
-                     f"(target >= +3 and > 2 std: {'met' if ok else 'NOT met'})")
-        walked = [r for r in rs if "isim_rw_miou" in r["summary"]]
-        if walked:
-            m, s = mean_std([r["summary"]["isim_rw_miou"] - r["summary"]["isim_miou"] for r in walked])
-            lines.append(f"ISIM+RW - ISIM ({v}): {m:+.2f} ± {s:.2f} mIoU over {len(walked)} seeds "
-                         f"({', '.join(str(r['seed']) for r in walked)})")
+        ok = m >= 3 and m > 2 * s and len(rs) >= 3
+        lines.append(f"[{label}] ISIM+CRF - CAM+CRF (train): {m:+.2f} ± {s:.2f} mIoU over {n} "
+                     f"(target >= +3 and > 2 std over 3 seeds: {'met' if ok else 'NOT met'})")
+        horse = [max(r["iou"][k]["horse"] for k in ("isim_crf", "rw", "rw_crf")) for r in rs]
+        anchor = [r["anchor"]["iou"]["horse"] for r in rs]
+        d = statistics.fmean(horse) - statistics.fmean(anchor)
+        lines.append(f"[{label}] horse IoU of the pseudo masks (best of ISIM+CRF, ISIM+RW, ISIM+RW+CRF) "
+                     f"{fmt(horse)} vs ImageNet-only CAM {fmt(anchor)}: {d:+.2f} (target >= +15: "
+                     f"{'met' if d >= 15 else 'NOT met'})")
+        minutes = [r["seconds"] / 60 for r in rs]
+        lines.append(f"[{label}] whole chain from a clean state: {', '.join(f'{x:.1f}' for x in minutes)} min "
+                     f"(target <= {TARGET_MINUTES} min: {'met' if max(minutes) <= TARGET_MINUTES else 'NOT met'})")
     return lines
+
+
+def summarize(runs: list[dict]) -> None:
+    """Tables into reports/real_photos.md, then the targets' figures with their baselines."""
+    md = tables(runs) + "\n\nTargets:\n\n" + "\n".join(f"- {t}" for t in target_lines(runs))
+    (REPO / "reports/real_photos.md").write_text(
+        "# Real photographs: MSRC-v2 + Weizmann horses (benchmarks/real_photos.py)\n\n" + md + "\n")
+    print(md)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--msrc", type=Path, help="folder with images/, masks/ and classes.txt")
+    ap.add_argument("--horse", type=Path, help="folder with images/ and masks/")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--only-seeds", type=lambda x: [int(i) for i in x.split(",")],
+                    help="run only these seeds, e.g. 2 or 1,2 (to share the runs out between processes)")
+    ap.add_argument("--label", default="preset", help="the row's name (e.g. tuned)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params override on top of the preset (dotted key), e.g. a tuned trial's value")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/isim-real-photos"))
+    ap.add_argument("--json", type=Path, default=REPO / "reports/real_photos.json", help="every run's figures")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the runs already in --json and run only the (label, seed) pairs it lacks")
+    ap.add_argument("--summarize", type=Path, nargs="+", help="only print the tables of earlier runs' JSON files")
+    ap.add_argument("--from-project", type=Path, help="a project made as --work does and run with `dvc repro` "
+                    "already: add its anchor, ceiling and figures (with --seconds, the repro's measured wall time)")
+    ap.add_argument("--seconds", type=float, help="with --from-project")
+    a = ap.parse_args()
+    if a.summarize:
+        summarize([run for f in a.summarize for run in json.loads(f.read_text())])
+        return
+    if not (a.msrc and a.horse) and not a.from_project:
+        ap.error("--msrc and --horse are required (or --summarize, or --from-project)")
+    overrides = parse_set(a.set)
+    runs: list[dict] = json.loads(a.json.read_text()) if a.keep and a.json.exists() else []
+    done = {(r["label"], r["seed"]) for r in runs}
+    for seed in a.only_seeds or range(a.seeds):
+        if (a.label, seed) in done:
+            print(f"{a.label} seed {seed}: kept from {a.json}", flush=True)
+            continue
+        if a.from_project:
+            work, seconds = a.from_project.resolve(), a.seconds
+            if seconds is None or yaml.safe_load((work / "params.yaml").read_text())["seed"] != seed:
+                ap.error("--from-project needs --seconds and --only-seeds with the project's seed")
+        else:
+            work = a.work / f"{a.label}-seed{seed}"
+            make_project(work, a.msrc.resolve(), a.horse.resolve(), seed, overrides)
+            t0 = time.perf_counter()
+            sh([str(BIN / "dvc"), "repro"], work)
+            seconds = round(time.perf_counter() - t0, 1)
+        t1 = time.perf_counter()
+        sh([str(BIN / "isim"), "imagenet-cam", "--data", "data/prepared", "--out", "reports/imagenet_cam.json"], work)
+        anchor = json.loads((work / "reports/imagenet_cam.json").read_text()) | {
+            "seconds": round(time.perf_counter() - t1, 1)}
+        run = {"label": a.label, "seed": seed, "overrides": overrides, "seconds": seconds, "project": str(work),
+               **collect(work), "ceiling": ceiling(work), "anchor": anchor}
+        runs.append(run)
+        s = run["summary"]
+        print(f"{a.label} seed {seed}: CAM+CRF {s['baseline_crf_miou']:.2f}, ISIM+CRF {s['isim_crf_miou']:.2f}, "
+              f"segmenter {run['segmenter_val_miou']:.2f} / ceiling {run['ceiling']['miou']:.2f}, "
+              f"{seconds / 60:.1f} min; project kept in {work}", flush=True)
+        if seed == 0 and not any(r["seed"] == 0 for r in runs[:-1]):
+            figures(work)
+        a.json.write_text(json.dumps(runs, indent=1) + "\n")
+    summarize(runs)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The real-photo pipeline as a user runs it, shrunk: horse photos with figure/ground masks and
-COCO photos through `isim params pipelines/real-photos.yaml` and `dvc repro` with the offline
-pretrained encoder, then `isim predict` on photos the model has never seen."""
+"""The real-photo pipeline as a user runs it, shrunk: MSRC photos (class-index masks) and horse
+photos (figure/ground masks) through `isim params pipelines/real-photos.yaml` and `dvc repro` with
+the offline pretrained encoder; then the fully supervised ceiling, the ImageNet-only anchor, and
+`isim predict` on photos the model has never seen, with the model the last run validated best."""
 import json
 import shutil
 
@@ -9,16 +10,15 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import COCO_SAMPLE, HORSE_SAMPLE, REPO, bin_path, dvc_project, merge, run
+from conftest import COCO_SAMPLE, HORSE_SAMPLE, MSRC_SAMPLE, REPO, bin_path, dvc_project, merge, run
 from isim.config import from_dict
 from isim.inference import Predictor
 from isim.io import read_image, read_label_png
 
 PRESET = REPO / "pipelines/real-photos.yaml"
-COCO_TRAIN = ["000000000025", "000000000034", "000000000042", "000000000061", "000000000071", "000000000073"]
 TINY = {  # the preset's code paths at seconds-scale: small images, one ISIM round, no tracking server
     "crf_freq": 1,
-    "data": {"own": {"max_side": 96, "val_fraction": 0.25}},
+    "data": {"own": {"max_side": 96, "val_fraction": 0.3}},
     "transform": {"resize_long": [64, 96], "crop": 64},
     "cam": {"scales": [1.0]},
     "model": {"decoder_channels": 16},
@@ -43,8 +43,10 @@ def test_the_preset_applies_onto_params_yaml(tmp_path):
     cfg = from_dict(_preset_params(tmp_path))
     assert cfg.encoder.backbone == "efficientnet_lite0" and cfg.encoder.weights == "package"
     assert cfg.encoder.backbone_kwargs == {}  # the slim ResNet's kwargs replaced, not merged
-    assert [s.format for _, s in cfg.data.own.sources()] == ["masks", "yolo"]
-    assert cfg.data.own.more_sources[0].class_map["couch"] == "sofa"
+    assert [s.format for _, s in cfg.data.own.sources()] == ["index", "masks"]
+    cm = cfg.data.own.class_map
+    assert cm["face"] == cm["body"] == "person" and cm["grass"] == cm["road"] == "background"
+    assert len(cfg.data.own.classes) == 15 and cfg.data.own.val_fraction == 0.25
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +54,12 @@ def photo_repo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("photos")
     params = merge(_preset_params(tmp), TINY)
     repo = dvc_project(tmp / "repo", params)
+    shutil.copytree(MSRC_SAMPLE / "images", repo / "raw/msrc/images")
+    shutil.copytree(MSRC_SAMPLE / "masks", repo / "raw/msrc/masks")
+    shutil.copy(MSRC_SAMPLE / "classes.txt", repo / "raw/msrc/classes.txt")
     shutil.copytree(HORSE_SAMPLE / "images", repo / "raw/horse/images")
     shutil.copytree(HORSE_SAMPLE / "masks", repo / "raw/horse/masks")
-    for sub in ("images", "labels"):
-        (repo / "raw/coco" / sub).mkdir(parents=True)
-    for id_ in COCO_TRAIN:
-        shutil.copy(COCO_SAMPLE / "images" / f"{id_}.jpg", repo / "raw/coco/images")
-        shutil.copy(COCO_SAMPLE / "labels" / f"{id_}.txt", repo / "raw/coco/labels")
-    shutil.copy(COCO_SAMPLE / "data.yaml", repo / "raw/coco/data.yaml")
-    run([bin_path("dvc"), "add", "-q", "raw/horse", "raw/coco"], repo)
+    run([bin_path("dvc"), "add", "-q", "raw/msrc", "raw/horse"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "photos"], repo)
     run([bin_path("dvc"), "repro"], repo, timeout=900)
@@ -70,22 +69,66 @@ def photo_repo(tmp_path_factory):
 def test_a_tiny_real_photo_pipeline_runs_through_dvc_repro(photo_repo):
     repo = photo_repo
     data = json.loads((repo / "data/prepared/image_labels.json").read_text())
-    assert len(data["labels"]) == 8 + len(COCO_TRAIN) and data["source"] == "own:masks+yolo"
+    assert len(data["labels"]) == 16 + 8 and data["source"] == "own:index+masks"
     summary = json.loads((repo / "metrics/eval.json").read_text())["summary"]
     for k in ("baseline_miou", "baseline_crf_miou", "isim_miou", "isim_crf_miou", "isim_crf_recall",
-              "isim_crf_precision"):
+              "isim_crf_precision", "isim_rw_miou", "isim_rw_crf_miou"):
         assert 0 <= summary[k] <= 100, k
     report = json.loads((repo / "reports/evaluation.json").read_text())
     assert report["isim"]["rounds"][-1]["crf"]["iou"]["horse"] is not None  # horse scored on its own
     state = __import__("torch").load(repo / "checkpoints/isim/round_02.pt", weights_only=True)
-    assert state["spec"]["backbone"] == "efficientnet_lite0" and state["classes"][13] == "horse"
+    assert state["spec"]["backbone"] == "efficientnet_lite0" and "person" in state["classes"]
+    # the segmenter trained on the set that scored best on the holdout, and says which
+    trained = json.loads((repo / "metrics/train_segmenter.json").read_text())
+    walk = json.loads((repo / "pseudo/rw/summary.json").read_text())["holdout"]
+    last = json.loads((repo / "pseudo/isim/round_02/summary.json").read_text())["holdout"]
+    scores = {"ISIM+CRF": last["crf"]["miou"], "ISIM+RW": walk["raw"]["miou"], "ISIM+RW+CRF": walk["crf"]["miou"]}
+    assert trained["trained_on_holdout_miou"] == max(scores.values()) == scores[trained["trained_on"]]
+    # evaluate_segmenter set it beside the best ISIM round and recorded the better one
+    seg = json.loads((repo / "reports/segmenter.json").read_text())
+    best = json.loads((repo / "reports/best_model.json").read_text())
+    better = max((seg["raw"]["miou"], "segmenter.pt"), (seg["isim_round"]["miou"], "round_"))
+    assert better[1] in best["checkpoint"] and "higher val mIoU" in best["why"]
+    assert seg["trained_on"]["name"] == trained["trained_on"] and "subset" in seg
+
+
+def test_the_fully_supervised_ceiling_on_the_same_photos(photo_repo):
+    """The same segmenter on the ground-truth masks of the same train photos, scored on the same val."""
+    repo = photo_repo
+    run([bin_path("isim"), "train-segmenter", "--data", "data/prepared", "--masks",
+         "data/prepared/SegmentationClass", "--checkpoint", "ceiling/segmenter.pt", "--metrics", "ceiling/train.json",
+         "--plots", "ceiling/train.csv"], repo)
+    run([bin_path("isim"), "evaluate-segmenter", "--data", "data/prepared", "--checkpoint", "ceiling/segmenter.pt",
+         "--metrics", "ceiling/metrics.json", "--report", "ceiling/report.json"], repo)
+    trained = json.loads((repo / "ceiling/train.json").read_text())
+    assert trained["trained_on"] == "data/prepared/SegmentationClass" and trained["trained_on_holdout_miou"] is None
+    ceiling = json.loads((repo / "ceiling/report.json").read_text())
+    weak = json.loads((repo / "reports/segmenter.json").read_text())
+    assert ceiling["images"] == weak["images"] and 0 <= ceiling["raw"]["miou"] <= 100
+    assert "warning" not in ceiling  # no masks of its own to fall below
+
+
+def test_the_imagenet_only_anchor_scores_the_horses(photo_repo):
+    r = run([bin_path("isim"), "imagenet-cam", "--data", "data/prepared", "--out", "anchor.json"], photo_repo)
+    report = json.loads((photo_repo / "anchor.json").read_text())
+    assert "horse" in r.stdout and report["imagenet_classes"]["horse"] == [339]
+    # the ImageNet 'sorrel' CAM finds the horses: better than calling every pixel horse
+    data = json.loads((photo_repo / "data/prepared/image_labels.json").read_text())
+    horse = data["classes"].index("horse")
+    ids = [i for i in (photo_repo / "data/prepared/ImageSets/Segmentation/train.txt").read_text().split()
+           if horse in data["labels"][i]]
+    tp = total = 0
+    for id_ in ids:
+        gt = read_label_png(photo_repo / f"data/prepared/SegmentationClass/{id_}.png")
+        tp, total = tp + int((gt == horse).sum()), total + int((gt != 255).sum())
+    assert report["images"]["horse"] == len(ids) and report["iou"]["horse"] > 100 * tp / total
 
 
 def test_predict_segments_photos_it_has_never_seen(photo_repo, tmp_path):
     repo = photo_repo
     unseen = tmp_path / "unseen"
     unseen.mkdir()
-    src = sorted(p for p in (COCO_SAMPLE / "images").glob("*.jpg") if p.stem not in COCO_TRAIN)[:2]
+    src = sorted((COCO_SAMPLE / "images").glob("*.jpg"))[:2]
     shutil.copy(src[0], unseen / "colour.jpg")
     photo = Image.open(src[1])
     photo.convert("L").save(unseen / "grey.png")
@@ -96,17 +139,21 @@ def test_predict_segments_photos_it_has_never_seen(photo_repo, tmp_path):
     r = run([bin_path("isim"), "predict", str(unseen), str(tmp_path / "list.txt"), "--out", "predictions",
              "--crf"], repo)
     assert "5 images segmented" in r.stdout and "2 skipped" in r.stdout and "broken.jpg" in r.stdout
+    # the model the last `dvc repro` validated best, and why
+    best = json.loads((repo / "reports/best_model.json").read_text())
+    assert f"model: {best['checkpoint']} ({best['name']}, {best['why']}" in r.stdout
     out = repo / "predictions"
     report = json.loads((out / "predictions.json").read_text())
     assert set(report["images"]) == {"colour", "grey", "cmyk", "rgba", "colour_2"}
-    assert report["checkpoint"].endswith("segmenter.pt")  # the final model of the last `dvc repro`
+    assert report["checkpoint"] == best["checkpoint"]
+    n = len(json.loads((repo / "data/prepared/image_labels.json").read_text())["classes"])
     for name in report["images"]:
-        mask = read_label_png(out / f"{name}.png", 21)
+        mask = read_label_png(out / f"{name}.png", n)
         over = read_image(out / f"{name}_overlay.jpg")
         w, h = report["images"][name]["size"]
         assert mask.shape == (h, w) and over.shape == (h, w, 3)
     # the masks are the checkpoint's own, computed again in this process from the checkpoint alone
-    pred = Predictor(repo / "checkpoints/segmenter.pt")
+    pred = Predictor(repo / best["checkpoint"])
     again = pred.segment(read_image(unseen / "colour.jpg"), crf=True)
     assert np.array_equal(again, read_label_png(out / "colour.png"))
     assert not list(out.glob(".*.tmp*"))  # atomic writes: no temp files left
@@ -118,20 +165,20 @@ def test_predict_refuses_a_baseline_checkpoint(photo_repo):
     assert r.returncode == 2 and "has no segmentation output" in r.stderr
 
 
-def _bench_run(variant: str, seed: int, walk: float | None) -> dict:
-    """One run's record as benchmarks/real_photos.py keeps it; ``walk`` is the ISIM + RW mIoU."""
-    masks = lambda m: {"miou": m, "crf_miou": m + 1, "precision": 30.0, "recall": 80.0,  # noqa: E731
-                       "crf_precision": 31.0, "crf_recall": 81.0}
-    summary = {"baseline_miou": 18.0 + seed, "baseline_crf_miou": 19.0 + seed, "isim_miou": 17.0 + seed,
-               "isim_crf_miou": 20.0 + seed}
-    iou = {"cam_crf": {"background": 50.0, "horse": 30.0 + seed}, "isim_crf": {"background": 52.0, "horse": 33.0}}
-    rounds = [{"round": 0, "name": "CAM", **masks(18.0)}, {"round": 1, "name": "ISIM round 1", **masks(17.0)}]
-    if walk is not None:
-        summary |= {"isim_rw_miou": walk, "isim_rw_crf_miou": walk - 1}
-        iou |= {"rw": {"background": 60.0, "horse": 40.0 + seed},
-                "rw_crf": {"background": 59.0, "horse": 39.0 + seed}}
-        rounds.append({"round": 2, "name": "ISIM + RW", **masks(walk)})
-    return {"variant": variant, "seed": seed, "seconds": 60.0, "summary": summary, "iou": iou, "rounds": rounds}
+def _bench_run(seed: int, gain: float, segmenter: float = 45.0, ceiling: float = 60.0, horse: float = 50.0,
+               anchor: float = 36.0, minutes: float = 25.0, label: str = "preset") -> dict:
+    """One run's record as benchmarks/real_photos.py keeps it."""
+    masks = {"miou": 20.0, "crf_miou": 21.0, "precision": 30.0, "recall": 80.0, "crf_precision": 31.0,
+             "crf_recall": 81.0}
+    summary = {"baseline_miou": 18.0, "baseline_crf_miou": 19.0, "isim_miou": 17.0, "isim_crf_miou": 19.0 + gain,
+               "isim_rw_miou": 22.0, "isim_rw_crf_miou": 23.0}
+    iou = {"cam_crf": {"background": 50.0, "horse": 30.0}, "isim_crf": {"background": 52.0, "horse": horse},
+           "rw": {"background": 60.0, "horse": horse - 1}, "rw_crf": {"background": 59.0, "horse": horse - 2}}
+    return {"label": label, "seed": seed, "seconds": minutes * 60, "summary": summary, "iou": iou,
+            "rounds": [{"name": "CAM", **masks}, {"name": "ISIM round 1", **masks}, {"name": "ISIM + RW", **masks}],
+            "trained_on": "ISIM+RW+CRF", "segmenter_val_miou": segmenter, "segmenter_iou": {"horse": 40.0},
+            "isim_round": 2, "isim_round_val_miou": 41.0, "ceiling": {"miou": ceiling, "iou": {"horse": 70.0}},
+            "anchor": {"iou": {"horse": anchor}}}
 
 
 def _bench():
@@ -143,38 +190,33 @@ def _bench():
     return bench
 
 
-def test_real_photo_report_gives_walk_rows_only_for_the_seeds_that_walked():
+def test_real_photo_report_shows_every_seed_the_ceiling_and_the_anchor():
     bench = _bench()
-    # seed 2 ran before the walk existed: every CAM / ISIM row still covers three seeds
-    runs = [_bench_run("pretrained", 0, 25.0), _bench_run("pretrained", 1, 27.0), _bench_run("pretrained", 2, None)]
+    runs = [_bench_run(0, 4.0, segmenter=45.0), _bench_run(1, 5.0, segmenter=48.0), _bench_run(2, 6.0, segmenter=51.0)]
     text = bench.tables(runs)
-    assert "| pretrained | 3 | 19.00 ± 1.00 | 20.00 ± 1.00 | 18.00 ± 1.00 | 21.00 ± 1.00 | 1.00 ± 0.00 |" in text
-    # the walk's row names its seeds and averages only them: RW − ISIM = (25 − 17, 27 − 18)
-    assert "| pretrained | 0, 1 | 20.50 ± 0.71 | 26.00 ± 1.41 | 25.00 ± 1.41 | 8.50 ± 0.71 | 40.50 ± 0.71 |" in text
-    assert "| horse | 31.0 | 33.0 | 39.5 |" in text and "| ISIM+RW+CRF |" in text
-    assert "| ISIM + RW | 2 | 26.0 |" in text and "| CAM | 3 | 18.0 |" in text
-    # no run walked: no walk table, no walk column
-    plain = bench.tables([_bench_run("scratch", 0, None)])
-    assert "random walk" not in plain and "ISIM+RW" not in plain
+    assert "| preset | 1 | 18.00 | 19.00 | 17.00 | 24.00 | 22.00 | 23.00 | ISIM+RW+CRF | 48.00 | 41.00 (round 2) | " \
+           "60.00 | 80.0 % | 36.00 | 25.0 |" in text
+    assert "| preset | mean ± std | 18.00 ± 0.00 |" in text and "| 48.00 ± 3.00 |" in text
+    assert "| horse | 30.0 | 50.0 | 48.0 | 36.0 | 40.0 | 70.0 |" in text
+    assert "| ISIM + RW | 20.0 | 30.0 | 80.0 | 21.0 | 31.0 | 81.0 |" in text
 
 
 def test_real_photo_targets_judge_each_figure_against_its_baseline():
     bench = _bench()
-    pre = [_bench_run("pretrained", s, None) for s in range(3)]
-    scr = [_bench_run("scratch", s, None) for s in range(3)]
-    for r, gain in zip(pre, (4.0, 5.0, 6.0)):  # ISIM+CRF − CAM+CRF = 5 ± 1: met
-        r["summary"]["isim_crf_miou"] = r["summary"]["baseline_crf_miou"] + gain
-    for r in scr:
-        r["summary"]["baseline_miou"] -= 16  # pretrained CAM 19 vs scratch 3: +16, met
-    for r, gain in zip(scr, (0.0, 6.0, 12.0)):  # 6 ± 6: the mean passes, the spread does not
-        r["summary"]["isim_crf_miou"] = r["summary"]["baseline_crf_miou"] + gain
-    pre[0] |= {"clean_state": True, "seconds": 19 * 60.0}
-    scr[1] |= {"clean_state": True, "seconds": 21 * 60.0}
-    lines = bench.target_lines(pre + scr)
-    assert lines == [
-        "real-photo pipeline from a clean state (pretrained, seeds 0): 19.0 min (target <= 20 min: met)",
-        "real-photo pipeline from a clean state (scratch, seeds 1): 21.0 min (target <= 20 min: NOT met)",
-        "pretrained CAM - from-scratch CAM (baseline): +16.00 mIoU (target >= +15: met)",
-        "ISIM - CAM gain (pretrained): +5.00 ± 1.00 mIoU over 3 seeds (target >= +3 and > 2 std: met)",
-        "ISIM - CAM gain (scratch): +6.00 ± 6.00 mIoU over 3 seeds (target >= +3 and > 2 std: NOT met)",
+    met = [_bench_run(s, g, segmenter=48.0, horse=52.0) for s, g in enumerate((4.0, 5.0, 6.0))]
+    assert bench.target_lines(met) == [
+        "[preset] final segmenter val / fully supervised ceiling: 80.0 ± 0.0 % over 3 seeds (segmenter 48.00 ± 0.00, "
+        "ceiling 60.00 ± 0.00) (target >= 75 %: met)",
+        "[preset] ISIM+CRF - CAM+CRF (train): +5.00 ± 1.00 mIoU over 3 seeds (target >= +3 and > 2 std over 3 seeds: "
+        "met)",
+        "[preset] horse IoU of the pseudo masks (best of ISIM+CRF, ISIM+RW, ISIM+RW+CRF) 52.00 ± 0.00 vs "
+        "ImageNet-only CAM 36.00 ± 0.00: +16.00 (target >= +15: met)",
+        "[preset] whole chain from a clean state: 25.0, 25.0, 25.0 min (target <= 30 min: met)",
     ]
+    # the gain's mean passes but its spread does not; one seed is not three; each other target missed
+    spread = [_bench_run(s, g, segmenter=3.46, horse=40.0, minutes=61.0) for s, g in enumerate((0.0, 6.0, 12.0))]
+    lines = bench.target_lines(spread)
+    assert [ln.rsplit(": ", 1)[1] for ln in lines] == ["NOT met)"] * 4
+    one = bench.target_lines([_bench_run(0, 9.0, label="tuned")])
+    assert one[1].startswith("[tuned] ISIM+CRF - CAM+CRF (train): +9.00 ± 0.00 mIoU over 1 seed ")
+    assert "NOT met" in one[1]

@@ -108,6 +108,18 @@ def _predict(a: argparse.Namespace) -> None:
           + "".join(f"\n  skipped {p}: {why}" for p, why in report["skipped"].items()))
 
 
+def _imagenet_cam(a: argparse.Namespace) -> None:
+    from isim.data.layout import Prepared
+    from isim.imagenet_cam import anchor
+    from isim.io import write_json
+    from isim.runtime import resolve_device
+    report = anchor(Prepared.open(a.data), a.split, a.threshold, device=resolve_device(a.device))
+    write_json(a.out, report)
+    print(f"ImageNet-only CAM IoU on {a.split} ({a.out}): "
+          + (", ".join(f"{k} {v:.2f} ({report['images'][k]} photos)" for k, v in report["iou"].items())
+             or "no class with an ImageNet counterpart"))
+
+
 def _export_voc(a: argparse.Namespace) -> None:
     from isim.inference import export_voc, latest_checkpoint
     from isim.runtime import resolve_device
@@ -234,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     _batching(s)
     s.set_defaults(func=_predict, no_config=True)
+    s = sub.add_parser("imagenet-cam", help="the anchor: IoU of the ImageNet classifier's own CAM (no training on "
+                                             "the photos) for classes with an ImageNet counterpart")
+    s.add_argument("--data", type=Path, required=True, help="prepared dataset")
+    s.add_argument("--out", type=Path, required=True, help="report JSON")
+    s.add_argument("--split", default="train")
+    s.add_argument("--threshold", type=float, default=0.3, help="foreground above this share of the map's maximum")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    s.set_defaults(func=_imagenet_cam, no_config=True)
     s = sub.add_parser("export-voc", help="VOC test-set predictions packed for the evaluation server")
     s.add_argument("--voc-root", type=Path, required=True, help=".../VOCdevkit/VOC2012 holding the split's images")
     s.add_argument("--out", type=Path, required=True, help="output folder (results/ and results.tar.gz)")
