@@ -9,6 +9,8 @@ what training on the photos added.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -42,9 +44,10 @@ def imagenet_classifier(device: torch.device | str = "cpu") -> torch.nn.Module:
 
 
 @torch.no_grad()
-def class_map(model: torch.nn.Module, rgb: np.ndarray, imagenet: list[int], scales: list[float],
+def class_map(model: Any, rgb: np.ndarray, imagenet: list[int], scales: list[float],
               transform: TransformCfg, device: torch.device | str = "cpu") -> np.ndarray:
-    """The normalised CAM (H, W) in [0, 1] of ``imagenet`` classes on ``rgb``."""
+    """The normalised CAM (H, W) in [0, 1] of ``imagenet`` classes on ``rgb`` (``model``: a timm
+    classifier, whose ``forward_features`` and ``get_classifier`` are used)."""
     weight = model.get_classifier().weight[imagenet]  # (k, 1280)
     h, w = rgb.shape[:2]
     total = torch.zeros(h, w)

@@ -53,14 +53,19 @@ def list_images(folder: Path) -> dict[str, Path]:
     return found
 
 
-def read_names(path: Path) -> list[str]:
-    """Source class names from a YOLO data.yaml (``names`` as a list or an index mapping)."""
+def _yaml_names(path: Path) -> list | dict:
+    """The ``names`` of a data.yaml: a list, or a mapping from index to name."""
     try:
-        names = yaml.safe_load(path.read_text())["names"]
+        return yaml.safe_load(path.read_text())["names"]
     except FileNotFoundError:
         raise DataError(f"{path}: data.yaml is missing") from None
     except (yaml.YAMLError, KeyError, TypeError) as e:
         raise DataError(f"{path}: no class names (`names:`) in it ({e})") from None
+
+
+def read_names(path: Path) -> list[str]:
+    """Source class names from a YOLO data.yaml (``names`` as a list or an index mapping)."""
+    names = _yaml_names(path)
     if isinstance(names, dict):
         return [str(names[i]) for i in sorted(names)]
     return [str(n) for n in names]
@@ -70,12 +75,7 @@ def read_index_names(path: Path) -> dict[int, str]:
     """{mask value: source class name} from a names file: one name a line (line k = value k,
     blank lines keep their value) or a data.yaml whose ``names`` is a list or {value: name}."""
     if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            names = yaml.safe_load(path.read_text())["names"]
-        except FileNotFoundError:
-            raise DataError(f"{path}: names file is missing") from None
-        except (yaml.YAMLError, KeyError, TypeError) as e:
-            raise DataError(f"{path}: no class names (`names:`) in it ({e})") from None
+        names = _yaml_names(path)
         items = names.items() if isinstance(names, dict) else enumerate(names)
         try:
             table = {int(k): str(v) for k, v in items}
