@@ -99,7 +99,7 @@ def test_csv_mode_runs_the_whole_pipeline_and_reports_accuracy_only(tmp_path):
 
 
 def test_unset_or_missing_paths_name_their_key(tmp_path):
-    with pytest.raises(ConfigError, match="data.own.names: must name the data.yaml"):
+    with pytest.raises(ConfigError, match="data.own.names: must name the file with the source class names"):
         from_dict({"data": _yolo(names="")})
     with pytest.raises(ConfigError, match="data.own.class_map: must map source class names"):
         from_dict({"data": _yolo(class_map={})})
