@@ -6,7 +6,6 @@ gets with ``dvc get``; CAM sweeps and accuracy come from the final checkpoints.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from isim.io import DataError, read_image, read_label_png, write_csv, write_json
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
-from isim.pseudo.masks import round_number, rounds_of
+from isim.pseudo.masks import holdout_scores, round_number, rounds_of
 
 
 def score_dir(data: Prepared, ids: list[str], pred_dir: Path) -> dict:
@@ -196,7 +195,7 @@ def best_round(isim_pseudo: Path) -> tuple[int, float | None]:
     round was scored), and that score."""
     scored = []
     for d in rounds_of(isim_pseudo):
-        h = json.loads((d / "summary.json").read_text()).get("holdout", {})
+        h = holdout_scores(d)
         scored.append((round_number(d), h["crf"]["miou"] if "crf" in h else None))
     if any(v is None for _, v in scored):
         return scored[-1]

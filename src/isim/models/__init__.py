@@ -71,6 +71,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def round_checkpoint(checkpoints: str | Path, r: int) -> Path:
+    """The checkpoint of the model that generated ISIM round ``r``."""
+    return Path(checkpoints) / f"round_{r:02d}.pt"
+
+
 def last_round(checkpoints: str | Path) -> Path | None:
     """The final ISIM model of a train_isim run: its last ``round_XX.pt`` (None if there is none)."""
     rounds = sorted(Path(checkpoints).glob("round_*.pt"))
@@ -105,4 +110,4 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> Segm
 
 __all__ = ["ARCHS", "CHECKPOINT_FORMAT", "AffinityNet", "ISIMNet", "ModelError", "Output", "build_model",
            "Segmenter", "check_spec", "last_round", "load_affinity", "load_model", "load_segmenter", "model_spec",
-           "read_checkpoint"]
+           "read_checkpoint", "round_checkpoint"]

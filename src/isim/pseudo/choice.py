@@ -8,12 +8,10 @@ image labels only) the paper's choice, ISIM+RW+CRF, stands.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from isim.errors import IsimError
-from isim.pseudo.masks import rounds_of
+from isim.pseudo.masks import holdout_scores, rounds_of
 
 CANDIDATES = ("isim_crf", "rw", "rw_crf")
 NAMES = {"isim_crf": "ISIM+CRF", "rw": "ISIM+RW", "rw_crf": "ISIM+RW+CRF"}
@@ -36,18 +34,11 @@ class Choice:
         return asdict(self) | {"name": self.name}
 
 
-def _holdout(summary_path: Path) -> dict:
-    try:
-        return json.loads(summary_path.read_text()).get("holdout", {})
-    except FileNotFoundError:
-        raise IsimError(f"{summary_path}: missing; the stage that writes it did not finish") from None
-
-
 def choose(isim_pseudo: Path, rw_pseudo: Path, override: str = "auto") -> Choice:
     """The set with the best holdout mIoU (ties: the later one in CANDIDATES), or ``override``."""
     last = rounds_of(isim_pseudo)[-1]
     folders = {"isim_crf": last / "crf", "rw": rw_pseudo / "raw", "rw_crf": rw_pseudo / "crf"}
-    isim_h, rw_h = _holdout(last / "summary.json"), _holdout(rw_pseudo / "summary.json")
+    isim_h, rw_h = holdout_scores(last), holdout_scores(rw_pseudo)
     scores = {k: float(h[kind]["miou"]) for k, h, kind in (("isim_crf", isim_h, "crf"), ("rw", rw_h, "raw"),
                                                             ("rw_crf", rw_h, "crf")) if kind in h}
     if override != "auto":

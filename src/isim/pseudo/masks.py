@@ -11,6 +11,7 @@ A round directory holds
 """
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -113,6 +114,16 @@ def rounds_of(pseudo_root: Path) -> list[Path]:
     if not rounds:
         raise DataError(f"{pseudo_root}: no round_XX directories; run the training stage first")
     return rounds
+
+
+def holdout_scores(round_dir: Path) -> dict:
+    """The holdout mIoU of a round folder's masks (``{"raw": {"miou"}, "crf": {...}}``; empty when
+    the run had no holdout)."""
+    path = Path(round_dir) / "summary.json"
+    try:
+        return json.loads(path.read_text()).get("holdout", {})
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; the stage that writes it did not finish") from None
 
 
 def round_number(round_dir: Path) -> int:

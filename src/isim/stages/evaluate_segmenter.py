@@ -11,7 +11,7 @@ from isim import evaluation
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_json
-from isim.models import read_checkpoint
+from isim.models import read_checkpoint, round_checkpoint
 from isim.runtime import setup
 from isim.tracking import stage_run
 
@@ -61,7 +61,7 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, report_pat
         isim = None
         if isim_checkpoints is not None and isim_pseudo is not None:
             r, r_holdout = evaluation.best_round(isim_pseudo)
-            ck = isim_checkpoints / f"round_{r:02d}.pt"
+            ck = round_checkpoint(isim_checkpoints, r)
             isim_report = evaluation.evaluate_segmenter(ck, data, "val", device, False, sc.scales,
                                                          rt.cam_batch_size, rt.crf_workers)
             isim = {"name": f"ISIM round {r}", "checkpoint": str(ck), "miou": isim_report.get("raw", {}).get("miou"),

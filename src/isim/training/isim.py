@@ -23,7 +23,7 @@ from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_json
-from isim.models import model_spec
+from isim.models import model_spec, round_checkpoint
 from isim.pseudo import masks
 from isim.runtime import seed_everything, setup
 from isim.training.loop import Trainer, TrainingError
@@ -122,7 +122,7 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         partial = out.with_name(f".{out.name}.partial")
         for d in (partial, out):  # left by a killed run
             shutil.rmtree(d, ignore_errors=True)
-        ckpt = ckpt_dir / f"round_{r:02d}.pt"
+        ckpt = round_checkpoint(ckpt_dir, r)
         distributed.broadcast_module(trainer.model)  # every rank's shard from rank 0's model
         if distributed.is_main():
             trainer.save(ckpt, epoch, r)
