@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from conftest import tiny_params
-from isim.config import from_dict
+from isim.config import CrfCfg, from_dict
 from isim.io import IGNORE, read_label_png
 from isim.models import ModelError, build_model, load_affinity, model_spec
 from isim.models.affinity import affinity, affinity_spec, build_affinity, crop_pairs, pair_offsets
 from isim.pseudo import affinity as affinity_labels
-from isim.pseudo import masks
+from isim.pseudo import masks, pool
+from isim.pseudo.crf import DenseCRF
 from isim.pseudo.random_walk import RandomWalk, transition, walk
 from isim.training.affinity import affinity_loss, train_affinity
 from isim.training.checkpoint import save_checkpoint
@@ -60,6 +61,20 @@ def test_grid_too_small_for_the_radius_is_named():
         from_dict(tiny_params(affinity={"radius": 6}))
     with pytest.raises(ConfigError, match="bg_threshold"):
         from_dict(tiny_params(affinity={"bg_threshold": 0.4}))
+
+
+def test_an_affinity_label_keeps_what_both_thresholds_agree_on_and_runs_in_a_pool(tmp_path):
+    # a plain object: callable here without any worker set-up, and the same in worker processes
+    task = affinity_labels.AffinityLabeller(DenseCRF(CrfCfg()), False, 0.7, 0.1, tmp_path, masks.Truth(None, 3))
+    maps = np.zeros((1, 4, 4), np.float32)
+    maps[0, :2], maps[0, 2] = 0.9, 0.4  # sure object, unsure, sure background
+    keys = np.array([0, 2])
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    lab = task.label(rgb, maps, keys)
+    assert (lab[:2] == 2).all() and (lab[2] == IGNORE).all() and (lab[3] == 0).all()
+    jobs = [(f"im{i}", rgb, maps, keys) for i in range(3)]
+    assert list(pool.imap(task, jobs, 2)) == list(pool.imap(task, jobs, 0))
+    np.testing.assert_array_equal(read_label_png(tmp_path / "im2.png"), lab)
 
 
 def test_affinity_labels_learning_and_walk_on_tiny_data(tiny_data, tiny_cfg, tmp_path):

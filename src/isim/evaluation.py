@@ -6,13 +6,15 @@ gets with ``dvc get``; CAM sweeps and accuracy come from the final checkpoints.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from isim import metrics
-from isim.config import Config
+from isim.config import Config, CrfCfg
+
 from isim.data.layout import Prepared
 from isim.io import DataError, read_image, read_label_png, write_csv, write_json, write_text
 from isim.models.net import ISIMNet
@@ -164,8 +166,7 @@ def evaluate_segmenter(checkpoint: Path, data: Prepared, split: str, device: tor
     inside = set(subset or ())
     images = ((id_, read_image(data.image_path(id_))) for id_ in ids)
     jobs = ((id_, rgb, mask, data.mask_path(id_)) for id_, rgb, mask in predictor.segment_all(images, batch_size))
-    state = {"n": n, "crf_cfg": predictor.crf_cfg if crf else None}
-    for id_, part in pool.imap(_score_segmenter, jobs, state, workers):
+    for id_, part in pool.imap(SegmenterScorer(n, predictor.crf_cfg if crf else None), jobs, workers):
         for kind, c in part.items():
             conf[kind] += c
             if id_ in inside:
@@ -179,15 +180,19 @@ def evaluate_segmenter(checkpoint: Path, data: Prepared, split: str, device: tor
     return out
 
 
-def _score_segmenter(id_: str, rgb: np.ndarray, mask: np.ndarray, gt_path: Path) -> tuple[str, dict[str, np.ndarray]]:
-    """A pool worker: one image's confusion matrices, before and after CRF."""
-    from isim.inference import refine
-    n, crf_cfg = pool.STATE["n"], pool.STATE["crf_cfg"]
-    gt = read_label_png(gt_path, n)
-    out = {"raw": metrics.confusion(mask, gt, n)}
-    if crf_cfg is not None:
-        out["crf"] = metrics.confusion(refine(rgb, mask, crf_cfg), gt, n)
-    return id_, out
+@dataclass(frozen=True)
+class SegmenterScorer:
+    """One image's confusion matrices, before and after CRF: a pool worker's task."""
+    n: int
+    crf_cfg: CrfCfg | None
+
+    def __call__(self, id_: str, rgb: np.ndarray, mask: np.ndarray, gt_path: Path) -> tuple[str, dict[str, np.ndarray]]:
+        from isim.inference import refine
+        gt = read_label_png(gt_path, self.n)
+        out = {"raw": metrics.confusion(mask, gt, self.n)}
+        if self.crf_cfg is not None:
+            out["crf"] = metrics.confusion(refine(rgb, mask, self.crf_cfg), gt, self.n)
+        return id_, out
 
 
 def best_round(isim_pseudo: Path) -> tuple[int, float | None]:

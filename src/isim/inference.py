@@ -18,6 +18,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -194,18 +195,23 @@ def by_size(images: list[Path]) -> list[int]:
     return sorted(range(len(images)), key=size)
 
 
-def _write(png: Path, overlay_jpg: Path | None, rgb: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    """The CPU work after the model, in a pool worker: CRF, the palette PNG, the overlay."""
-    st = pool.STATE
-    if st["crf"]:
-        mask = refine(rgb, mask, st["crf_cfg"])
-    write_label_png(png, mask)
-    found, counts = np.unique(mask, return_counts=True)
-    legend = [(int(c), st["classes"][c], 100 * n / mask.size) for c, n in zip(found, counts) if c > 0]
-    if overlay_jpg is not None:
-        write_jpeg(overlay_jpg, overlay(rgb, mask, legend), quality=90)
-    return {"size": [int(rgb.shape[1]), int(rgb.shape[0])],
-            "classes": {name: round(share, 2) for _, name, share in legend}}
+@dataclass(frozen=True)
+class MaskOutput:
+    """The CPU work after the model, a pool worker's task: CRF, the palette PNG, the overlay."""
+    crf: bool
+    crf_cfg: CrfCfg
+    classes: list[str]
+
+    def __call__(self, png: Path, overlay_jpg: Path | None, rgb: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+        if self.crf:
+            mask = refine(rgb, mask, self.crf_cfg)
+        write_label_png(png, mask)
+        found, counts = np.unique(mask, return_counts=True)
+        legend = [(int(c), self.classes[c], 100 * n / mask.size) for c, n in zip(found, counts) if c > 0]
+        if overlay_jpg is not None:
+            write_jpeg(overlay_jpg, overlay(rgb, mask, legend), quality=90)
+        return {"size": [int(rgb.shape[1]), int(rgb.shape[0])],
+                "classes": {name: round(share, 2) for _, name, share in legend}}
 
 
 def _run(predictor: Predictor, images: Iterable[tuple[Any, np.ndarray]], outputs: Any, crf: bool,
@@ -218,8 +224,7 @@ def _run(predictor: Predictor, images: Iterable[tuple[Any, np.ndarray]], outputs
         for key, rgb, mask in predictor.segment_all(images, batch_size):
             keys.append(key)
             yield (*outputs(key), rgb, mask)
-    state = {"crf": crf, "crf_cfg": predictor.crf_cfg, "classes": predictor.classes}
-    for rec in pool.imap(_write, jobs(), state, workers):
+    for rec in pool.imap(MaskOutput(crf, predictor.crf_cfg, predictor.classes), jobs(), workers):
         yield keys.popleft(), rec
 
 

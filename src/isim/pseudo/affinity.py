@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,30 +25,39 @@ from isim.io import IGNORE, write_json, write_label_png
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
-from isim.pseudo.masks import read_truth, worker_state
+from isim.pseudo.crf import DenseCRF
+from isim.pseudo.masks import Truth
 
 
-def label(rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """One image's affinity label: class indices where both thresholds agree, 255 elsewhere."""
-    w = pool.STATE
-    sure = []
-    for t in (w["fg_threshold"], w["bg_threshold"]):
-        scores = camlib.with_background(maps, t)
-        local = np.argmax(scores, axis=0)
-        sure.append(w["crf"].refine(rgb, local, len(keys), scores) if w["crf_on"] else local)
-    fg, bg = sure
-    return np.where(fg == bg, keys[fg], IGNORE).astype(np.uint8)
+@dataclass(frozen=True)
+class AffinityLabeller:
+    """One image's affinity label, written and scored: a pool worker's task."""
+    crf: DenseCRF
+    crf_on: bool
+    fg_threshold: float
+    bg_threshold: float
+    out: Path
+    truth: Truth
 
+    def label(self, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Class indices where both thresholds agree, 255 elsewhere."""
+        sure = []
+        for t in (self.fg_threshold, self.bg_threshold):
+            scores = camlib.with_background(maps, t)
+            local = np.argmax(scores, axis=0)
+            sure.append(self.crf.refine(rgb, local, len(keys), scores) if self.crf_on else local)
+        fg, bg = sure
+        return np.where(fg == bg, keys[fg], IGNORE).astype(np.uint8)
 
-def _finish(id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> dict:
-    lab = label(rgb, maps, keys)
-    write_label_png(pool.STATE["out"] / f"{id_}.png", lab)
-    known = lab != IGNORE
-    res: dict[str, Any] = {"pixels": lab.size, "labelled": int(known.sum())}
-    gt = read_truth(id_, lab.shape)
-    if gt is not None:
-        res["conf"] = metrics.confusion(lab[known], gt[known], pool.STATE["n"])
-    return res
+    def __call__(self, id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> dict:
+        lab = self.label(rgb, maps, keys)
+        write_label_png(self.out / f"{id_}.png", lab)
+        known = lab != IGNORE
+        res: dict[str, Any] = {"pixels": lab.size, "labelled": int(known.sum())}
+        gt = self.truth.read(id_, lab.shape)
+        if gt is not None:
+            res["conf"] = metrics.confusion(lab[known], gt[known], self.truth.n)
+        return res
 
 
 def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, cfg: Config,
@@ -62,9 +72,9 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, cf
         for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, cfg, device, desc="affinity labels"):
             yield item["id"], item["rgb"], maps, keys
 
-    state = worker_state(data, cfg, out, fg_threshold=cfg.affinity.fg_threshold,
-                         bg_threshold=cfg.affinity.bg_threshold)
-    for res in pool.imap(_finish, jobs(), state, workers):
+    task = AffinityLabeller(DenseCRF(cfg.crf), cfg.crf.enabled, cfg.affinity.fg_threshold,
+                            cfg.affinity.bg_threshold, Path(out), Truth.of(data))
+    for res in pool.imap(task, jobs(), workers):
         for k, v in res.items():
             totals[k] += v
     summary: dict[str, Any] = {

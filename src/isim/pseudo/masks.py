@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,40 +31,51 @@ from isim.pseudo import pool
 from isim.pseudo.crf import DenseCRF
 
 
-def _finish(id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> dict:
-    """Threshold, refine, write, score one image (runs in a worker)."""
-    w = pool.STATE
-    scores = camlib.with_background(maps, w["threshold"])
-    local = np.argmax(scores, axis=0)
-    raw_mask = keys[local].astype(np.uint8)
-    crf_mask = (keys[w["crf"].refine(rgb, local, len(keys), scores)].astype(np.uint8) if w["crf_on"] else raw_mask)
-    if w["out"] is not None:
-        write_label_png(w["out"] / "raw" / f"{id_}.png", raw_mask)
-        write_label_png(w["out"] / "crf" / f"{id_}.png", crf_mask)
-    res: dict[str, Any] = {"raw_bg_only": not raw_mask.any(), "crf_bg_only": not crf_mask.any()}
-    gt = read_truth(id_, raw_mask.shape)
-    if gt is not None:
-        res["conf_raw"] = metrics.confusion(raw_mask, gt, w["n"])
-        res["conf_crf"] = metrics.confusion(crf_mask, gt, w["n"])
-    return res
+@dataclass(frozen=True)
+class Truth:
+    """A dataset's ground-truth masks (``folder`` None: it has none) and its class count."""
+    folder: Path | None
+    n: int
+
+    @classmethod
+    def of(cls, data: Prepared) -> Truth:
+        return cls(data.root / "SegmentationClass" if data.has_masks else None, data.n_classes)
+
+    def read(self, id_: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The ground-truth mask of ``id_`` (None when the dataset has no masks)."""
+        if self.folder is None:
+            return None
+        gt = read_label_png(self.folder / f"{id_}.png", self.n)
+        if gt.shape != shape:
+            raise ValueError(f"{self.folder / (id_ + '.png')}: mask is {gt.shape[::-1]} but its image "
+                             f"is {shape[::-1]}")
+        return gt
 
 
-def read_truth(id_: str, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The ground-truth mask of ``id_`` when the dataset has masks (in a worker)."""
-    w = pool.STATE
-    if w["gt_dir"] is None:
-        return None
-    gt = read_label_png(w["gt_dir"] / f"{id_}.png", w["n"])
-    if gt.shape != shape:
-        raise ValueError(f"{w['gt_dir'] / (id_ + '.png')}: mask is {gt.shape[::-1]} but its image "
-                         f"is {shape[::-1]}")
-    return gt
+@dataclass(frozen=True)
+class MaskWriter:
+    """Threshold, refine, write and score one image: a pool worker's task (``out`` None: score only)."""
+    crf: DenseCRF
+    crf_on: bool
+    threshold: float
+    out: Path | None
+    truth: Truth
 
-
-def worker_state(data: Prepared, cfg: Config, out: str | Path | None, **more: Any) -> dict[str, Any]:
-    """What every worker needs: CRF, output folder, ground truth (when the dataset has masks)."""
-    return {"crf": DenseCRF(cfg.crf), "crf_on": cfg.crf.enabled, "out": Path(out) if out is not None else None,
-            "gt_dir": data.root / "SegmentationClass" if data.has_masks else None, "n": data.n_classes, **more}
+    def __call__(self, id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> dict:
+        scores = camlib.with_background(maps, self.threshold)
+        local = np.argmax(scores, axis=0)
+        raw_mask = keys[local].astype(np.uint8)
+        crf_mask = (keys[self.crf.refine(rgb, local, len(keys), scores)].astype(np.uint8) if self.crf_on
+                    else raw_mask)
+        if self.out is not None:
+            write_label_png(self.out / "raw" / f"{id_}.png", raw_mask)
+            write_label_png(self.out / "crf" / f"{id_}.png", crf_mask)
+        res: dict[str, Any] = {"raw_bg_only": not raw_mask.any(), "crf_bg_only": not crf_mask.any()}
+        gt = self.truth.read(id_, raw_mask.shape)
+        if gt is not None:
+            res["conf_raw"] = metrics.confusion(raw_mask, gt, self.truth.n)
+            res["conf_crf"] = metrics.confusion(crf_mask, gt, self.truth.n)
+        return res
 
 
 def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | None, cfg: Config,
@@ -89,7 +101,9 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
             logits[i], targets[i] = lg, item["label"].numpy()
             yield item["id"], item["rgb"], propagate(item, maps) if propagate else maps, keys
 
-    for res in pool.imap(_finish, jobs(), worker_state(data, cfg, out, threshold=threshold), workers):
+    task = MaskWriter(DenseCRF(cfg.crf), cfg.crf.enabled, threshold, Path(out) if out is not None else None,
+                      Truth.of(data))
+    for res in pool.imap(task, jobs(), workers):
         for k, v in res.items():
             totals[k] += v
     totals = {k: distributed.all_sum(np.asarray(v)) for k, v in totals.items()}

@@ -2,8 +2,9 @@
 dense CRF, PNG writing, scoring against ground truth).
 
 CAMs come from the GPU (or the main process) one image at a time; at most ``2 x workers``
-images are in flight, so memory does not grow with the dataset. Worker functions read their
-fixed settings from :data:`STATE`, set once per worker rather than pickled with every image.
+images are in flight, so memory does not grow with the dataset. The work is a picklable
+callable (a dataclass holding its fixed settings: CRF, output folder, thresholds), handed to
+each worker once by the pool's initializer rather than pickled with every image.
 """
 from __future__ import annotations
 
@@ -13,28 +14,32 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-STATE: dict[str, Any] = {}
+_task: Callable[..., Any] | None = None  # this worker process's task, set by its initializer
 
 
-def _init(state: dict[str, Any]) -> None:
-    STATE.clear()
-    STATE.update(state)
+def _init(task: Callable[..., Any]) -> None:
+    global _task
+    _task = task
 
 
-def imap(finish: Callable[..., Any], jobs: Iterable[tuple], state: dict[str, Any], workers: int) -> Iterator[Any]:
-    """``finish(*job)`` for every job, results in order; in this process when ``workers`` is 0."""
+def _call(*job: Any) -> Any:
+    assert _task is not None, "pool worker started without its task"
+    return _task(*job)
+
+
+def imap(task: Callable[..., Any], jobs: Iterable[tuple], workers: int) -> Iterator[Any]:
+    """``task(*job)`` for every job, results in order; in this process when ``workers`` is 0."""
     if workers <= 0:
-        _init(state)
         for job in jobs:
-            yield finish(*job)
+            yield task(*job)
         return
     # workers only run numpy + pydensecrf, so fork (cheap, nothing re-imported) is safe
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(state,))
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(task,))
     inflight: deque[Future] = deque()
     try:
         for job in jobs:
-            inflight.append(pool.submit(finish, *job))
+            inflight.append(pool.submit(_call, *job))
             while len(inflight) >= 2 * workers:
                 yield inflight.popleft().result()
         while inflight:
