@@ -66,14 +66,14 @@ def photo_data(n: int) -> Path:
 def one(root: Path, workers: int, preset: str = "") -> dict:
     import yaml
 
-    from isim.config import from_dict, merge
+    from isim.config import from_dict, merged
     from isim.data.layout import Prepared
     from isim.models import build_model, model_spec
     from isim.pseudo import masks as pseudo
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     if preset:
-        raw = merge(raw, yaml.safe_load((ROOT / preset).read_text()))
+        raw = merged(raw, yaml.safe_load((ROOT / preset).read_text()))
     cfg = from_dict(raw)
     tmp = Path(tempfile.mkdtemp())
     data = Prepared.open(root)

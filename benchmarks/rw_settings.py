@@ -29,13 +29,13 @@ def main() -> None:
     from isim.models import load_affinity, load_model
     from isim.pseudo import cam as camlib
     from isim.pseudo.random_walk import RandomWalk
-    from isim.stages import last_round
+    from isim.run_layout import final_checkpoint
 
     root = a.project
     cfg = load(root / "params.yaml")
     data = Prepared.open(root / "data/prepared")
     ids = data.ids("train")[: a.images]
-    model = load_model(last_round(root / "checkpoints/isim"))
+    model = load_model(final_checkpoint(root / "checkpoints/isim"))
     net = load_affinity(a.affinity or root / "checkpoints/affinity.pt")
     walkers = {k: RandomWalk(net, cfg.model_copy(update={"random_walk": cfg.random_walk.model_copy(
         update={"exp_times": k})}), torch.device("cpu")) for k in (int(x) for x in a.exp_times.split(","))}

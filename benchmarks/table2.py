@@ -18,9 +18,10 @@ from pathlib import Path
 
 import yaml
 
+from isim.config import overridden
 from isim.errors import IsimError
 from isim.paper import tables as tb
-from isim.paper.runner import Run, execute_all, parse_sets, set_dotted
+from isim.paper.runner import Run, execute_all, parse_sets
 
 
 def print_table(path: Path) -> None:
@@ -91,9 +92,7 @@ def main() -> None:
         print_table(Path(a.report))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    base = yaml.safe_load(Path(a.params).read_text())
-    for k, v in parse_sets(a.set).items():
-        set_dotted(base, k, v)
+    base = overridden(yaml.safe_load(Path(a.params).read_text()), parse_sets(a.set))
     key = tb.Variant("default").key if not a.set else "set-" + tb.Variant("set", tuple(
         sorted(parse_sets(a.set).items()))).key
     runs = [Run(Path(a.workdir) / key / f"seed_{s}", s, random_walk=a.random_walk) for s in range(a.seeds)]

@@ -73,14 +73,14 @@ def main() -> None:
     a = p.parse_args()
     import yaml
 
-    from isim.config import from_dict, merge
+    from isim.config import from_dict, merged
     from isim.data.layout import Prepared
     from isim.models import model_spec
     from isim.runtime import resolve_device
     from isim.training.loop import Trainer
-    raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
+    raw = merged(yaml.safe_load((ROOT / "params.yaml").read_text()),
                 yaml.safe_load((ROOT / "pipelines/voc.yaml").read_text()))
-    raw = merge(raw, {"encoder": {"pretrained": False}, "train": {"batch_size": a.batch, "epochs": 1},
+    raw = merged(raw, {"encoder": {"pretrained": False}, "train": {"batch_size": a.batch, "epochs": 1},
                       "rounds": {"warmup_epochs": 0},
                       "runtime": {"device": a.device, "loader_workers": 2}, "tracking": {"enabled": False}})
     cfg = from_dict(raw)

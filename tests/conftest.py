@@ -1,7 +1,6 @@
 """Shared fixtures: tiny configurations, the sample data shipped under tests/fixtures."""
 from __future__ import annotations
 
-import copy
 import os
 import shlex
 import shutil
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from isim.config import merged
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -38,13 +39,6 @@ TINY = {
 }
 
 
-def merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def stage_cmds(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, list[str]]:
     """Each stage's command line from dvc.yaml (the one place paths are written)."""
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
@@ -59,7 +53,7 @@ def repo_params() -> dict:
 
 
 def tiny_params(**over) -> dict:
-    return merge(merge(repo_params(), TINY), over)
+    return merged(repo_params(), TINY, over)
 
 
 @pytest.fixture

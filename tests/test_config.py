@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from conftest import REPO, repo_params
-from isim.config import Config, ConfigError, apply_preset, flatten, from_dict, load, schema
+from isim.config import Config, ConfigError, apply_preset, flatten, from_dict, load, merged, overridden, schema
 
 
 def test_repo_params_load_complete_and_sweep_knobs_are_top_level():
@@ -103,6 +103,16 @@ def test_load_names_the_file(tmp_path):
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_merged_layers_and_dotted_overrides():
+    base = {"a": {"b": 1, "c": [1, 2], "k": {"x": 1}}, "e": 3}
+    assert merged(base, {"a": {"c": [9]}}, {"a": {"k": {"y": 2}}}) == {
+        "a": {"b": 1, "c": [9], "k": {"x": 1, "y": 2}}, "e": 3}  # mappings merged, lists replaced
+    # dvc's -S form: a mapping value replaces the old one, missing sections are made, base untouched
+    assert overridden(base, {"a.k": {"y": 2}, "f.g": None, "e": 0.25}) == {
+        "a": {"b": 1, "c": [1, 2], "k": {"y": 2}}, "e": 0.25, "f": {"g": None}}
+    assert base == {"a": {"b": 1, "c": [1, 2], "k": {"x": 1}}, "e": 3}
 
 
 def test_cli_reports_a_bad_key_and_exits_2(tmp_path, capsys):

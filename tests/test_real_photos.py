@@ -10,8 +10,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import COCO_SAMPLE, HORSE_SAMPLE, MSRC_SAMPLE, REPO, bin_path, dvc_project, merge, run
-from isim.config import from_dict
+from conftest import COCO_SAMPLE, HORSE_SAMPLE, MSRC_SAMPLE, REPO, bin_path, dvc_project, run
+from isim.config import from_dict, merged
 from isim.inference import Predictor
 from isim.io import read_image, read_label_png
 
@@ -52,7 +52,7 @@ def test_the_preset_applies_onto_params_yaml(tmp_path):
 @pytest.fixture(scope="module")
 def photo_repo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("photos")
-    params = merge(_preset_params(tmp), TINY)
+    params = merged(_preset_params(tmp), TINY)
     repo = dvc_project(tmp / "repo", params)
     shutil.copytree(MSRC_SAMPLE / "images", repo / "raw/msrc/images")
     shutil.copytree(MSRC_SAMPLE / "masks", repo / "raw/msrc/masks")

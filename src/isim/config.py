@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from isim.errors import IsimError
@@ -500,25 +501,29 @@ def schema() -> str:
     return json.dumps(s, indent=2, sort_keys=True) + "\n"
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` applied onto ``base``, mappings merged key by key (a preset over params.yaml)."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+def merged(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Later layers over earlier ones, mappings merged key by key, lists replaced (a preset over
+    params.yaml); OmegaConf's merge."""
+    return _plain(OmegaConf.merge(*layers))
 
 
-def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    """``raw[a][b][c] = value`` for ``key`` "a.b.c" (the form of ``dvc exp run -S``), making
-    the sections that are missing."""
-    *parents, leaf = key.split(".")
-    for p in parents:
-        raw = raw.setdefault(p, {})
-    raw[leaf] = value
+def overridden(raw: dict[str, Any], dotted: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``raw`` with ``{"a.b.c": value}`` set (the form of ``dvc exp run -S``), missing
+    sections made and mappings replaced, not merged; OmegaConf's update."""
+    conf = OmegaConf.create(raw)
+    for key, value in dotted.items():
+        OmegaConf.update(conf, key, value, merge=False)
+    return _plain(conf)
+
+
+def _plain(conf: Any) -> dict[str, Any]:
+    out = OmegaConf.to_container(conf, resolve=False)
+    assert isinstance(out, dict)
+    return {str(k): v for k, v in out.items()}
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; used for tracking params."""
+    """{'a': {'b': 1}} -> {'a.b': 1}: tracking params and key checks (OmegaConf has no flatten)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"

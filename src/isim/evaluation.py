@@ -13,14 +13,19 @@ import numpy as np
 import torch
 
 from isim import metrics
+from isim import run_layout as layout
 from isim.config import Config, CrfCfg
-
 from isim.data.layout import Prepared
 from isim.io import DataError, read_image, read_label_png, write_csv, write_json, write_text
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
-from isim.pseudo.masks import holdout_scores, round_number, rounds_of
+
+
+def score_set(data: Prepared, ids: list[str], mask_set: Path) -> dict[str, dict]:
+    """A mask set's raw and CRF masks against ground truth."""
+    return {"raw": score_dir(data, ids, layout.raw_dir(mask_set)),
+            "crf": score_dir(data, ids, layout.crf_dir(mask_set))}
 
 
 def score_dir(data: Prepared, ids: list[str], pred_dir: Path) -> dict:
@@ -67,9 +72,9 @@ def sweep_and_accuracy(model: ISIMNet, data: Prepared, cfg: Config, device: torc
 def fig5_columns(baseline_pseudo: Path, isim_pseudo: Path, rw_pseudo: Path | None = None) -> list[tuple[str, Path]]:
     """Paper Fig. 5's columns after the image and its truth: the CRF masks of the CAM baseline,
     of every ISIM round and of the random walk, each with its name."""
-    cols = [("CAM baseline", baseline_pseudo / "crf")] + [(f"ISIM round {round_number(r)}", r / "crf")
-                                                          for r in rounds_of(isim_pseudo)]
-    return cols + ([("ISIM+RW", rw_pseudo / "crf")] if rw_pseudo is not None else [])
+    cols = [("CAM baseline", layout.crf_dir(baseline_pseudo))] + [
+        (f"ISIM round {layout.round_number(r)}", layout.crf_dir(r)) for r in layout.rounds_of(isim_pseudo)]
+    return cols + ([("ISIM+RW", layout.crf_dir(rw_pseudo))] if rw_pseudo is not None else [])
 
 
 def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseudo: Path,
@@ -86,12 +91,9 @@ def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseu
         report["note"] = "dataset has no masks: only classification accuracy is reported"
         report["summary"] = accuracy
         return report
-    report["baseline"]["pseudo"] = {"raw": score_dir(data, ids, baseline_pseudo / "raw"),
-                                    "crf": score_dir(data, ids, baseline_pseudo / "crf")}
-    rounds: list[dict] = []
-    for r in rounds_of(isim_pseudo):
-        rounds.append({"round": round_number(r),
-                       "raw": score_dir(data, ids, r / "raw"), "crf": score_dir(data, ids, r / "crf")})
+    report["baseline"]["pseudo"] = score_set(data, ids, baseline_pseudo)
+    rounds: list[dict] = [{"round": layout.round_number(r), **score_set(data, ids, r)}
+                          for r in layout.rounds_of(isim_pseudo)]
     report["isim"]["rounds"] = rounds
     base, final = report["baseline"]["pseudo"], rounds[-1]
     report["summary"] = {
@@ -105,8 +107,7 @@ def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseu
         **accuracy,
     }
     if rw_pseudo is not None:  # paper Table 7: ISIM+RW and ISIM+RW+CRF
-        rw = report["random_walk"] = {"raw": score_dir(data, ids, rw_pseudo / "raw"),
-                                      "crf": score_dir(data, ids, rw_pseudo / "crf")}
+        rw = report["random_walk"] = score_set(data, ids, rw_pseudo)
         report["summary"].update(isim_rw_miou=rw["raw"]["miou"], isim_rw_crf_miou=rw["crf"]["miou"],
                                  gain_rw=round(rw["raw"]["miou"] - final["raw"]["miou"], 3))
     return report
@@ -119,7 +120,7 @@ def compact(report: dict) -> dict:
         part = report.get(name, {})
         out[name] = {k: part[k] for k in ("train_classification", "val_classification") if k in part}
     if "rounds" in report.get("isim", {}):
-        out["rounds"] = {f"round_{r['round']:02d}": {
+        out["rounds"] = {layout.round_name(r["round"]): {
             "isim": r["raw"]["miou"], "isim_crf": r["crf"]["miou"],
             "precision": r["raw"]["precision"], "recall": r["raw"]["recall"],
             "crf_precision": r["crf"]["precision"], "crf_recall": r["crf"]["recall"]}
@@ -199,9 +200,9 @@ def best_round(isim_pseudo: Path) -> tuple[int, float | None]:
     """The ISIM round whose CRF masks score best on the holdout images (the last round when no
     round was scored), and that score."""
     scored = []
-    for d in rounds_of(isim_pseudo):
-        h = holdout_scores(d)
-        scored.append((round_number(d), h["crf"]["miou"] if "crf" in h else None))
+    for d in layout.rounds_of(isim_pseudo):
+        h = layout.holdout_scores(d)
+        scored.append((layout.round_number(d), h["crf"]["miou"] if "crf" in h else None))
     if any(v is None for _, v in scored):
         return scored[-1]
     return max(reversed(scored), key=lambda rv: rv[1])  # ties: the later round

@@ -32,10 +32,11 @@ from isim.data.datasets import normalize, resize_image
 from isim.data.own import IMAGE_SUFFIXES, shrink
 from isim.errors import ModelError
 from isim.io import DataError, read_image, write_jpeg, write_json, write_label_png
-from isim.models import ARCHS, build_model, last_round, read_checkpoint
+from isim.models import ARCHS, build_model, read_checkpoint
 from isim.models.segmenter import SEGMENTERS, build_segmenter
 from isim.pseudo import pool
 from isim.pseudo.cam import same_size_batches
+from isim.run_layout import last_checkpoint
 from isim.visualize import overlay
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def latest_checkpoint(root: Path = Path("checkpoints"), best: Path = Path("repor
         log.warning("%s names %s, which does not exist; falling back to the newest checkpoint", best, path)
     if (root / "segmenter.pt").is_file():
         return root / "segmenter.pt", "the final segmenter (no model comparison on val recorded)"
-    found = last_round(root / "isim")
+    found = last_checkpoint(root / "isim")
     if found is None:
         raise ModelError(f"{root}: neither segmenter.pt nor isim/round_XX.pt; run `dvc repro` first or pass "
                          "--checkpoint")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from isim import run_layout as layout
 from isim.config import Config, flatten
 from isim.errors import IsimError
 from isim.visualize import confusion_figure, round_grid
@@ -192,7 +193,7 @@ class Tracker(NullTracker):
         if self.grid_ids is None:
             self.grid_ids = data.ids("train")[: self.cfg.eval.grid_images]
         self.client.log_image(self.run_id, round_grid(data, self.grid_ids, round_dir),
-                              artifact_file=f"rounds/round_{r:02d}.png")
+                              artifact_file=f"rounds/{layout.round_name(r)}.png")
 
     def log_evaluation(self, report: dict) -> None:
         s = report.get("summary", {})

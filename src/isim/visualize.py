@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from isim import run_layout as layout
 from isim.data.layout import Prepared
 from isim.io import PALETTE, colorize, read_image, read_label_png
 
@@ -43,8 +44,8 @@ def round_grid(data: Prepared, ids: list[str], round_dir: Path) -> np.ndarray:
     for id_ in ids:
         rgb = read_image(data.image_path(id_))
         gt = read_label_png(data.mask_path(id_)) if data.has_masks else np.zeros(rgb.shape[:2], np.uint8)
-        raw = read_label_png(round_dir / "raw" / f"{id_}.png")
-        crf = read_label_png(round_dir / "crf" / f"{id_}.png")
+        raw = read_label_png(layout.raw_dir(round_dir) / f"{id_}.png")
+        crf = read_label_png(layout.crf_dir(round_dir) / f"{id_}.png")
         rows.append(np.concatenate([rgb, colorize(gt), _blend(rgb, raw), _blend(rgb, crf)], axis=1))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]

@@ -71,17 +71,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def round_checkpoint(checkpoints: str | Path, r: int) -> Path:
-    """The checkpoint of the model that generated ISIM round ``r``."""
-    return Path(checkpoints) / f"round_{r:02d}.pt"
-
-
-def last_round(checkpoints: str | Path) -> Path | None:
-    """The final ISIM model of a train_isim run: its last ``round_XX.pt`` (None if there is none)."""
-    rounds = sorted(Path(checkpoints).glob("round_*.pt"))
-    return rounds[-1] if rounds else None
-
-
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> ISIMNet:
     """The ISIM (or CAM baseline) model saved in ``path``, in eval mode; built from the
     checkpoint's own spec."""
@@ -109,5 +98,5 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> Segm
 
 
 __all__ = ["ARCHS", "CHECKPOINT_FORMAT", "AffinityNet", "ISIMNet", "ModelError", "Output", "build_model",
-           "Segmenter", "check_spec", "last_round", "load_affinity", "load_model", "load_segmenter", "model_spec",
-           "read_checkpoint", "round_checkpoint"]
+           "Segmenter", "check_spec", "load_affinity", "load_model", "load_segmenter", "model_spec",
+           "read_checkpoint"]

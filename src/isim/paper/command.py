@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from isim.config import set_dotted
+from isim.config import overridden
 from isim.errors import IsimError
 from isim.io import write_json, write_text
 from isim.paper import tables as tb
@@ -37,10 +37,7 @@ def table_runs(table: tb.Table, seeds: list[int], workdir: Path) -> dict[str, li
 def run(params: Path, name: str, seeds: int, jobs: int, workdir: Path, out: Path,
         extra: dict[str, Any] | None = None) -> str:
     """Run table ``name``'s experiments over seeds 0..seeds-1; write and return its markdown."""
-    base = yaml.safe_load(Path(params).read_text()) or {}
-    extra = extra or {}
-    for k, v in extra.items():
-        set_dotted(base, k, v)
+    base = overridden(yaml.safe_load(Path(params).read_text()) or {}, extra or {})
     embedded = base.get("data", {}).get("source", "synthetic") == "synthetic"
     all_tables = tb.tables(embedded, _rounds(base))
     if name not in all_tables:

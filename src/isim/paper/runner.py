@@ -9,7 +9,6 @@ refused. Method code never imports this module.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -23,10 +22,10 @@ from typing import Any
 
 import yaml
 
-from isim.config import ConfigError, from_dict, set_dotted
+from isim import run_layout as layout
+from isim.config import ConfigError, from_dict, overridden
 from isim.errors import IsimError
 from isim.io import write_json, write_text
-from isim.pseudo.masks import round_number
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +62,12 @@ class Run:
         return self.root / "result.json"
 
     def params(self, base: dict[str, Any]) -> dict[str, Any]:
-        raw = copy.deepcopy(base)
-        set_dotted(raw, "seed", self.seed)
-        if raw.get("data", {}).get("source", "synthetic") == "synthetic":
-            set_dotted(raw, "data.synthetic.seed", self.seed)  # a new dataset per seed, too
-        set_dotted(raw, "tracking.enabled", False)
-        for k, v in self.overrides.items():
-            set_dotted(raw, k, v)
+        fixed: dict[str, Any] = {"seed": self.seed, "tracking.enabled": False}
+        if base.get("data", {}).get("source", "synthetic") == "synthetic":
+            fixed["data.synthetic.seed"] = self.seed  # a new dataset per seed, too
+        raw = overridden(base, {**fixed, **self.overrides})
         try:
-            from_dict(copy.deepcopy(raw))
+            from_dict(raw)
         except ConfigError as e:
             raise ConfigError(f"{self.root}: {e}") from None
         return raw
@@ -82,19 +78,19 @@ def _steps(r: Path, params: Path, random_walk: bool) -> list[tuple[Path, list[st
     isim = [sys.executable, "-m", "isim.cli", "--params", str(params)]
     d = str(r / "data")
     rw = [
-        (r / "affinity" / "summary.json", [*isim, "affinity-labels", "--data", d, "--isim-checkpoints",
-                                           str(r / "isim"), "--out", str(r / "affinity")]),
+        (layout.summary_path(r / "affinity"), [*isim, "affinity-labels", "--data", d, "--isim-checkpoints",
+                                               str(r / "isim"), "--out", str(r / "affinity")]),
         (r / "affinity.pt", [*isim, "train-affinity", "--data", d, "--labels", str(r / "affinity"), "--checkpoint",
                              str(r / "affinity.pt"), "--metrics", str(r / "train_affinity.json"),
                              "--plots", str(r / "train_affinity.csv")]),
-        (r / "rw" / "summary.json", [*isim, "random-walk", "--data", d, "--isim-checkpoints", str(r / "isim"),
-                                     "--affinity-checkpoint", str(r / "affinity.pt"), "--out", str(r / "rw")]),
+        (layout.summary_path(r / "rw"), [*isim, "random-walk", "--data", d, "--isim-checkpoints", str(r / "isim"),
+                                         "--affinity-checkpoint", str(r / "affinity.pt"), "--out", str(r / "rw")]),
     ]
     return [
         (r / "data" / "image_labels.json", [*isim, "prepare", "--out", d]),
         (r / "baseline.pt", [*isim, "train-baseline", "--data", d, "--checkpoint", str(r / "baseline.pt"),
                              "--metrics", str(r / "train_baseline.json"), "--plots", str(r / "train_baseline.csv")]),
-        (r / "pseudo_baseline" / "summary.json",
+        (layout.summary_path(r / "pseudo_baseline"),
          [*isim, "pseudo", "--checkpoint", str(r / "baseline.pt"), "--data", d, "--out", str(r / "pseudo_baseline")]),
         (r / "train_isim.json", [*isim, "train-isim", "--data", d, "--checkpoints", str(r / "isim"),
                                  "--pseudo", str(r / "pseudo_isim"), "--metrics", str(r / "train_isim.json"),
@@ -109,17 +105,17 @@ def _masks(summary: dict) -> dict[str, float]:
 def collect(r: Path) -> dict[str, Any]:
     """The run's figures: the baseline's masks and every ISIM round's (mIoU, object precision and
     recall, before and after CRF)."""
-    base = read_json(r / "pseudo_baseline" / "summary.json")
+    base = read_json(layout.summary_path(r / "pseudo_baseline"))
     if "raw" not in base:
         raise IsimError(f"{r}: the dataset has no masks to score pseudo labels against")
-    rounds = [{"round": round_number(p), **_masks(read_json(p / "summary.json"))}
-              for p in sorted((r / "pseudo_isim").glob("round_*")) if (p / "summary.json").is_file()]
+    rounds = [{"round": layout.round_number(p), **_masks(read_json(layout.summary_path(p)))}
+              for p in layout.rounds_of(r / "pseudo_isim", required=False) if layout.summary_path(p).is_file()]
     if not rounds:
         raise IsimError(f"{r / 'pseudo_isim'}: no finished round")
     out = {"baseline": _masks(base), "rounds": rounds,
            "baseline_label_acc": base.get("classification", {}).get("label_acc")}
-    if (r / "rw" / "summary.json").is_file():
-        out["random_walk"] = _masks(read_json(r / "rw" / "summary.json"))
+    if layout.summary_path(r / "rw").is_file():
+        out["random_walk"] = _masks(read_json(layout.summary_path(r / "rw")))
     return out
 
 

@@ -27,6 +27,7 @@ from isim.pseudo import cam as camlib
 from isim.pseudo import pool
 from isim.pseudo.crf import DenseCRF
 from isim.pseudo.masks import Truth
+from isim.run_layout import summary_path
 
 
 @dataclass(frozen=True)
@@ -84,5 +85,5 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, cf
     if data.has_masks:
         # how right the labels are where they are given: what AffinityNet learns from
         summary["labelled"] = metrics.summary(totals["conf"], data.classes)
-    write_json(Path(out) / "summary.json", summary)
+    write_json(summary_path(out), summary)
     return summary

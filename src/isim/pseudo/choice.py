@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from isim.pseudo.masks import holdout_scores, rounds_of
+from isim.run_layout import crf_dir, holdout_scores, raw_dir, rounds_of
 
 CANDIDATES = ("isim_crf", "rw", "rw_crf")
 NAMES = {"isim_crf": "ISIM+CRF", "rw": "ISIM+RW", "rw_crf": "ISIM+RW+CRF"}
@@ -37,7 +37,7 @@ class Choice:
 def choose(isim_pseudo: Path, rw_pseudo: Path, override: str = "auto") -> Choice:
     """The set with the best holdout mIoU (ties: the later one in CANDIDATES), or ``override``."""
     last = rounds_of(isim_pseudo)[-1]
-    folders = {"isim_crf": last / "crf", "rw": rw_pseudo / "raw", "rw_crf": rw_pseudo / "crf"}
+    folders = {"isim_crf": crf_dir(last), "rw": raw_dir(rw_pseudo), "rw_crf": crf_dir(rw_pseudo)}
     isim_h, rw_h = holdout_scores(last), holdout_scores(rw_pseudo)
     scores = {k: float(h[kind]["miou"]) for k, h, kind in (("isim_crf", isim_h, "crf"), ("rw", rw_h, "raw"),
                                                             ("rw_crf", rw_h, "crf")) if kind in h}

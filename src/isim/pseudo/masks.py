@@ -3,15 +3,10 @@
 CAM inference runs in this process (GPU when present); thresholding, CRF, PNG writing and the
 comparison with ground truth run in a pool of worker processes (pseudo/pool.py). Under torchrun
 every rank makes the masks of its share of the ids and the scores are summed over the ranks.
-A round directory holds
-
-    <round>/raw/<id>.png   thresholded CAM, before CRF
-    <round>/crf/<id>.png   after dense CRF: the labels the next training phase learns from
-    <round>/summary.json   counts, timings, and mIoU against ground truth when masks exist
+A round's folder is laid out as run_layout.py says: raw/ and crf/ masks and summary.json.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,9 +17,10 @@ import numpy as np
 import torch
 
 from isim import distributed, metrics
+from isim import run_layout as layout
 from isim.config import Config
 from isim.data.layout import Prepared
-from isim.io import DataError, read_label_png, write_json, write_label_png
+from isim.io import read_label_png, write_json, write_label_png
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
@@ -68,8 +64,8 @@ class MaskWriter:
         crf_mask = (keys[self.crf.refine(rgb, local, len(keys), scores)].astype(np.uint8) if self.crf_on
                     else raw_mask)
         if self.out is not None:
-            write_label_png(self.out / "raw" / f"{id_}.png", raw_mask)
-            write_label_png(self.out / "crf" / f"{id_}.png", crf_mask)
+            write_label_png(layout.raw_dir(self.out) / f"{id_}.png", raw_mask)
+            write_label_png(layout.crf_dir(self.out) / f"{id_}.png", crf_mask)
         res: dict[str, Any] = {"raw_bg_only": not raw_mask.any(), "crf_bg_only": not crf_mask.any()}
         gt = self.truth.read(id_, raw_mask.shape)
         if gt is not None:
@@ -119,35 +115,8 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
         summary["raw"] = metrics.summary(totals["conf_raw"], data.classes)
         summary["crf"] = metrics.summary(totals["conf_crf"], data.classes)
     if out is not None and distributed.is_main():
-        write_json(Path(out) / "summary.json", summary)
+        write_json(layout.summary_path(out), summary)
     return summary
-
-
-def rounds_of(pseudo_root: Path) -> list[Path]:
-    rounds = sorted(p for p in pseudo_root.glob("round_*") if p.is_dir())
-    if not rounds:
-        raise DataError(f"{pseudo_root}: no round_XX directories; run the training stage first")
-    return rounds
-
-
-def holdout_scores(round_dir: Path) -> dict:
-    """The holdout mIoU of a round folder's masks (``{"raw": {"miou"}, "crf": {...}}``; empty when
-    the run had no holdout)."""
-    path = Path(round_dir) / "summary.json"
-    try:
-        return json.loads(path.read_text()).get("holdout", {})
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing; the stage that writes it did not finish") from None
-
-
-def round_number(round_dir: Path) -> int:
-    """``round_03`` -> 3 (the folders ``training.isim.round_dir`` names)."""
-    return int(round_dir.name.split("_")[1])
-
-
-def label_dir(round_dir: str | Path) -> Path:
-    """Where the training labels of a round live."""
-    return Path(round_dir) / "crf"
 
 
 def score(model: ISIMNet, data: Prepared, ids: list[str], cfg: Config, device: torch.device,

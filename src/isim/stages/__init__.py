@@ -43,16 +43,6 @@ def warn_if_photo_sized(transform: Any, data: Any, sample: int = 32) -> None:
                         transform.resize_long, transform.crop)
 
 
-def last_round(checkpoints: Path) -> Path:
-    """The final ISIM model: the last round_XX.pt of the train_isim stage."""
-    from isim.io import DataError
-    from isim.models import last_round as find
-    found = find(checkpoints)
-    if found is None:
-        raise DataError(f"{checkpoints}: no round_XX.pt checkpoints; run train_isim first")
-    return found
-
-
 def train_stage(cfg: Any, stage: str, train: Any, prefix: str, plot_keys: tuple[str, ...], metrics: Path,
                 plots: Path, after: Any = None, extra: dict | None = None) -> dict:
     """What train_affinity and train_segmenter share: run ``train(on_epoch)`` in the stage's

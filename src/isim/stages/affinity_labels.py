@@ -8,8 +8,9 @@ from isim.config import Config
 from isim.data.layout import Prepared
 from isim.models import load_model
 from isim.pseudo import affinity
+from isim.run_layout import final_checkpoint
 from isim.runtime import setup
-from isim.stages import fresh, last_round
+from isim.stages import fresh
 from isim.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, out: Path) -> None:
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
-    checkpoint = last_round(isim_checkpoints)
+    checkpoint = final_checkpoint(isim_checkpoints)
     model = load_model(checkpoint, device)
     fresh(out)
     with stage_run(cfg, "affinity_labels") as tr:

@@ -9,8 +9,8 @@ from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_jpeg
 from isim.models import load_model
+from isim.run_layout import final_checkpoint
 from isim.runtime import setup
-from isim.stages import last_round
 from isim.tracking import stage_run
 from isim.visualize import rounds_grid
 
@@ -31,7 +31,7 @@ def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo:
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
     baseline = load_model(baseline_checkpoint, device)
-    isim = load_model(last_round(isim_checkpoints), device)
+    isim = load_model(final_checkpoint(isim_checkpoints), device)
     with stage_run(cfg, "evaluate") as tr:
         report = evaluation.evaluate(cfg, data, baseline, baseline_pseudo, isim, isim_pseudo, device, rw_pseudo)
         evaluation.write_outputs(report, metrics, report_path, plots)

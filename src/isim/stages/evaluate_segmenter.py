@@ -8,10 +8,11 @@ import logging
 from pathlib import Path
 
 from isim import evaluation
+from isim import run_layout as layout
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_json
-from isim.models import read_checkpoint, round_checkpoint
+from isim.models import read_checkpoint
 from isim.runtime import setup
 from isim.tracking import stage_run
 
@@ -61,7 +62,7 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, report_pat
         isim = None
         if isim_checkpoints is not None and isim_pseudo is not None:
             r, r_holdout = evaluation.best_round(isim_pseudo)
-            ck = round_checkpoint(isim_checkpoints, r)
+            ck = layout.round_checkpoint(isim_checkpoints, r)
             isim_report = evaluation.evaluate_segmenter(ck, data, "val", device, False, sc.scales,
                                                          rt.cam_batch_size, rt.crf_workers)
             isim = {"name": f"ISIM round {r}", "checkpoint": str(ck), "miou": isim_report.get("raw", {}).get("miou"),

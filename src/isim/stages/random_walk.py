@@ -13,8 +13,9 @@ from isim.io import write_json
 from isim.models import load_affinity, load_model
 from isim.pseudo import masks
 from isim.pseudo.random_walk import RandomWalk
+from isim.run_layout import final_checkpoint, summary_path
 from isim.runtime import setup
-from isim.stages import fresh, last_round
+from isim.stages import fresh
 from isim.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, affinity_checkpoint: Path, out: Path) -> None:
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
-    model = load_model(last_round(isim_checkpoints), device)
+    model = load_model(final_checkpoint(isim_checkpoints), device)
     walker = RandomWalk(load_affinity(affinity_checkpoint, device), cfg, device)
     fresh(out)
     with stage_run(cfg, "random_walk") as tr:
@@ -32,7 +33,7 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, affinity_checkpoint
         if data.has_masks and (holdout := data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction)):
             summary["holdout"] = masks.score(model, data, holdout, cfg, device, desc="random walk holdout",
                                              threshold=cfg.random_walk.bg_threshold, propagate=walker)
-            write_json(out / "summary.json", summary)
+            write_json(summary_path(out), summary)
         tr.log_round(1, out, summary, data)
     log.info("random walk -> %s: %s", out,
              {k: summary[k]["miou"] for k in ("raw", "crf") if k in summary} or summary["images"])

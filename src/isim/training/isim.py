@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from isim import distributed
+from isim import run_layout as layout
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_json
-from isim.models import model_spec, round_checkpoint
+from isim.models import model_spec
 from isim.pseudo import masks
 from isim.runtime import seed_everything, setup
 from isim.training.loop import Trainer, TrainingError
@@ -61,10 +62,6 @@ class Schedule:
         return False
 
 
-def round_dir(pseudo_root: Path, r: int) -> Path:
-    return pseudo_root / f"round_{r:02d}"
-
-
 def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
                on_epoch: Callable[[dict], None] | None = None,
                on_round: Callable[[int, Path, dict], None] | None = None,
@@ -85,14 +82,14 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         state = trainer.resume(resume)
         start = state["epoch"] + 1
         for r in range(1, state["round"] + 1):
-            summary_path = round_dir(pseudo_root, r) / "summary.json"
+            summary_path = layout.summary_path(layout.round_dir(pseudo_root, r))
             if summary_path.is_file():
                 rounds.append(json.loads(summary_path.read_text()))
             elif r < state["round"]:
                 raise TrainingError(f"{summary_path}: missing; round {r} is incomplete, resume from "
-                                    f"round_{r:02d}.pt")
+                                    f"{layout.round_checkpoint(ckpt_dir, r).name}")
         if rounds:
-            trainer.dataset.set_pseudo(masks.label_dir(round_dir(pseudo_root, len(rounds))))
+            trainer.dataset.set_pseudo(layout.crf_dir(layout.round_dir(pseudo_root, len(rounds))))
         # the checkpoint was saved just before its round's labels were made: make them only if missing
         labels_done = len(rounds) == state["round"]
         log.info("resuming from %s: round %d, epoch %d", resume, len(rounds), start)
@@ -104,7 +101,7 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
             recovery.restore_rounds(len(rounds), ckpt_dir, pseudo_root)
         distributed.barrier()
         if rounds:
-            trainer.dataset.set_pseudo(masks.label_dir(round_dir(pseudo_root, len(rounds))))
+            trainer.dataset.set_pseudo(layout.crf_dir(layout.round_dir(pseudo_root, len(rounds))))
         start = saved["epoch"] + 1
         log.info("recovered an interrupted run from %s: %d epochs and %d rounds done, continuing at epoch %d",
                  recovery.root, saved["epoch"], len(rounds), start)
@@ -113,16 +110,16 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
                 on_epoch(rec)
         for r, summary in enumerate(rounds, 1):
             if on_round:
-                on_round(r, round_dir(pseudo_root, r), summary)
+                on_round(r, layout.round_dir(pseudo_root, r), summary)
     t_start = time.perf_counter()
 
     def regenerate(epoch: int) -> None:
         r = len(rounds) + 1
-        out = round_dir(pseudo_root, r)
+        out = layout.round_dir(pseudo_root, r)
         partial = out.with_name(f".{out.name}.partial")
         for d in (partial, out):  # left by a killed run
             shutil.rmtree(d, ignore_errors=True)
-        ckpt = round_checkpoint(ckpt_dir, r)
+        ckpt = layout.round_checkpoint(ckpt_dir, r)
         distributed.broadcast_module(trainer.model)  # every rank's shard from rank 0's model
         if distributed.is_main():
             trainer.save(ckpt, epoch, r)
@@ -132,7 +129,7 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
             summary["holdout"] = masks.score(trainer.model, data, holdout, cfg, device, desc=f"round {r} holdout")
         distributed.barrier()  # every shard written
         if distributed.is_main():
-            write_json(partial / "summary.json", summary)
+            write_json(layout.summary_path(partial), summary)
             partial.rename(out)
             if recovery is not None:
                 recovery.keep_round(r, ckpt, out)
@@ -148,7 +145,7 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
                 f"round {r} (after epoch {epoch}): {summary['crf_bg_only']} of {summary['images']} pseudo "
                 "masks are all background; the classifier's CAMs never exceed the threshold. Train longer "
                 "(rounds.warmup_epochs), lower `threshold`, or check the image-level labels")
-        trainer.dataset.set_pseudo(masks.label_dir(out))
+        trainer.dataset.set_pseudo(layout.crf_dir(out))
 
     for epoch in range(start, epochs + 1):
         if schedule.due(epoch, trainer.history) and not (epoch == start and labels_done):

@@ -21,6 +21,7 @@ import torch
 
 import isim
 from isim import distributed
+from isim import run_layout as layout
 from isim.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -114,9 +115,8 @@ class Recovery:
     def restore_rounds(self, n: int, ckpt_dir: Path, pseudo_root: Path) -> None:
         """Put rounds 1..n back where the stage writes them (DVC removed them)."""
         for r in range(1, n + 1):
-            name = f"round_{r:02d}"
-            _link_tree(self.root / "checkpoints" / f"{name}.pt", ckpt_dir / f"{name}.pt")
-            _link_tree(self.root / "pseudo" / name, pseudo_root / name)
+            _link_tree(layout.round_checkpoint(self.root / "checkpoints", r), layout.round_checkpoint(ckpt_dir, r))
+            _link_tree(layout.round_dir(self.root / "pseudo", r), layout.round_dir(pseudo_root, r))
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -5,7 +5,6 @@ in at their dotted keys, validated like params.yaml itself: a trial is an ordina
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import optuna
@@ -16,7 +15,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from isim.config import Config, ConfigError, DistCfg, from_dict, set_dotted
+from isim.config import Config, ConfigError, DistCfg, from_dict, overridden
 
 
 def distribution(d: DistCfg) -> BaseDistribution:
@@ -45,11 +44,8 @@ def suggest(trial: optuna.Trial, cfg: Config) -> dict[str, Any]:
 
 def trial_config(cfg: Config, values: dict[str, Any]) -> Config:
     """params.yaml + ``tune.overrides`` + ``values``; the error names the dotted key."""
-    raw = copy.deepcopy(cfg.to_dict())
-    for key, value in {**cfg.tune.overrides, **values}.items():
-        set_dotted(raw, key, value)
     try:
-        return from_dict(raw)
+        return from_dict(overridden(cfg.to_dict(), {**cfg.tune.overrides, **values}))
     except ConfigError as e:
         keys = ", ".join(f"{k}={v!r}" for k, v in {**cfg.tune.overrides, **values}.items())
         raise ConfigError(f"trial settings {keys}: {e}") from None

@@ -28,10 +28,11 @@ import psutil
 import torch
 from optuna.trial import TrialState
 
+from isim import run_layout as layout
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.errors import IsimError
-from isim.training.isim import round_dir, train_isim
+from isim.training.isim import train_isim
 from isim.training.loop import TrainingError
 from isim.tuning import space
 from isim.tuning.storage import budget_lock, fail_stale, has_heartbeat, retry_callback
@@ -117,8 +118,7 @@ class _Heartbeat:
 
 
 def _last_checkpoint(trial_dir: Path) -> Path | None:
-    ckpts = sorted((trial_dir / "checkpoints").glob("round_*.pt"))
-    return ckpts[-1] if ckpts else None
+    return layout.last_checkpoint(trial_dir / "checkpoints")
 
 
 class Worker:
@@ -219,8 +219,8 @@ class Worker:
 
         pseudo = tdir / "pseudo"
         if resume is not None:  # rounds done before the worker died: their values again
-            for r in range(1, int(resume.stem.split("_")[1]) + 1):
-                path = round_dir(pseudo, r) / "summary.json"
+            for r in range(1, layout.round_number(resume) + 1):
+                path = layout.summary_path(layout.round_dir(pseudo, r))
                 if path.is_file():
                     report(r, json.loads(path.read_text()))
             trial.set_user_attr("resumed_from", resume.name)
