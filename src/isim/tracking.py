@@ -162,7 +162,9 @@ class Tracker(NullTracker):
         self.client, self.run_id, self.cfg, self.parent = client, run_id, cfg, parent
         self.grid_ids: list[str] | None = None
 
-    def _guard(self, what: str, fn, *a, **kw) -> None:
+    def guard(self, what: str, fn, *a, **kw) -> None:
+        """``fn(*a, **kw)`` against MLflow; a failure is logged and ends tracking for this run (it
+        raises only under ``tracking.strict``): tracking must never cost results."""
         if not self.active:
             return
         try:
@@ -179,15 +181,15 @@ class Tracker(NullTracker):
         ts = int(time.time() * 1000)
         items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)]
-        self._guard("log_metrics", self.client.log_batch, self.run_id, metrics=items)
+        self.guard("log_metrics", self.client.log_batch, self.run_id, metrics=items)
         if headline and self.parent:
-            self._guard("log_metrics", self.client.log_batch, self.parent, metrics=items)
+            self.guard("log_metrics", self.client.log_batch, self.parent, metrics=items)
 
     def log_round(self, r: int, round_dir: Path, summary: dict, data: Any) -> None:
         m = {"pseudo_bg_only": summary.get("crf_bg_only", 0), "pseudo_images_per_s": summary["images_per_s"],
              **round_metrics(summary)}
         self.log_metrics(m, step=r)
-        self._guard("log_image", self._log_grid, r, Path(round_dir), data)
+        self.guard("log_image", self._log_grid, r, Path(round_dir), data)
 
     def _log_grid(self, r: int, round_dir: Path, data: Any) -> None:
         if self.grid_ids is None:
@@ -208,23 +210,23 @@ class Tracker(NullTracker):
         conf = report.get("isim", {}).get("rounds", [{}])[-1].get("crf", {}).get("confusion")
         if conf is not None:
             fig = confusion_figure(np.asarray(conf), report["classes"])
-            self._guard("log_figure", self.client.log_figure, self.run_id, fig, "confusion_isim_final.png")
-        self._guard("log_dict", self.client.log_dict, self.run_id, report, "eval.json")
+            self.guard("log_figure", self.client.log_figure, self.run_id, fig, "confusion_isim_final.png")
+        self.guard("log_dict", self.client.log_dict, self.run_id, report, "eval.json")
 
     def log_image(self, image: np.ndarray, name: str) -> None:
-        self._guard("log_image", self.client.log_image, self.run_id, image, name)
+        self.guard("log_image", self.client.log_image, self.run_id, image, name)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        self._guard("log_params", self.client.log_batch, self.run_id, params=items)
+        self.guard("log_params", self.client.log_batch, self.run_id, params=items)
 
     def warn(self, text: str) -> None:
         """A warning people must see in the UI: the run's ``warning`` tag (on the parent run too,
         so it shows in the runs table) and ``warnings.txt``."""
         for run_id in filter(None, (self.run_id, self.parent)):
-            self._guard("set_tag", self.client.set_tag, run_id, "warning", text[:5000])
-        self._guard("log_text", self.client.log_text, self.run_id, text + "\n", "warnings.txt")
+            self.guard("set_tag", self.client.set_tag, run_id, "warning", text[:5000])
+        self.guard("log_text", self.client.log_text, self.run_id, text + "\n", "warnings.txt")
 
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None:
         """The model as a torch.export program (pt2: no pickle) with tuple outputs (logits, cam[, seg]),
@@ -242,7 +244,7 @@ class Tracker(NullTracker):
             with mlflow.start_run(run_id=self.run_id):
                 mlflow.pytorch.log_model(PlainOutputs(model.cpu().eval()), name=name, input_example=example,
                                          signature=signature, serialization_format="pt2", pip_requirements=[])
-        self._guard("log_model", _log)
+        self.guard("log_model", _log)
 
 
     def log_segmenter(self, checkpoint: Path) -> None:
@@ -259,7 +261,7 @@ class Tracker(NullTracker):
                 self.client.set_registered_model_alias(tc.registered_model, tc.alias, info.registered_model_version)
                 log.info("registered %s version %s as @%s", tc.registered_model, info.registered_model_version,
                          tc.alias)
-        self._guard("log_segmenter", _log)
+        self.guard("log_segmenter", _log)
 
 
 def _experiment(cfg: Config, uri: str) -> tuple[Any, str]:
@@ -373,9 +375,9 @@ class TrialRun:
         self.t.log_metrics({"seconds": seconds, **({"objective": value} if value is not None else {})})
         tags = {"state": state.lower(), **({"reason": reason[:5000]} if reason else {})}
         for k, v in tags.items():
-            self.t._guard("set_tag", self.t.client.set_tag, self.t.run_id, k, v)
+            self.t.guard("set_tag", self.t.client.set_tag, self.t.run_id, k, v)
         status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
-        self.t._guard("set_terminated", self.t.client.set_terminated, self.t.run_id, status)
+        self.t.guard("set_terminated", self.t.client.set_terminated, self.t.run_id, status)
 
 
 class StudyTracker:
@@ -427,7 +429,7 @@ class StudyTracker:
                 **({"retry_of": str(retry_of[-1])} if retry_of else {})}
         run_id = retrying(self.client.create_run, self.exp_id, run_name=f"trial-{number:04d}", tags=tags).info.run_id
         t = Tracker(self.client, run_id, self.cfg)
-        t._guard("log_params", self.client.log_batch, run_id,
+        t.guard("log_params", self.client.log_batch, run_id,
                  params=[Param(k, str(v)) for k, v in values.items()])
         return TrialRun(t)
 
@@ -438,16 +440,16 @@ class StudyTracker:
         t.log_metrics({f"trials_{k}": v for k, v in counts.items()})
         if best is not None:
             t.log_metrics({"best_value": best["value"]})
-            t._guard("set_tag", self.client.set_tag, self.parent, "best_trial", str(best["trial"]))
+            t.guard("set_tag", self.client.set_tag, self.parent, "best_trial", str(best["trial"]))
             runs = retrying(self.client.search_runs, [self.exp_id], filter_string=(
                 f"tags.`mlflow.parentRunId` = '{self.parent}' and tags.trial = '{best['trial']}'"))
             for r in runs:
-                t._guard("set_tag", self.client.set_tag, r.info.run_id, "best", "true")
+                t.guard("set_tag", self.client.set_tag, r.info.run_id, "best", "true")
         for name, fig in figures.items():
-            t._guard("log_figure", self.client.log_figure, self.parent, fig, f"study/{name}.png")
+            t.guard("log_figure", self.client.log_figure, self.parent, fig, f"study/{name}.png")
         for f in files:
-            t._guard("log_artifact", self.client.log_artifact, self.parent, str(f), "study")
-        t._guard("set_terminated", self.client.set_terminated, self.parent, "FINISHED")
+            t.guard("log_artifact", self.client.log_artifact, self.parent, str(f), "study")
+        t.guard("set_terminated", self.client.set_terminated, self.parent, "FINISHED")
 
 
 __all__ = ["stage_run", "tracking_uri", "repo_root", "pipeline_key", "NullTracker", "Tracker", "StudyTracker",

@@ -42,7 +42,7 @@ class Schedule:
     mode: str = "fixed"
     tol: float = 0.01
     patience: int = 2
-    _flat: int = field(default=0, init=False)  # consecutive epochs with a flat loss
+    flat_epochs: int = field(default=0, init=False)  # consecutive epochs with a flat loss (recovery state)
 
     def due(self, epoch: int, history: list[dict]) -> bool:
         """Regenerate before training ``epoch`` (1-based)?"""
@@ -55,9 +55,9 @@ class Schedule:
         # converge: the total loss changed by less than tol (relative) for `patience` epochs
         if len(history) >= 2:
             a, b = history[-2]["loss"], history[-1]["loss"]
-            self._flat = self._flat + 1 if abs(a - b) <= self.tol * max(abs(a), 1e-8) else 0
-        if self._flat >= self.patience:
-            self._flat = 0
+            self.flat_epochs = self.flat_epochs + 1 if abs(a - b) <= self.tol * max(abs(a), 1e-8) else 0
+        if self.flat_epochs >= self.patience:
+            self.flat_epochs = 0
             return True
         return False
 
@@ -95,7 +95,7 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         log.info("resuming from %s: round %d, epoch %d", resume, len(rounds), start)
     elif recovery is not None and (saved := recovery.load()) is not None:
         trainer.restore(saved)
-        schedule._flat = saved["schedule_flat"]
+        schedule.flat_epochs = saved["schedule_flat"]
         rounds = list(saved["rounds"])
         if distributed.is_main():
             recovery.restore_rounds(len(rounds), ckpt_dir, pseudo_root)
@@ -152,7 +152,7 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
             regenerate(epoch - 1)
         rec = trainer.run_epoch(epoch, len(rounds))
         if recovery is not None and distributed.is_main():
-            recovery.save(trainer.state(epoch, len(rounds)) | {"rounds": rounds, "schedule_flat": schedule._flat})
+            recovery.save(trainer.state(epoch, len(rounds)) | {"rounds": rounds, "schedule_flat": schedule.flat_epochs})
         if on_epoch:
             on_epoch(rec)
     if not (rounds and rounds[-1].get("after_epoch") == epochs):

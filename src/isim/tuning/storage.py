@@ -111,6 +111,12 @@ def budget_lock(url: str, storage: BaseStorage, study_name: str) -> Iterator[Non
     yield
 
 
+def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The storage's id of ``trial``. Optuna keeps it private, yet the storage's own public calls
+    (attributes, state, heartbeats) take it: the one place this package reads Optuna internals."""
+    return trial._trial_id
+
+
 def has_heartbeat(storage: BaseStorage) -> bool:
     return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
 

@@ -35,7 +35,7 @@ from isim.errors import IsimError
 from isim.training.isim import train_isim
 from isim.training.loop import TrainingError
 from isim.tuning import space
-from isim.tuning.storage import budget_lock, fail_stale, has_heartbeat, retry_callback
+from isim.tuning.storage import budget_lock, fail_stale, has_heartbeat, retry_callback, trial_id
 
 log = logging.getLogger(__name__)
 WORKER_ATTR = "isim:worker"     # host:pid:start-time of the process running a trial
@@ -72,9 +72,9 @@ def reap(study: optuna.Study, storage: Any, cfg: Config) -> list[int]:
         if not orphan and (worker is None or _alive(worker)):
             continue
         try:
-            storage.set_trial_user_attr(t._trial_id, REASON_ATTR, f"worker {worker or '?'} died; trial rerun")
-            if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-                retry_callback(cfg.tune)(study, storage.get_trial(t._trial_id))
+            storage.set_trial_user_attr(trial_id(t), REASON_ATTR, f"worker {worker or '?'} died; trial rerun")
+            if storage.set_trial_state_values(trial_id(t), TrialState.FAIL):
+                retry_callback(cfg.tune)(study, storage.get_trial(trial_id(t)))
                 failed.append(t.number)
                 log.warning("trial %d: its worker %s is gone; failed and queued again", t.number, worker)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -146,13 +146,13 @@ class Worker:
                 with warnings.catch_warnings():  # this worker beats for its trials itself (_Heartbeat)
                     warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
                     trial = self.study.ask()
-                self.storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, process_id())
+                self.storage.set_trial_system_attr(trial_id(trial), WORKER_ATTR, process_id())
             self.run_trial(trial)
             n += 1
 
     def run_trial(self, trial: optuna.Trial) -> None:
         values = space.suggest(trial, self.cfg)
-        frozen = self.storage.get_trial(trial._trial_id)
+        frozen = self.storage.get_trial(trial_id(trial))
         history = frozen.system_attrs.get("retry_history", [])
         tdir = self.workdir / f"trial_{trial.number:04d}"
         resume = None
@@ -163,7 +163,7 @@ class Worker:
             resume = _last_checkpoint(tdir)
         elif tdir.exists():
             shutil.rmtree(tdir)
-        beat = _Heartbeat(self.storage, trial._trial_id, self.cfg.tune.heartbeat_s)
+        beat = _Heartbeat(self.storage, trial_id(trial), self.cfg.tune.heartbeat_s)
         run = self.tracker.trial(trial.number, values, history) if self.tracker else None
         t0 = time.perf_counter()
         state, reason, value = TrialState.FAIL, "", None
@@ -184,9 +184,9 @@ class Worker:
             reason = f"{type(e).__name__}: {e}"
         except BaseException:  # SIGTERM / Ctrl-C: give the trial back before leaving
             beat.stop()
-            self.storage.set_trial_user_attr(trial._trial_id, REASON_ATTR, "worker stopped; trial rerun")
-            if self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-                retry_callback(self.cfg.tune)(self.study, self.storage.get_trial(trial._trial_id))
+            self.storage.set_trial_user_attr(trial_id(trial), REASON_ATTR, "worker stopped; trial rerun")
+            if self.storage.set_trial_state_values(trial_id(trial), TrialState.FAIL):
+                retry_callback(self.cfg.tune)(self.study, self.storage.get_trial(trial_id(trial)))
             if run:
                 run.end("FAIL", "worker stopped", None, time.perf_counter() - t0)
             raise
