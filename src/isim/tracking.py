@@ -96,7 +96,7 @@ def dataset_hash(root: Path = Path("data/prepared")) -> str:
     return "labels:" + h.hexdigest()
 
 
-def _reachable(uri: str) -> bool:
+def reachable(uri: str) -> bool:
     if not uri.startswith(("http://", "https://")):
         return True
     try:
@@ -133,7 +133,7 @@ def round_metrics(summary: dict, per_class: bool = True) -> dict[str, float]:
     return m
 
 
-def _source_tags(name: str) -> dict[str, str]:
+def source_tags(name: str) -> dict[str, str]:
     """What MLflow's Source column shows: the entry point and the code version."""
     return {"mlflow.source.name": name, "mlflow.source.type": "PROJECT", "mlflow.source.git.commit": git_commit()}
 
@@ -264,7 +264,7 @@ class Tracker(NullTracker):
         self.guard("log_segmenter", _log)
 
 
-def _experiment(cfg: Config, uri: str) -> tuple[Any, str]:
+def experiment(cfg: Config, uri: str) -> tuple[Any, str]:
     """Client and experiment id; the experiment is made as a model-training one (MLflow 3 opens
     other experiments on its GenAI overview)."""
     import mlflow
@@ -291,14 +291,14 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
     if not cfg.tracking.enabled or os.environ.get("RANK", "0") != "0":  # rank 0 alone records a torchrun run
         return NullTracker()
     uri = tracking_uri(cfg)
-    if not _reachable(uri):
+    if not reachable(uri):
         msg = f"MLflow tracking server {uri} is unreachable"
         if cfg.tracking.strict:
             raise TrackingError(msg + " (tracking.strict is true)")
         log.warning("%s; stage %s runs without tracking", msg, stage)
         return NullTracker()
     try:
-        client, exp_id = _experiment(cfg, uri)
+        client, exp_id = experiment(cfg, uri)
         key = pipeline_key(cfg)
         found = retrying(client.search_runs, [exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)
         data_hash = dataset_hash()
@@ -308,7 +308,7 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
             retrying(client.update_run, parent, status="RUNNING")  # the pipeline runs again
         else:
             parent = retrying(client.create_run, exp_id, run_name=os.environ.get("DVC_EXP_NAME") or f"pipeline-{key}",
-                              tags={KEY_TAG: key, "isim.kind": "pipeline", **_source_tags("dvc.yaml"),
+                              tags={KEY_TAG: key, "isim.kind": "pipeline", **source_tags("dvc.yaml"),
                                     **tags}).info.run_id
             params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v
                       for k, v in flatten(cfg.to_dict()).items()}
@@ -316,9 +316,9 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
             retrying(client.log_batch, parent, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         child = retrying(client.create_run, exp_id, run_name=stage, tags={
             "mlflow.parentRunId": parent, "dvc_stage": stage, "isim.kind": "stage",
-            **_source_tags(f"dvc.yaml:{stage}"), **tags}).info.run_id
+            **source_tags(f"dvc.yaml:{stage}"), **tags}).info.run_id
         if data_hash:
-            _log_dataset(client, [child] if found else [parent, child], data_hash)
+            log_dataset(client, [child] if found else [parent, child], data_hash)
         return Tracker(client, child, cfg, parent)
     except Exception as e:  # noqa: BLE001
         if cfg.tracking.strict:
@@ -328,7 +328,7 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
         return NullTracker()
 
 
-def _log_dataset(client: Any, run_ids: list[str], digest: str) -> None:
+def log_dataset(client: Any, run_ids: list[str], digest: str) -> None:
     """The prepared dataset as the runs' input: name + DVC hash (MLflow's Dataset column)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
     ds = DatasetInput(Dataset(name="prepared", digest=digest[:36], source_type="dvc", source=json.dumps(
@@ -359,98 +359,5 @@ def stage_run(cfg: Config, stage: str) -> Iterator[Tracker | NullTracker]:
                 log.warning("MLflow could not close run %s: %s", tracker.run_id, e)
 
 
-STUDY_TAG = "isim.study"
-
-
-class TrialRun:
-    """A trial's child run: its params, holdout mIoU per round (step = round), final state."""
-
-    def __init__(self, tracker: Tracker):
-        self.t = tracker
-
-    def round(self, r: int, summary: dict) -> None:
-        self.t.log_metrics(round_metrics(summary, per_class=False), step=r)
-
-    def end(self, state: str, reason: str, value: float | None, seconds: float) -> None:
-        self.t.log_metrics({"seconds": seconds, **({"objective": value} if value is not None else {})})
-        tags = {"state": state.lower(), **({"reason": reason[:5000]} if reason else {})}
-        for k, v in tags.items():
-            self.t.guard("set_tag", self.t.client.set_tag, self.t.run_id, k, v)
-        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
-        self.t.guard("set_terminated", self.t.client.set_terminated, self.t.run_id, status)
-
-
-class StudyTracker:
-    """MLflow for an Optuna study: one parent run per study, a child run per trial.
-
-    The parent's id is kept in the study itself, so every worker on every machine logs under
-    the same parent. SQLite stores are retried while locked (``retrying``) rather than dropped.
-    """
-
-    def __init__(self, cfg: Config, client: Any, exp_id: str, parent: str):
-        self.cfg, self.client, self.exp_id, self.parent = cfg, client, exp_id, parent
-
-    @classmethod
-    def open(cls, cfg: Config, study_name: str, parent: str | None, storage_label: str) -> StudyTracker | None:
-        """Attach to the study's parent run, or create it when ``parent`` is None."""
-        if not cfg.tracking.enabled:
-            return None
-        uri = tracking_uri(cfg)
-        try:
-            if not _reachable(uri):
-                raise TrackingError(f"MLflow tracking server {uri} is unreachable")
-            client, exp_id = _experiment(cfg, uri)
-            if parent is None:
-                from mlflow.entities import Param
-                data_hash = dataset_hash()
-                parent = retrying(client.create_run, exp_id, run_name=f"tune-{study_name}", tags={
-                    STUDY_TAG: study_name, "isim.kind": "study", "optuna.storage": storage_label,
-                    **_source_tags("isim tune"), "dataset_hash": data_hash}).info.run_id
-                space = {f"space.{k}": json.dumps(v.model_dump(exclude_defaults=True))
-                         for k, v in cfg.tune.space.items()}
-                plain = {f"tune.{k}": v for k, v in cfg.tune.model_dump(mode="json").items()
-                         if k not in ("space", "storage")}
-                params = {**plain, **space}
-                retrying(client.log_batch, parent, params=[Param(k, json.dumps(v) if not isinstance(v, str) else v)
-                                                            for k, v in params.items()])
-                if data_hash:
-                    _log_dataset(client, [parent], data_hash)
-            return cls(cfg, client, exp_id, parent)
-        except Exception as e:  # noqa: BLE001
-            if cfg.tracking.strict:
-                raise TrackingError(f"tracking.strict: study run at {uri}: {e}") from e
-            log.warning("MLflow at %s unusable (%s: %s); the study runs without tracking", uri,
-                        type(e).__name__, e)
-            return None
-
-    def trial(self, number: int, values: dict[str, Any], retry_of: list[int]) -> TrialRun:
-        from mlflow.entities import Param
-        tags = {"mlflow.parentRunId": self.parent, "isim.kind": "trial", "trial": str(number),
-                **({"retry_of": str(retry_of[-1])} if retry_of else {})}
-        run_id = retrying(self.client.create_run, self.exp_id, run_name=f"trial-{number:04d}", tags=tags).info.run_id
-        t = Tracker(self.client, run_id, self.cfg)
-        t.guard("log_params", self.client.log_batch, run_id,
-                 params=[Param(k, str(v)) for k, v in values.items()])
-        return TrialRun(t)
-
-    def finish(self, best: dict | None, counts: dict[str, int], figures: dict[str, Any], files: list[Path]) -> None:
-        """Best trial tagged (on the child and the parent), counts and best value as metrics,
-        study pictures and result files as artifacts; the parent run is closed."""
-        t = Tracker(self.client, self.parent, self.cfg)
-        t.log_metrics({f"trials_{k}": v for k, v in counts.items()})
-        if best is not None:
-            t.log_metrics({"best_value": best["value"]})
-            t.guard("set_tag", self.client.set_tag, self.parent, "best_trial", str(best["trial"]))
-            runs = retrying(self.client.search_runs, [self.exp_id], filter_string=(
-                f"tags.`mlflow.parentRunId` = '{self.parent}' and tags.trial = '{best['trial']}'"))
-            for r in runs:
-                t.guard("set_tag", self.client.set_tag, r.info.run_id, "best", "true")
-        for name, fig in figures.items():
-            t.guard("log_figure", self.client.log_figure, self.parent, fig, f"study/{name}.png")
-        for f in files:
-            t.guard("log_artifact", self.client.log_artifact, self.parent, str(f), "study")
-        t.guard("set_terminated", self.client.set_terminated, self.parent, "FINISHED")
-
-
-__all__ = ["stage_run", "tracking_uri", "repo_root", "pipeline_key", "NullTracker", "Tracker", "StudyTracker",
-           "retrying"]
+__all__ = ["stage_run", "tracking_uri", "repo_root", "pipeline_key", "NullTracker", "Tracker", "retrying",
+           "experiment", "reachable", "source_tags", "log_dataset", "dataset_hash", "round_metrics"]

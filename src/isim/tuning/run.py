@@ -11,10 +11,10 @@ import optuna
 
 from isim.config import Config
 from isim.data.layout import Prepared
-from isim.tracking import StudyTracker
 from isim.tuning import results
 from isim.tuning.storage import budget_lock, redact
 from isim.tuning.study import open_study
+from isim.tuning.tracking import StudyTracker
 from isim.tuning.worker import Worker, install_sigterm
 
 log = logging.getLogger(__name__)
