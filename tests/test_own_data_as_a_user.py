@@ -42,6 +42,7 @@ def _ran(output: str) -> set[str]:
     return {ln.split("'")[1] for ln in output.splitlines() if ln.startswith("Running stage '")}
 
 
+@pytest.mark.slow
 def test_raw_files_are_dependencies_and_the_run_cache_cannot_bring_back_stale_data(tmp_path):
     repo = tmp_path / "repo"
     _small_copy(tmp_path / "coco")
@@ -77,6 +78,7 @@ def test_raw_inputs_outside_raw_are_refused_before_anything_runs(tmp_path):
     assert r.returncode != 0 and "data.own.images" in r.stderr + r.stdout and "outside raw/" in r.stderr + r.stdout
 
 
+@pytest.mark.slow
 def test_csv_mode_runs_the_whole_pipeline_and_reports_accuracy_only(tmp_path):
     repo = dvc_project(tmp_path / "repo", tiny_params(data={"source": "own", "own": {
         "format": "csv", "images": "raw/coco/images", "labels": "raw/coco/labels.csv", "classes": VOC}}))

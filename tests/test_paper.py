@@ -96,6 +96,7 @@ def test_a_variant_that_restates_the_params_shares_the_default_runs():
     assert sorted(v.key == "default" for v in t2.variants()) == [False, True]
 
 
+@pytest.mark.slow
 def test_seeds_runs_real_pipeline_and_reuses_runs(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_params(train={"epochs": 2})))

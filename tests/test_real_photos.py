@@ -66,6 +66,7 @@ def photo_repo(tmp_path_factory):
     return repo
 
 
+@pytest.mark.slow
 def test_a_tiny_real_photo_pipeline_runs_through_dvc_repro(photo_repo):
     repo = photo_repo
     data = json.loads((repo / "data/prepared/image_labels.json").read_text())
@@ -92,6 +93,7 @@ def test_a_tiny_real_photo_pipeline_runs_through_dvc_repro(photo_repo):
     assert seg["trained_on"]["name"] == trained["trained_on"] and "subset" in seg
 
 
+@pytest.mark.slow
 def test_the_fully_supervised_ceiling_on_the_same_photos(photo_repo):
     """The same segmenter on the ground-truth masks of the same train photos, scored on the same val."""
     repo = photo_repo
@@ -108,6 +110,7 @@ def test_the_fully_supervised_ceiling_on_the_same_photos(photo_repo):
     assert "warning" not in ceiling  # no masks of its own to fall below
 
 
+@pytest.mark.slow
 def test_the_imagenet_only_anchor_scores_the_horses(photo_repo):
     r = run([bin_path("isim"), "imagenet-cam", "--data", "data/prepared", "--out", "anchor.json"], photo_repo)
     report = json.loads((photo_repo / "anchor.json").read_text())
@@ -124,6 +127,7 @@ def test_the_imagenet_only_anchor_scores_the_horses(photo_repo):
     assert report["images"]["horse"] == len(ids) and report["iou"]["horse"] > 100 * tp / total
 
 
+@pytest.mark.slow
 def test_predict_segments_photos_it_has_never_seen(photo_repo, tmp_path):
     repo = photo_repo
     unseen = tmp_path / "unseen"
@@ -159,6 +163,7 @@ def test_predict_segments_photos_it_has_never_seen(photo_repo, tmp_path):
     assert not list(out.glob(".*.tmp*"))  # atomic writes: no temp files left
 
 
+@pytest.mark.slow
 def test_predict_refuses_a_baseline_checkpoint(photo_repo):
     r = run([bin_path("isim"), "predict", "raw/horse/images", "--out", "p", "--checkpoint",
              "checkpoints/baseline.pt"], photo_repo, check=False)

@@ -97,6 +97,7 @@ def _wait_then_kill(proc: subprocess.Popen, ready, what: str, timeout: float = 3
     proc.wait()
 
 
+@pytest.mark.slow
 def test_dvc_repro_after_sigkill_mid_epoch_and_mid_regeneration_matches_an_uninterrupted_run(tmp_path):
     repo = dvc_project(tmp_path / "repo", tiny_params(train={"epochs": 4}, data={"synthetic": {"n_train": 24}}))
     dvc = bin_path("dvc")

@@ -4,9 +4,12 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import REPO, run, tiny_params
+
+pytestmark = pytest.mark.slow  # dvc repro of the tiny pipeline: the whole-suite tier
 
 # where and how a stage runs, never what it computes (README: "Parameters and experiments")
 UNLISTED_PARAMS = ("runtime", "tracking")

@@ -84,6 +84,7 @@ def _workdir(tmp_path: Path, **over) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_path):
     _, s3client = s3
     work = _workdir(tmp_path, tracking={"enabled": True, "experiment": "tracked"})
@@ -215,6 +216,7 @@ def _digest(paths: list[Path]) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_dvc_push_pull_through_s3(s3, tmp_path):
     endpoint, s3client = s3
     repo = dvc_project(tmp_path / "repo", tiny_params())

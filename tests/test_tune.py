@@ -74,6 +74,8 @@ def _counted(study: optuna.Study) -> list:
 SHORT = {"tune": {"n_trials": 5, "pruner": "none", "sampler": "random"}}
 
 
+@pytest.mark.slow
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["journal", "postgres"])
 def test_two_workers_share_one_budget_and_a_rerun_continues(backend, tmp_path, tiny_data, postgres):
     storage = postgres.create_db("two_workers") if backend == "postgres" else None
@@ -186,6 +188,7 @@ def test_a_worker_killed_mid_trial_is_rerun_from_its_last_round(backend, tmp_pat
     assert len(counted) == 3 and all(t.state == TrialState.COMPLETE for t in counted)
 
 
+@pytest.mark.slow
 def test_four_workers_log_every_trial_to_one_sqlite_mlflow_store(tmp_path, tiny_data):
     db = tmp_path / "mlflow.db"
     work = _work(tmp_path, tiny_data, tracking={"enabled": True, "uri": f"sqlite:///{db}"},
@@ -215,6 +218,7 @@ def test_four_workers_log_every_trial_to_one_sqlite_mlflow_store(tmp_path, tiny_
     assert {"study/optimization_history.png", "study/best.yaml"} <= arts
 
 
+@pytest.mark.slow
 def test_the_pruner_stops_clearly_worse_trials_early(tmp_path, tiny_data):
     # half the trials get a threshold that leaves the holdout masks mostly background
     work = _work(tmp_path, tiny_data, train={"epochs": 6}, rounds={"warmup_epochs": 1}, crf_freq=1,
@@ -230,6 +234,7 @@ def test_the_pruner_stops_clearly_worse_trials_early(tmp_path, tiny_data):
     assert "below the median pruner" in pruned[0].user_attrs["reason"]
 
 
+@pytest.mark.slow
 def test_bad_space_or_storage_fails_before_any_trial(tmp_path, tiny_data):
     work = _work(tmp_path, tiny_data)
     cases = [
@@ -251,6 +256,7 @@ def test_bad_space_or_storage_fails_before_any_trial(tmp_path, tiny_data):
         assert not (work / "tune/optuna.journal").exists()  # no study was started
 
 
+@pytest.mark.slow
 def test_tuned_params_reproduce_the_objective_with_dvc_exp_run(tmp_path_factory):
     params = tiny_params(runtime={"threads": 1}, tune={"n_trials": 2, "pruner": "none", "sampler": "random"})
     repo = dvc_project(tmp_path_factory.mktemp("tunerepo"), params)
@@ -288,6 +294,7 @@ def test_a_worker_takes_its_thread_share_and_a_crf_pool_no_larger(tiny_cfg, monk
     assert (rt.threads, rt.crf_workers) == (4, 3)
 
 
+@pytest.mark.slow
 def test_diverging_trials_are_failed_with_their_reason_and_the_study_finishes(tmp_path, tiny_data):
     work = _work(tmp_path, tiny_data, tune={"n_trials": 2, "pruner": "none", "overrides": {
         "lr_encoder": 1e12, "lr_classifier": 1e12}, "space": {"threshold": {"type": "float", "low": 0.1, "high": 0.2}}})
