@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from isim.config import overridden
+from isim.config import from_dict, overridden
 from isim.errors import IsimError
 from isim.io import write_json, write_text
 from isim.paper import tables as tb
@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def _rounds(base: dict[str, Any]) -> int:
-    tr, rd = base.get("train", {}), base.get("rounds", {})
-    epochs, warm, freq = tr.get("epochs", 25), rd.get("warmup_epochs", 5), base.get("crf_freq", 5)
+    cfg = from_dict(base)  # the defaults of keys the params leave out are Config's, nowhere else
+    epochs, warm, freq = cfg.train.epochs, cfg.rounds.warmup_epochs, cfg.crf_freq
     return 1 + max(0, -(-(epochs - warm) // freq))  # warm-up round + one per regeneration + final
 
 

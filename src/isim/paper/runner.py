@@ -1,11 +1,11 @@
 """The CAM-vs-ISIM comparison over several seeds, each in its own folder.
 
-One run = the pipeline's own commands (``isim prepare``, ``train-baseline``, ``pseudo``,
-``train-isim``) on a params file derived from the project's: ``seed`` (and, on the embedded
-data, ``data.synthetic.seed``) set to the run's seed, tracking off, plus the caller's
-overrides. Each run writes ``result.json`` last (atomically), so an interrupted sweep reruns
-only the runs that had not finished; a folder made with other params or other method code is
-refused. Method code never imports this module.
+One run = dvc.yaml's own stages (prepare, train_baseline, pseudo_baseline, train_isim, and
+with the random walk its three stages), run in the run's folder on a params file derived from
+the project's: ``seed`` (and, on the embedded data, ``data.synthetic.seed``) set to the run's
+seed, tracking off, plus the caller's overrides. Each run writes ``result.json`` last
+(atomically), so an interrupted sweep reruns only the runs that had not finished; a folder
+made with other params or other method code is refused. Method code never imports this module.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -73,29 +74,36 @@ class Run:
         return raw
 
 
-def _steps(r: Path, params: Path, random_walk: bool) -> list[tuple[Path, list[str]]]:
-    """(output that marks the step done, command): the commands of dvc.yaml's stages."""
-    isim = [sys.executable, "-m", "isim.cli", "--params", str(params)]
-    d = str(r / "data")
-    rw = [
-        (layout.summary_path(r / "affinity"), [*isim, "affinity-labels", "--data", d, "--isim-checkpoints",
-                                               str(r / "isim"), "--out", str(r / "affinity")]),
-        (r / "affinity.pt", [*isim, "train-affinity", "--data", d, "--labels", str(r / "affinity"), "--checkpoint",
-                             str(r / "affinity.pt"), "--metrics", str(r / "train_affinity.json"),
-                             "--plots", str(r / "train_affinity.csv")]),
-        (layout.summary_path(r / "rw"), [*isim, "random-walk", "--data", d, "--isim-checkpoints", str(r / "isim"),
-                                         "--affinity-checkpoint", str(r / "affinity.pt"), "--out", str(r / "rw")]),
-    ]
-    return [
-        (r / "data" / "image_labels.json", [*isim, "prepare", "--out", d]),
-        (r / "baseline.pt", [*isim, "train-baseline", "--data", d, "--checkpoint", str(r / "baseline.pt"),
-                             "--metrics", str(r / "train_baseline.json"), "--plots", str(r / "train_baseline.csv")]),
-        (layout.summary_path(r / "pseudo_baseline"),
-         [*isim, "pseudo", "--checkpoint", str(r / "baseline.pt"), "--data", d, "--out", str(r / "pseudo_baseline")]),
-        (r / "train_isim.json", [*isim, "train-isim", "--data", d, "--checkpoints", str(r / "isim"),
-                                 "--pseudo", str(r / "pseudo_isim"), "--metrics", str(r / "train_isim.json"),
-                                 "--plots", str(r / "train_isim.csv"), "--recovery", str(r / "recovery")]),
-    ] + (rw if random_walk else [])
+# the stages of dvc.yaml a run executes, in order: their commands, outputs and code come from there
+STAGES = ("prepare", "train_baseline", "pseudo_baseline", "train_isim")
+RW_STAGES = ("affinity_labels", "train_affinity", "random_walk")  # Table 7's rows
+DVC_YAML = Path(__file__).resolve().parents[3] / "dvc.yaml"
+
+
+def pipeline() -> dict[str, dict[str, Any]]:
+    """dvc.yaml's stages: the one definition of the pipeline `dvc repro` and a run both follow."""
+    try:
+        return yaml.safe_load(DVC_YAML.read_text())["stages"]
+    except FileNotFoundError:
+        raise IsimError(f"{DVC_YAML}: not found; `isim paper` runs the stages of the project's dvc.yaml, "
+                        "so run it from a checkout of the project") from None
+
+
+def _output(stage: str, i: int = 0) -> str:
+    out = pipeline()[stage]["outs"][i]
+    return out if isinstance(out, str) else next(iter(out))
+
+
+def _steps(params: Path, random_walk: bool) -> list[tuple[str, list[str]]]:
+    """(stage, command) for the run: dvc.yaml's commands, run inside the run's folder (their paths
+    are relative) with its params file."""
+    stages = pipeline()
+    steps = []
+    for name in STAGES + (RW_STAGES if random_walk else ()):
+        cmd = shlex.split(stages[name]["cmd"])
+        assert cmd[0] == "isim", f"dvc.yaml stage {name}: expected an isim command"
+        steps.append((name, [sys.executable, "-m", "isim.cli", "--params", str(params), *cmd[1:]]))
+    return steps
 
 
 def _masks(summary: dict) -> dict[str, float]:
@@ -105,32 +113,30 @@ def _masks(summary: dict) -> dict[str, float]:
 def collect(r: Path) -> dict[str, Any]:
     """The run's figures: the baseline's masks and every ISIM round's (mIoU, object precision and
     recall, before and after CRF)."""
-    base = read_json(layout.summary_path(r / "pseudo_baseline"))
+    base = read_json(layout.summary_path(r / _output("pseudo_baseline")))
     if "raw" not in base:
         raise IsimError(f"{r}: the dataset has no masks to score pseudo labels against")
+    isim = r / _output("train_isim", 1)
     rounds = [{"round": layout.round_number(p), **_masks(read_json(layout.summary_path(p)))}
-              for p in layout.rounds_of(r / "pseudo_isim", required=False) if layout.summary_path(p).is_file()]
+              for p in layout.rounds_of(isim, required=False) if layout.summary_path(p).is_file()]
     if not rounds:
-        raise IsimError(f"{r / 'pseudo_isim'}: no finished round")
+        raise IsimError(f"{isim}: no finished round")
     out = {"baseline": _masks(base), "rounds": rounds,
            "baseline_label_acc": base.get("classification", {}).get("label_acc")}
-    if layout.summary_path(r / "rw").is_file():
-        out["random_walk"] = _masks(read_json(layout.summary_path(r / "rw")))
+    walk = layout.summary_path(r / _output("random_walk"))
+    if walk.is_file():
+        out["random_walk"] = _masks(read_json(walk))
     return out
 
 
 def method_code() -> str:
-    """Hash of the code that makes a run's figures: this package without its MLOps parts and
-    the stages a run does not use (evaluation, the final segmenter, tuning)."""
-    pkg = Path(__file__).resolve().parents[1]
-    skip = ("paper/", "tuning/", "cli.py", "tracking.py", "serving.py", "launch.py", "visualize.py",
-            "evaluation.py", "inference.py", "stages/evaluate", "stages/train_segmenter", "stages/tune",
-            "stages/check", "training/segmenter.py", "models/segmenter.py")
+    """Hash of the code that makes a run's figures: the source files its dvc.yaml stages declare."""
+    stages, root = pipeline(), DVC_YAML.parent
+    deps = {d for n in STAGES + RW_STAGES for d in stages[n]["deps"] if d.startswith("src/")}
+    files = {f for d in deps for f in ((root / d).rglob("*.py") if (root / d).is_dir() else [root / d])}
     h = hashlib.sha256()
-    for f in sorted(pkg.rglob("*.py")):
-        rel = f.relative_to(pkg).as_posix()
-        if not rel.startswith(skip):
-            h.update(rel.encode() + f.read_bytes())
+    for f in sorted(files):
+        h.update(f.relative_to(root).as_posix().encode() + f.read_bytes())
     return h.hexdigest()
 
 
@@ -151,14 +157,16 @@ def execute(run: Run, base: dict[str, Any], threads: int) -> dict[str, Any]:
     write_text(params, text)
     write_text(code, method_code() + "\n")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    for marker, cmd in _steps(run.root, params, run.random_walk):
-        if marker.exists():
+    for stage, cmd in _steps(params, run.random_walk):
+        done = run.root / ".done" / stage  # written after the stage succeeded: a rerun skips it
+        if done.exists():
             continue
-        log.info("%s: %s", run.root.name, cmd[5])
+        log.info("%s: %s", run.root.name, stage)
         with open(run.root / "log.txt", "a") as out:
             rc = subprocess.call(cmd, cwd=run.root, env=env, stdout=out, stderr=subprocess.STDOUT)
         if rc != 0:
-            raise IsimError(f"{run.root}: `isim {cmd[5]}` failed (exit {rc}); its output is in {run.root / 'log.txt'}")
+            raise IsimError(f"{run.root}: stage {stage} failed (exit {rc}); its output is in {run.root / 'log.txt'}")
+        write_text(done, "")
     result = {"seed": run.seed, "overrides": run.overrides, **collect(run.root)}
     write_json(run.result_path, result)
     return result
