@@ -9,6 +9,7 @@ from conftest import tiny_params
 from isim.config import from_dict
 from isim.io import write_label_png
 from isim.models import ModelError, build_model, model_spec
+from isim.models.encoder import train_mode
 from isim.training.baseline import train_baseline
 from isim.training.checkpoint import load_checkpoint
 from isim.training.isim import Schedule, train_isim
@@ -137,3 +138,21 @@ def test_resume_from_a_round_equals_an_uninterrupted_run(tiny_data, tmp_path):
     a = torch.load(tmp_path / "full_ck" / "round_04.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "ck" / "round_04.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_frozen_bn_keeps_the_encoders_statistics_and_still_learns_its_scale(freeze):
+    cfg = from_dict(tiny_params())
+    torch.manual_seed(0)
+    model = build_model(model_spec(cfg.encoder, cfg.model, 3))
+    bns = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    before = {name: m.running_mean.clone() for name, m in bns.items()}
+    train_mode(model, freeze)
+    out = model(torch.rand(2, 3, 56, 56))
+    (out.logits.sum() + out.seg.sum()).backward()
+    moved = {name: not torch.equal(before[name], m.running_mean) for name, m in bns.items()}
+    enc = [moved[n] for n in bns if n.startswith("encoder.")]
+    dec = [moved[n] for n in bns if not n.startswith("encoder.")]
+    assert enc and dec and all(dec)  # the new decoder always learns its statistics
+    assert (not any(enc)) if freeze else all(enc)
+    assert all(m.weight.grad is not None for n, m in bns.items() if n.startswith("encoder."))  # scale still learns

@@ -193,6 +193,7 @@ class EncoderCfg(Section):
     # offline weights: "package" (the backbone's pip package: efficientnet_lite0) or a file path
     weights: str = ""
     output_stride: Literal[8, 16] = 16
+    freeze_bn: bool = False       # keep the pretrained BatchNorm statistics while training (IRN does)
 
     @model_validator(mode="after")
     def _check(self) -> EncoderCfg:

@@ -60,3 +60,17 @@ def _hub_offline_unless_reachable(pretrained: bool) -> Iterator[None]:
         yield
     finally:
         hub.HF_HUB_OFFLINE = saved
+
+
+def train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """``model.train()``; with ``freeze_bn`` the encoder's BatchNorm layers (timm's BatchNormAct2d
+    too) keep their pretrained running statistics, as IRN trains its ImageNet ResNet: small
+    batches of a few classes would otherwise overwrite ImageNet's statistics. Their scale and
+    shift still learn."""
+    model.train()
+    if freeze_bn:
+        net: Any = getattr(model, "module", model)  # under DDP
+        net = getattr(net, "_orig_mod", net)  # under torch.compile
+        for m in net.encoder.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()

@@ -17,6 +17,7 @@ from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import IGNORE
 from isim.models.affinity import affinity, affinity_spec, build_affinity, crop_pairs
+from isim.models.encoder import train_mode
 from isim.runtime import seed_everything, setup
 from isim.training.checkpoint import save_checkpoint
 from isim.training.loop import MaskTraining
@@ -57,7 +58,7 @@ def train_affinity(cfg: Config, data: Prepared, labels_dir: Path, checkpoint: Pa
     history: list[dict] = []
     t_start = time.perf_counter()
     for epoch in range(1, ac.epochs + 1):
-        model.train()
+        train_mode(model, enc.freeze_bn)
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "bg_pos": 0.0, "fg_pos": 0.0, "neg": 0.0}
         n = 0

@@ -19,6 +19,7 @@ from isim.data.layout import Prepared
 from isim.errors import IsimError
 from isim.io import IGNORE
 from isim.models import build_model
+from isim.models.encoder import train_mode
 from isim.models.net import ISIMNet, Output
 from isim.runtime import amp_dtype
 from isim.training.checkpoint import load_checkpoint, save_checkpoint
@@ -226,7 +227,7 @@ class Trainer:
         seed = self.cfg.seed * 100003 + epoch
         self.generator.manual_seed(seed)  # the same global batches on every rank
         torch.manual_seed(seed + 7919 * distributed.rank())  # dropout differs per rank
-        model.train()
+        train_mode(model, self.cfg.encoder.freeze_bn)
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "loss_cls": 0.0, "loss_seg": 0.0}
         n_batches, seg_skipped = 0, 0

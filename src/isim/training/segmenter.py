@@ -11,6 +11,7 @@ from typing import Any
 
 from isim.config import Config
 from isim.data.layout import Prepared
+from isim.models.encoder import train_mode
 from isim.models.segmenter import build_segmenter, segmenter_spec
 from isim.runtime import seed_everything, setup
 from isim.training.checkpoint import save_checkpoint
@@ -35,7 +36,7 @@ def train_segmenter(cfg: Config, data: Prepared, masks_dir: Path, checkpoint: Pa
     history: list[dict] = []
     t_start = time.perf_counter()
     for epoch in range(1, sc.epochs + 1):
-        model.train()
+        train_mode(model, enc.freeze_bn)
         t0 = time.perf_counter()
         total, n, skipped = 0.0, 0, 0
         for batch in run.batches(epoch):
