@@ -11,7 +11,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def fresh(*dirs: Path) -> None:
+def remove_old_outputs(*dirs: Path) -> None:
     """Outputs of an earlier run must not mix with this one's (DVC removes them too)."""
     for d in dirs:
         if d.exists():

@@ -10,7 +10,7 @@ from isim.models import load_model
 from isim.pseudo import affinity
 from isim.run_layout import final_checkpoint
 from isim.runtime import setup
-from isim.stages import fresh
+from isim.stages import remove_old_outputs
 from isim.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, out: Path) -> None:
     device = setup(cfg.runtime)
     checkpoint = final_checkpoint(isim_checkpoints)
     model = load_model(checkpoint, device)
-    fresh(out)
+    remove_old_outputs(out)
     with stage_run(cfg, "affinity_labels") as tr:
         summary = affinity.generate(model, data, data.ids("train"), out, cfg, device)
         tr.log_metrics({"labelled_share": summary["labelled_share"],

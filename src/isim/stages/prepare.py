@@ -11,7 +11,7 @@ from typing import cast
 from isim.config import Config
 from isim.data import own, synthetic, voc
 from isim.data.layout import Prepared
-from isim.stages import fresh
+from isim.stages import remove_old_outputs
 from isim.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -20,9 +20,9 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, out: Path) -> None:
     """Builds into a temporary sibling folder and renames it into place only when complete, so
     an interrupted or failed run never leaves a dataset that looks whole."""
-    fresh(out)
+    remove_old_outputs(out)
     tmp = out.with_name(f".{out.name}.partial")
-    fresh(tmp)
+    remove_old_outputs(tmp)
     t0 = time.perf_counter()
     try:
         if cfg.data.source == "synthetic":

@@ -11,7 +11,7 @@ from isim.data.layout import Prepared
 from isim.models import load_model
 from isim.pseudo import masks
 from isim.runtime import setup
-from isim.stages import fresh
+from isim.stages import remove_old_outputs
 from isim.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def run(cfg: Config, checkpoint: Path, data_dir: Path, split: str, out: Path, st
     device = setup(cfg.runtime)
     model = load_model(checkpoint, device)
     if distributed.is_main():
-        fresh(out)
+        remove_old_outputs(out)
     distributed.barrier()
     with stage_run(cfg, stage) as tr:
         summary = masks.generate(model, data, data.ids(split), out, cfg, device)

@@ -15,7 +15,7 @@ from isim.pseudo import masks
 from isim.pseudo.random_walk import RandomWalk
 from isim.run_layout import final_checkpoint, summary_path
 from isim.runtime import setup
-from isim.stages import fresh
+from isim.stages import remove_old_outputs
 from isim.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, affinity_checkpoint
     device = setup(cfg.runtime)
     model = load_model(final_checkpoint(isim_checkpoints), device)
     walker = RandomWalk(load_affinity(affinity_checkpoint, device), cfg, device)
-    fresh(out)
+    remove_old_outputs(out)
     with stage_run(cfg, "random_walk") as tr:
         summary = masks.generate(model, data, data.ids("train"), out, cfg, device, desc="random walk",
                                  threshold=cfg.random_walk.bg_threshold, propagate=walker)

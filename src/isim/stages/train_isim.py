@@ -8,7 +8,7 @@ from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_json
-from isim.stages import fresh, model_example, warn_if_photo_sized
+from isim.stages import model_example, remove_old_outputs, warn_if_photo_sized
 from isim.stages.train_baseline import write_history
 from isim.tracking import stage_run
 from isim.training.isim import train_isim
@@ -24,7 +24,7 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
     data = Prepared.open(data_dir)
     warn_if_photo_sized(cfg.transform, data)
     if resume is None and distributed.is_main():
-        fresh(checkpoints, pseudo)
+        remove_old_outputs(checkpoints, pseudo)
     recovery = None
     if recovery_dir is not None and resume is None:
         recovery = Recovery(recovery_dir, fingerprint(cfg.to_dict(), data.root, data.ids("train")))
