@@ -26,8 +26,8 @@ def walk_images(n: int, height: int, width: int, backbone: str) -> dict:
 
     from isim.config import load
     from isim.models import build_model, model_spec
-    from isim.models.affinity import affinity_spec, build_affinity
-    from isim.pseudo.random_walk import RandomWalk
+    from isim.models.affinitynet import affinity_spec, build_affinity
+    from isim.pseudo.walk import RandomWalk
 
     torch.manual_seed(0)
     cfg = load(ROOT / "params.yaml")

@@ -28,7 +28,7 @@ def main() -> None:
     from isim.io import read_label_png
     from isim.models import load_affinity, load_model
     from isim.pseudo import cam as camlib
-    from isim.pseudo.random_walk import RandomWalk
+    from isim.pseudo.walk import RandomWalk
     from isim.run_layout import final_checkpoint
 
     root = a.project

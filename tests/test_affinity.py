@@ -7,12 +7,11 @@ from conftest import tiny_params
 from isim.config import CrfCfg, from_dict
 from isim.io import IGNORE, read_label_png
 from isim.models import ModelError, build_model, load_affinity, model_spec
-from isim.models.affinity import affinity, affinity_spec, build_affinity, crop_pairs, pair_offsets
-from isim.pseudo import affinity as affinity_labels
-from isim.pseudo import masks, pool
+from isim.models.affinitynet import affinity, affinity_spec, build_affinity, crop_pairs, pair_offsets
+from isim.pseudo import affinity_labels, masks, pool
 from isim.pseudo.crf import DenseCRF
-from isim.pseudo.random_walk import RandomWalk, transition, walk
-from isim.training.affinity import affinity_loss, train_affinity
+from isim.pseudo.walk import RandomWalk, transition, walk
+from isim.training.affinitynet import affinity_loss, train_affinity
 from isim.training.checkpoint import save_checkpoint
 
 

@@ -94,7 +94,7 @@ def test_export_voc_writes_the_servers_layout(segmenter_ck, tmp_path):
 
 
 def test_checkpoints_without_a_segmentation_output_are_refused(tiny_data, tmp_path):
-    from isim.models.affinity import affinity_spec, build_affinity
+    from isim.models.affinitynet import affinity_spec, build_affinity
     from isim.training.checkpoint import save_checkpoint
     spec = affinity_spec("resnet18", {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]}, 16, 16)
     net = build_affinity(spec)

@@ -2,7 +2,7 @@
 
     <checkpoints>/round_XX.pt          the model that generated ISIM round XX
     <pseudo>/round_XX/                 one round's mask set; the CAM baseline's and the random
-                                       walk's sets (pseudo/baseline, pseudo/random_walk) look alike:
+                                       walk's sets (pseudo/baseline, pseudo/rw) look alike:
         raw/<id>.png                   thresholded CAM, before CRF
         crf/<id>.png                   after dense CRF: the labels the next training phase learns from
         summary.json                   counts, timings, mIoU against ground truth, holdout scores

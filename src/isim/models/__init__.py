@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from isim.config import EncoderCfg, ModelCfg
-from isim.models.affinity import AffinityNet, build_affinity
+from isim.models.affinitynet import AffinityNet, build_affinity
 from isim.models.decoders import DeepLabV3Decoder, UNetDecoder
 from isim.models.encoder import ModelError, build_encoder
 from isim.models.heads import CAMHead, SegmentationHead

@@ -12,7 +12,7 @@ from isim.data.layout import Prepared
 from isim.io import write_json
 from isim.models import load_affinity, load_model
 from isim.pseudo import masks
-from isim.pseudo.random_walk import RandomWalk
+from isim.pseudo.walk import RandomWalk
 from isim.run_layout import final_checkpoint, summary_path
 from isim.runtime import setup
 from isim.stages import remove_old_outputs

@@ -7,7 +7,7 @@ from pathlib import Path
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.stages import train_stage
-from isim.training.affinity import train_affinity
+from isim.training.affinitynet import train_affinity
 
 log = logging.getLogger(__name__)
 

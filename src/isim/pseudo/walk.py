@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from isim.config import Config
 from isim.data.datasets import normalize
-from isim.models.affinity import AffinityNet, pair_offsets
+from isim.models.affinitynet import AffinityNet, pair_offsets
 
 
 def transition(feats: torch.Tensor, radius: int, beta: float) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import IGNORE
-from isim.models.affinity import affinity, affinity_spec, build_affinity, crop_pairs
+from isim.models.affinitynet import affinity, affinity_spec, build_affinity, crop_pairs
 from isim.models.encoder import train_mode
 from isim.runtime import seed_everything, setup
 from isim.training.checkpoint import save_checkpoint
