@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from timm.layers import BatchNormAct2d, convert_sync_batchnorm
 
 from isim.errors import IsimError
 
@@ -138,45 +139,59 @@ def broadcast_module(module: torch.nn.Module) -> None:
             dist.broadcast(t, 0)
 
 
+def _global_norm(bn: torch.nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``bn``'s training-mode output with the statistics of the global batch: sums and counts are
+    added up over the ranks with an autograd-aware all-reduce, mean first, then the centred squares
+    (two passes, as stable as BatchNorm's own); the running statistics are updated as BatchNorm's."""
+    from torch.distributed.nn.functional import all_reduce
+    c = x.shape[1]
+    count = torch.full((1,), x.numel() / c, dtype=x.dtype, device=x.device)
+    total = all_reduce(torch.cat([x.sum((0, 2, 3)), count]))
+    n = total[c]
+    mean = total[:c] / n
+    var = all_reduce((x - mean.view(1, c, 1, 1)).pow(2).sum((0, 2, 3))) / n
+    tracked = bn.num_batches_tracked
+    if bn.running_mean is not None and bn.running_var is not None and tracked is not None:
+        with torch.no_grad():
+            tracked.add_(1)
+            m = bn.momentum if bn.momentum is not None else 1.0 / float(tracked)
+            bn.running_mean.mul_(1 - m).add_(mean, alpha=m)
+            bn.running_var.mul_(1 - m).add_(var * n / (n - 1), alpha=m)
+    y = (x - mean.view(1, c, 1, 1)) * torch.rsqrt(var.view(1, c, 1, 1) + bn.eps)
+    return y * bn.weight.view(1, c, 1, 1) + bn.bias.view(1, c, 1, 1) if bn.affine else y
+
+
 class GlobalBatchNorm(torch.nn.BatchNorm2d):
     """BatchNorm whose training statistics are those of the global batch, on any device (torch's
-    SyncBatchNorm is CUDA-only): sums and counts are added up over the ranks with an autograd-aware
-    all-reduce, mean first, then the centred squares (two passes, as stable as BatchNorm's own)."""
+    SyncBatchNorm is CUDA-only)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and active()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-        c = x.shape[1]
-        count = torch.full((1,), x.numel() / c, dtype=x.dtype, device=x.device)
-        total = all_reduce(torch.cat([x.sum((0, 2, 3)), count]))
-        n = total[c]
-        mean = total[:c] / n
-        var = all_reduce((x - mean.view(1, c, 1, 1)).pow(2).sum((0, 2, 3))) / n
-        tracked = self.num_batches_tracked
-        if self.running_mean is not None and self.running_var is not None and tracked is not None:
-            with torch.no_grad():
-                tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
-                self.running_mean.mul_(1 - m).add_(mean, alpha=m)
-                self.running_var.mul_(1 - m).add_(var * n / (n - 1), alpha=m)
-        y = (x - mean.view(1, c, 1, 1)) * torch.rsqrt(var.view(1, c, 1, 1) + self.eps)
-        return y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1) if self.affine else y
+        return _global_norm(self, x)
 
 
-def sync_batchnorm(module: torch.nn.Module, cuda: bool) -> None:
-    """Make every BatchNorm2d inside ``module`` (in place) compute global-batch statistics: torch's
-    SyncBatchNorm on CUDA, :class:`GlobalBatchNorm` elsewhere (same state-dict keys, weights kept)."""
-    for name, child in module.named_children():
-        if type(child) is torch.nn.BatchNorm2d and cuda:
-            setattr(module, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
+class GlobalBatchNormAct(BatchNormAct2d):
+    """timm's BatchNorm + activation (EfficientNet's layers) with global-batch statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and active()):
+            return super().forward(x)
+        return self.act(self.drop(_global_norm(self, x)))
+
+
+def sync_batchnorm(module: torch.nn.Module, cuda: bool) -> torch.nn.Module:
+    """``module`` with every BatchNorm2d, timm's BatchNormAct2d included, computing global-batch
+    statistics: torch's / timm's SyncBatchNorm on CUDA, the Global* classes above elsewhere (the
+    same modules, weights and state-dict keys; only the class changes)."""
+    if cuda:
+        return convert_sync_batchnorm(module)
+    for child in module.modules():
+        if type(child) is BatchNormAct2d:
+            child.__class__ = GlobalBatchNormAct
         elif type(child) is torch.nn.BatchNorm2d:
-            new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                  child.track_running_stats)
-            new.load_state_dict(child.state_dict())
-            setattr(module, name, new.to(next(iter(child.state_dict().values())).device))
-        else:
-            sync_batchnorm(child, cuda)
+            child.__class__ = GlobalBatchNorm
+    return module
 
 
 def shard(items: list[Any]) -> list[Any]:
