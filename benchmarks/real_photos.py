@@ -140,10 +140,10 @@ def figures(work: Path) -> None:
 
     from isim.data.layout import Prepared
     from isim.io import read_image
+    from isim.visualize import example_ids
     data = Prepared.open(work / "data/prepared")
     shutil.copy(work / "reports/fig5.jpg", REPO / "docs/real_photos_rounds.jpg")
-    val = [i for i in data.ids("val") if data.labels[i]]
-    picks = [i for i in val if not i.startswith("horse")][:5] + [i for i in val if i.startswith("horse")][:1]
+    picks = example_ids(data, "val", 6)
     folder = work / "predict-in"
     folder.mkdir(exist_ok=True)
     for i in picks:

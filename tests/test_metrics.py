@@ -38,3 +38,16 @@ def test_object_precision_and_recall_show_under_coverage():
     assert p == 4 / 6 and r == 4 / 5
     s = metrics.summary(metrics.confusion(part, gt, 3), ["bg", "a", "b"])
     assert s["precision"] == 100.0 and s["recall"] == 60.0
+
+
+def test_example_pictures_show_different_classes_first():
+    from isim.visualize import example_ids
+
+    class Data:  # the two members of data.layout.Prepared that the picker reads
+        labels = {"a1": [1], "a2": [1], "b1": [2, 1], "e": [], "c1": [3], "a3": [1]}
+
+        def ids(self, split):
+            return list(self.labels)
+
+    assert example_ids(Data(), "train", 3) == ["a1", "b1", "c1"]
+    assert example_ids(Data(), "train", 5) == ["a1", "b1", "c1", "a2", "a3"]  # never an image without objects

@@ -28,7 +28,7 @@ import yaml
 from isim import run_layout as layout
 from isim.config import Config, flatten
 from isim.errors import IsimError
-from isim.visualize import confusion_figure, round_grid
+from isim.visualize import confusion_figure, example_ids, round_grid
 
 log = logging.getLogger(__name__)
 KEY_TAG = "isim.pipeline_key"
@@ -195,7 +195,7 @@ class Tracker(NullTracker):
 
     def _log_grid(self, r: int, round_dir: Path, data: Any) -> None:
         if self.grid_ids is None:
-            self.grid_ids = data.ids("train")[: self.cfg.eval.grid_images]
+            self.grid_ids = example_ids(data, "train", self.cfg.eval.grid_images)
         self.client.log_image(self.run_id, round_grid(data, self.grid_ids, round_dir),
                               artifact_file=f"rounds/{layout.round_name(r)}.png")
 

@@ -38,6 +38,21 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, legend: list[tuple[int, str, floa
     return np.asarray(im)
 
 
+def example_ids(data: Prepared, split: str, n: int) -> list[str]:
+    """``n`` images of ``split`` with objects, for pictures: in id order, each first taken when it
+    shows a class no earlier pick shows, so a dataset sorted by class (MSRC's file names) is not
+    shown as n photos of its first class; the rest fill up in id order."""
+    ids = [i for i in data.ids(split) if data.labels[i]]
+    picks: list[str] = []
+    seen: set[int] = set()
+    for i in ids:
+        if len(picks) < n and not set(data.labels[i]) <= seen:
+            picks.append(i)
+            seen |= set(data.labels[i])
+    picks += [i for i in ids if i not in picks][: n - len(picks)]
+    return picks
+
+
 def round_grid(data: Prepared, ids: list[str], round_dir: Path) -> np.ndarray:
     """One row per image: image | ground truth | thresholded CAM (raw) | pseudo mask (after CRF)."""
     rows = []

@@ -12,16 +12,16 @@ from isim.models import load_model
 from isim.run_layout import final_checkpoint
 from isim.runtime import setup
 from isim.tracking import stage_run
-from isim.visualize import rounds_grid
+from isim.visualize import example_ids, rounds_grid
 
 log = logging.getLogger(__name__)
 
 
 def fig5(cfg: Config, data: Prepared, baseline_pseudo: Path, isim_pseudo: Path, rw_pseudo: Path | None):
-    """Paper Fig. 5 from this run: the first ``eval.grid_images`` train images with objects, their
-    ground truth (when the dataset has masks), then the CRF masks of the CAM baseline, every ISIM
-    round and the random walk."""
-    ids = [i for i in data.ids("train") if data.labels[i]][: cfg.eval.grid_images]
+    """Paper Fig. 5 from this run: ``eval.grid_images`` train images with objects of different
+    classes, their ground truth (when the dataset has masks), then the CRF masks of the CAM
+    baseline, every ISIM round and the random walk."""
+    ids = example_ids(data, "train", cfg.eval.grid_images)
     return rounds_grid(data, ids, evaluation.fig5_columns(baseline_pseudo, isim_pseudo, rw_pseudo))
 
 
