@@ -75,7 +75,6 @@ SHORT = {"tune": {"n_trials": 5, "pruner": "none", "sampler": "random"}}
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["journal", "postgres"])
 def test_two_workers_share_one_budget_and_a_rerun_continues(backend, tmp_path, tiny_data, postgres):
     storage = postgres.create_db("two_workers") if backend == "postgres" else None
@@ -149,6 +148,7 @@ LONG = {"train": {"epochs": 10}, "rounds": {"warmup_epochs": 1},
                            "crf_freq": {"type": "categorical", "choices": [2]}}}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["journal", "postgres"])
 def test_a_worker_killed_mid_trial_is_rerun_from_its_last_round(backend, tmp_path, tiny_data, postgres):
     storage = postgres.create_db("killed") if backend == "postgres" else None

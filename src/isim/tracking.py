@@ -25,10 +25,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from isim import run_layout as layout
 from isim.config import Config, flatten
 from isim.errors import IsimError
-from isim.visualize import confusion_figure, example_ids, round_grid
 
 log = logging.getLogger(__name__)
 KEY_TAG = "isim.pipeline_key"
@@ -194,10 +192,13 @@ class Tracker(NullTracker):
         self.guard("log_image", self._log_grid, r, Path(round_dir), data)
 
     def _log_grid(self, r: int, round_dir: Path, data: Any) -> None:
+        # pictures import the run layout: only when they are logged, so a stage that logs none
+        # (prepare) runs no more code than dvc.yaml declares
+        from isim.visualize import example_ids, round_grid
         if self.grid_ids is None:
             self.grid_ids = example_ids(data, "train", self.cfg.eval.grid_images)
         self.client.log_image(self.run_id, round_grid(data, self.grid_ids, round_dir),
-                              artifact_file=f"rounds/{layout.round_name(r)}.png")
+                              artifact_file=f"rounds/{round_dir.name}.png")
 
     def log_evaluation(self, report: dict) -> None:
         s = report.get("summary", {})
@@ -211,6 +212,7 @@ class Tracker(NullTracker):
                              step=row["round"])
         conf = report.get("isim", {}).get("rounds", [{}])[-1].get("crf", {}).get("confusion")
         if conf is not None:
+            from isim.visualize import confusion_figure
             fig = confusion_figure(np.asarray(conf), report["classes"])
             self.guard("log_figure", self.client.log_figure, self.run_id, fig, "confusion_isim_final.png")
         self.guard("log_dict", self.client.log_dict, self.run_id, report, "eval.json")
