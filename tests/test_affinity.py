@@ -64,7 +64,7 @@ def test_grid_too_small_for_the_radius_is_named():
 
 def test_an_affinity_label_keeps_what_both_thresholds_agree_on_and_runs_in_a_pool(tmp_path):
     # a plain object: callable here without any worker set-up, and the same in worker processes
-    task = affinity_labels.AffinityLabeller(DenseCRF(CrfCfg()), False, 0.7, 0.1, tmp_path, masks.Truth(None, 3))
+    task = affinity_labels.AffinityLabeller(DenseCRF(CrfCfg()), False, 0.7, 0.1, tmp_path, masks.Truth(None))
     maps = np.zeros((1, 4, 4), np.float32)
     maps[0, :2], maps[0, 2] = 0.9, 0.4  # sure object, unsure, sure background
     keys = np.array([0, 2])

@@ -20,6 +20,7 @@ from isim.io import DataError, read_image, read_label_png, write_csv, write_json
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
+from isim.pseudo.masks import Truth
 
 
 def score_set(data: Prepared, ids: list[str], mask_set: Path) -> dict[str, dict]:
@@ -166,8 +167,8 @@ def evaluate_segmenter(checkpoint: Path, data: Prepared, split: str, device: tor
     sub_conf = {k: np.zeros((n, n), np.int64) for k in kinds}
     inside = set(subset or ())
     images = ((id_, read_image(data.image_path(id_))) for id_ in ids)
-    jobs = ((id_, rgb, mask, data.mask_path(id_)) for id_, rgb, mask in predictor.segment_all(images, batch_size))
-    for id_, part in pool.imap(SegmenterScorer(n, predictor.crf_cfg if crf else None), jobs, workers):
+    jobs = predictor.segment_all(images, batch_size)
+    for id_, part in pool.imap(SegmenterScorer(Truth(data), predictor.crf_cfg if crf else None), jobs, workers):
         for kind, c in part.items():
             conf[kind] += c
             if id_ in inside:
@@ -184,15 +185,16 @@ def evaluate_segmenter(checkpoint: Path, data: Prepared, split: str, device: tor
 @dataclass(frozen=True)
 class SegmenterScorer:
     """One image's confusion matrices, before and after CRF: a pool worker's task."""
-    n: int
+    truth: Truth
     crf_cfg: CrfCfg | None
 
-    def __call__(self, id_: str, rgb: np.ndarray, mask: np.ndarray, gt_path: Path) -> tuple[str, dict[str, np.ndarray]]:
+    def __call__(self, id_: str, rgb: np.ndarray, mask: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
         from isim.inference import refine
-        gt = read_label_png(gt_path, self.n)
-        out = {"raw": metrics.confusion(mask, gt, self.n)}
+        gt = self.truth.read(id_, mask.shape)
+        assert gt is not None  # only datasets with masks are scored
+        out = {"raw": metrics.confusion(mask, gt, self.truth.n)}
         if self.crf_cfg is not None:
-            out["crf"] = metrics.confusion(refine(rgb, mask, self.crf_cfg), gt, self.n)
+            out["crf"] = metrics.confusion(refine(rgb, mask, self.crf_cfg), gt, self.truth.n)
         return id_, out
 
 

@@ -74,7 +74,7 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, cf
             yield item["id"], item["rgb"], maps, keys
 
     task = AffinityLabeller(DenseCRF(cfg.crf), cfg.crf.enabled, cfg.affinity.fg_threshold,
-                            cfg.affinity.bg_threshold, Path(out), Truth.of(data))
+                            cfg.affinity.bg_threshold, Path(out), Truth(data))
     for res in pool.imap(task, jobs(), workers):
         for k, v in res.items():
             totals[k] += v

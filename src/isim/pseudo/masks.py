@@ -29,22 +29,23 @@ from isim.pseudo.crf import DenseCRF
 
 @dataclass(frozen=True)
 class Truth:
-    """A dataset's ground-truth masks (``folder`` None: it has none) and its class count."""
-    folder: Path | None
-    n: int
+    """A prepared dataset's ground-truth masks, read in pool workers (``data`` None: no masks)."""
+    data: Prepared | None
 
-    @classmethod
-    def of(cls, data: Prepared) -> Truth:
-        return cls(data.root / "SegmentationClass" if data.has_masks else None, data.n_classes)
+    @property
+    def n(self) -> int:
+        assert self.data is not None
+        return self.data.n_classes
 
     def read(self, id_: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        """The ground-truth mask of ``id_`` (None when the dataset has no masks)."""
-        if self.folder is None:
+        """The ground-truth mask of ``id_``, checked against its image's ``shape`` (None when the
+        dataset has no masks)."""
+        if self.data is None or not self.data.has_masks:
             return None
-        gt = read_label_png(self.folder / f"{id_}.png", self.n)
+        path = self.data.mask_path(id_)
+        gt = read_label_png(path, self.n)
         if gt.shape != shape:
-            raise ValueError(f"{self.folder / (id_ + '.png')}: mask is {gt.shape[::-1]} but its image "
-                             f"is {shape[::-1]}")
+            raise ValueError(f"{path}: mask is {gt.shape[::-1]} but its image is {shape[::-1]}")
         return gt
 
 
@@ -98,7 +99,7 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
             yield item["id"], item["rgb"], propagate(item, maps) if propagate else maps, keys
 
     task = MaskWriter(DenseCRF(cfg.crf), cfg.crf.enabled, threshold, Path(out) if out is not None else None,
-                      Truth.of(data))
+                      Truth(data))
     for res in pool.imap(task, jobs(), workers):
         for k, v in res.items():
             totals[k] += v

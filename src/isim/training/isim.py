@@ -10,7 +10,6 @@ epoch one more round is generated from the final model (the run's result). With 
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -84,7 +83,7 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         for r in range(1, state["round"] + 1):
             summary_path = layout.summary_path(layout.round_dir(pseudo_root, r))
             if summary_path.is_file():
-                rounds.append(json.loads(summary_path.read_text()))
+                rounds.append(layout.read_summary(summary_path.parent))
             elif r < state["round"]:
                 raise TrainingError(f"{summary_path}: missing; round {r} is incomplete, resume from "
                                     f"{layout.round_checkpoint(ckpt_dir, r).name}")

@@ -11,7 +11,6 @@ rerun after its worker died resumes from the last of them.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import shutil
@@ -220,9 +219,9 @@ class Worker:
         pseudo = tdir / "pseudo"
         if resume is not None:  # rounds done before the worker died: their values again
             for r in range(1, layout.round_number(resume) + 1):
-                path = layout.summary_path(layout.round_dir(pseudo, r))
-                if path.is_file():
-                    report(r, json.loads(path.read_text()))
+                done = layout.round_dir(pseudo, r)
+                if layout.summary_path(done).is_file():
+                    report(r, layout.read_summary(done))
             trial.set_user_attr("resumed_from", resume.name)
         result = train_isim(tcfg, self.data, tdir / "checkpoints", pseudo, resume=resume, holdout=self.holdout,
                             on_round=lambda r, d, s: report(r, s))
