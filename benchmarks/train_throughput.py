@@ -77,7 +77,7 @@ def main() -> None:
     from isim.data.layout import Prepared
     from isim.models import model_spec
     from isim.runtime import resolve_device
-    from isim.training.loop import Trainer
+    from isim.training.isim import cam_engine
     raw = merged(yaml.safe_load((ROOT / "params.yaml").read_text()),
                 yaml.safe_load((ROOT / "pipelines/voc.yaml").read_text()))
     raw = merged(raw, {"encoder": {"pretrained": False}, "train": {"batch_size": a.batch, "epochs": 1},
@@ -103,12 +103,12 @@ def main() -> None:
             torch.cuda.synchronize()
         return seen / (time.perf_counter() - t0)
 
-    trainer = Trainer(cfg, data, spec, device)
+    trainer = cam_engine(cfg, data, spec, device)
     trainer.dataset.set_pseudo(data.root / "SegmentationClass")
-    # this project's step: Trainer.run_epoch's body (AMP dtype, channels_last, GradScaler as configured)
-    ours = timed(lambda b: trainer.step(b, joint=True))
+    # this project's step: the engine's (AMP dtype, channels_last, GradScaler as configured)
+    ours = timed(trainer.step)
 
-    trainer = Trainer(cfg, data, spec, device)  # the same model, data and loader, official-style step
+    trainer = cam_engine(cfg, data, spec, device)  # the same model, data and loader, official-style step
     trainer.dataset.set_pseudo(data.root / "SegmentationClass")
     model = trainer.model.to(memory_format=torch.contiguous_format)
     opt = PolySGD(model.param_groups(cfg.lr_encoder, cfg.lr_decoder, cfg.lr_classifier), cfg.lr_encoder,

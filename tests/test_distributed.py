@@ -76,6 +76,25 @@ def test_two_ranks_train_as_one_and_rank_0_alone_records(tiny_data, tmp_path):
     assert len(client.get_metric_history(two_run.info.run_id, "loss")) == 3  # one value per epoch
 
 
+@pytest.mark.parametrize("command", ["train-affinity", "train-segmenter"])
+def test_affinitynet_and_the_segmenter_train_on_two_ranks_as_on_one(command, tiny_data, tmp_path):
+    # DeepLabv2's head has no dropout, so two ranks over the same global batches (BatchNorm and
+    # the losses' means over the global batch) follow one process up to float noise
+    proj = _project(tmp_path, tiny_data, segmenter={"arch": "deeplabv2", "epochs": 2})
+    gt = str(tiny_data.root / "SegmentationClass")
+    masks = ["--labels", gt] if command == "train-affinity" else ["--masks", gt]
+    for tag, extra in (("1", []), ("2", ["--nproc", "2"])):
+        r = _isim(proj, command, "--data", str(tiny_data.root), *masks, "--checkpoint", f"ck{tag}.pt",
+                  "--metrics", f"m{tag}.json", "--plots", f"p{tag}.csv", *extra)
+    assert "rank 0 of 2 on cpu (gloo)" in r.stderr
+    one, two = ([line.split(",") for line in (proj / f"p{t}.csv").read_text().splitlines()] for t in "12")
+    assert one[0] == two[0] and len(one) == len(two) == 3  # the header and one row per epoch
+    for a, b in zip(one[1:], two[1:]):
+        assert [float(x) for x in b] == pytest.approx([float(x) for x in a], rel=1e-4, abs=1e-6)
+    s1, s2 = (torch.load(proj / f"ck{t}.pt", weights_only=True) for t in "12")
+    assert s1["spec"] == s2["spec"] and s2["epoch"] == 2
+
+
 def _ranks(parent: int) -> dict[int, int]:
     """pid of each torchrun worker (by its RANK) under ``parent``."""
     out = {}

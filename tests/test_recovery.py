@@ -1,5 +1,6 @@
-"""Recovery after an interruption: a killed train_isim continues from its last finished epoch
-and ends exactly as an uninterrupted run; a recovery state of other params is never reused."""
+"""Recovery after an interruption: a killed train_isim (and every other trained model, through
+the one engine) continues from its last finished epoch and ends exactly as an uninterrupted
+run; a recovery state of other params or other training masks is never reused."""
 from __future__ import annotations
 
 import json
@@ -26,9 +27,9 @@ def _cfg(**over):
     return from_dict(tiny_params(train={"epochs": 4}, **over))
 
 
-def _recovery(cfg, data, root):
+def _recovery(cfg, data, root, masks=None):
     from isim.training.recovery import Recovery, fingerprint
-    return Recovery(root, fingerprint(cfg.to_dict(), data.root, data.ids("train")))
+    return Recovery(root, fingerprint(cfg.to_dict(), data.root, data.ids("train"), masks))
 
 
 def _equal_runs(a: dict, b: dict, a_ck: Path, b_ck: Path) -> None:
@@ -85,6 +86,44 @@ def test_a_recovery_state_of_other_params_is_refused(tiny_data, tmp_path, caplog
     assert epochs_run == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("model", ["segmenter", "affinity"])
+def test_the_segmenter_and_affinitynet_continue_after_their_last_epoch(model, tiny_data, tmp_path, caplog):
+    from isim.training.affinitynet import train_affinity
+    from isim.training.segmenter import train_segmenter
+    train = {"segmenter": train_segmenter, "affinity": train_affinity}[model]
+    cfg = _cfg(**{model: {"epochs": 3}})
+    masks = tmp_path / "masks"
+    shutil.copytree(tiny_data.root / "SegmentationClass", masks)
+    full = train(cfg, tiny_data, masks, tmp_path / "full.pt")
+    rec = _recovery(cfg, tiny_data, tmp_path / "recovery", masks)
+
+    def stop_after_2(h):
+        if h["epoch"] == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(cfg, tiny_data, masks, tmp_path / "again.pt", on_epoch=stop_after_2, recovery=rec)
+    epochs_run = []
+    with caplog.at_level(logging.INFO, logger="isim.training.engine"):
+        again = train(cfg, tiny_data, masks, tmp_path / "again.pt", recovery=rec,
+                      on_epoch=lambda h: epochs_run.append(h["epoch"]))
+    assert "2 epochs done, continuing at epoch 3" in caplog.text
+    assert epochs_run == [1, 2, 3]
+    drop = ("seconds",)
+    assert [{k: v for k, v in h.items() if k not in drop} for h in again["history"]] == \
+        [{k: v for k, v in h.items() if k not in drop} for h in full["history"]]
+    wa, wb = (torch.load(tmp_path / f, weights_only=True)["model"] for f in ("full.pt", "again.pt"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # the same params on other masks (e.g. a new round of pseudo labels): not reused
+    (masks / sorted(os.listdir(masks))[0]).write_bytes((masks / sorted(os.listdir(masks))[1]).read_bytes())
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="isim.training.recovery"):
+        train(cfg, tiny_data, masks, tmp_path / "other.pt", recovery=_recovery(cfg, tiny_data, rec.root, masks),
+              on_epoch=lambda h: epochs_run.append(h["epoch"]))
+    assert "recovery state of a run with other data; not reused" in caplog.text
+    assert epochs_run[3:] == [1, 2, 3]
+
+
 def _wait_then_kill(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -> None:
     t0 = time.monotonic()
     while not ready():
@@ -130,3 +169,26 @@ def test_dvc_repro_after_sigkill_mid_epoch_and_mid_regeneration_matches_an_unint
     for k in reference:
         if k != "seconds":
             assert resumed[k] == reference[k], k
+
+
+@pytest.mark.slow
+def test_a_killed_train_segmenter_continues_through_dvc_repro(tmp_path):
+    repo = dvc_project(tmp_path / "repo", tiny_params(segmenter={"epochs": 4}, data={"synthetic": {"n_train": 24}}))
+    dvc = bin_path("dvc")
+    env = {"OMP_NUM_THREADS": "1"}
+    e = dict(os.environ, PATH=f"{Path(dvc).parent}{os.pathsep}{os.environ['PATH']}", **env)
+    run([dvc, "repro", "random_walk"], repo, env)
+    state = repo / ".isim" / "recovery" / "train_segmenter" / "state.pt"
+    p = subprocess.Popen([dvc, "repro", "train_segmenter"], cwd=repo, env=e, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    _wait_then_kill(p, lambda: state.is_file() and torch.load(state, weights_only=True)["epoch"] >= 2, "epoch 2")
+    r = run([dvc, "repro", "train_segmenter"], repo, env)
+    assert "continuing at epoch" in r.stdout + r.stderr
+    resumed = json.loads((repo / "metrics" / "train_segmenter.json").read_text())
+    assert not state.parent.exists()  # cleared once the stage is done
+    r = run([dvc, "repro", "-f", "-s", "train_segmenter"], repo, env)
+    assert "continuing" not in r.stdout + r.stderr
+    reference = json.loads((repo / "metrics" / "train_segmenter.json").read_text())
+    assert resumed["epochs"] == 4
+    assert {k: v for k, v in resumed.items() if k != "seconds"} == \
+        {k: v for k, v in reference.items() if k != "seconds"}

@@ -13,7 +13,7 @@ from isim.models.encoder import train_mode
 from isim.training.baseline import train_baseline
 from isim.training.checkpoint import load_checkpoint
 from isim.training.isim import Schedule, train_isim
-from isim.training.loop import TrainingError, segmentation_loss
+from isim.training.engine import TrainingError, segmentation_loss
 
 
 def test_segmentation_loss_truly_skips_all_background_images():
@@ -38,9 +38,9 @@ def test_poly_lr_is_torchs_and_keeps_real_momentum(tiny_data):
     """torch's PolynomialLR gives the closed form base_lr * (1 - t / T) ** power at every step
     (the sequence the project's own scheduler produced), per parameter group."""
     from isim.runtime import resolve_device
-    from isim.training.loop import Trainer
+    from isim.training.isim import cam_engine
     cfg = from_dict(tiny_params(train={"epochs": 2, "poly_power": 0.9}))
-    tr = Trainer(cfg, tiny_data, model_spec(cfg.encoder, cfg.model, tiny_data.n_classes), resolve_device("cpu"))
+    tr = cam_engine(cfg, tiny_data, model_spec(cfg.encoder, cfg.model, tiny_data.n_classes), resolve_device("cpu"))
     opt, sched = tr.opt, tr.sched
     assert isinstance(sched, torch.optim.lr_scheduler.PolynomialLR)
     assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["weight_decay"] == 1e-4

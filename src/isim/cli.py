@@ -42,7 +42,7 @@ def _launched_elsewhere(a: argparse.Namespace, cfg: config_mod.Config) -> bool:
 def _train_baseline(a: argparse.Namespace, cfg: config_mod.Config) -> None:
     if _launched_elsewhere(a, cfg):
         return
-    _stage("train_baseline").run(cfg, a.data, a.checkpoint, a.metrics, a.plots)
+    _stage("train_baseline").run(cfg, a.data, a.checkpoint, a.metrics, a.plots, a.recovery)
 
 
 def _train_isim(a: argparse.Namespace, cfg: config_mod.Config) -> None:
@@ -62,7 +62,9 @@ def _affinity_labels(a: argparse.Namespace, cfg: config_mod.Config) -> None:
 
 
 def _train_affinity(a: argparse.Namespace, cfg: config_mod.Config) -> None:
-    _stage("train_affinity").run(cfg, a.data, a.labels, a.checkpoint, a.metrics, a.plots)
+    if _launched_elsewhere(a, cfg):
+        return
+    _stage("train_affinity").run(cfg, a.data, a.labels, a.checkpoint, a.metrics, a.plots, a.recovery)
 
 
 def _random_walk(a: argparse.Namespace, cfg: config_mod.Config) -> None:
@@ -72,8 +74,10 @@ def _random_walk(a: argparse.Namespace, cfg: config_mod.Config) -> None:
 def _train_segmenter(a: argparse.Namespace, cfg: config_mod.Config) -> None:
     if (a.masks is None) == (a.isim_pseudo is None or a.rw_pseudo is None):
         raise IsimError("train-segmenter: give --masks DIR, or --isim-pseudo and --rw-pseudo to choose the best set")
+    if _launched_elsewhere(a, cfg):
+        return
     _stage("train_segmenter").run(cfg, a.data, a.checkpoint, a.metrics, a.plots, masks=a.masks,
-                                  isim_pseudo=a.isim_pseudo, rw_pseudo=a.rw_pseudo)
+                                  isim_pseudo=a.isim_pseudo, rw_pseudo=a.rw_pseudo, recovery_dir=a.recovery)
 
 
 def _evaluate_segmenter(a: argparse.Namespace, cfg: config_mod.Config) -> None:
@@ -176,18 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("prepare", _prepare, "build the dataset in VOC layout (synthetic, VOC+SBD or own data)",
         out="prepared dataset folder")
     nproc_help = "processes on this node, under torchrun (default: runtime.nproc)"
+
+    def trained(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--nproc", type=int, help=nproc_help)
+        s.add_argument("--recovery", type=Path, help="recovery folder outside the outputs: a killed run continues "
+                                                     "from its last finished epoch when run again")
     s = cmd("train-baseline", _train_baseline, "train the CAM baseline (classification only)",
             data="prepared dataset", checkpoint="checkpoint file to write", metrics="metrics JSON",
             plots="losses per epoch (CSV)")
-    s.add_argument("--nproc", type=int, help=nproc_help)
+    trained(s)
     s = cmd("train-isim", _train_isim, "train ISIM with its pseudo-label rounds (Algorithm 1)",
             data="prepared dataset", checkpoints="folder for round_XX.pt", pseudo="folder for round_XX/",
             metrics="metrics JSON", plots="losses per epoch (CSV)")
     s.add_argument("--resume", type=Path, help="continue from a round checkpoint (optimizer, LR schedule "
                                                "and round counter included)")
-    s.add_argument("--nproc", type=int, help=nproc_help)
-    s.add_argument("--recovery", type=Path, help="recovery folder outside the outputs: a killed run continues "
-                                                 "from its last finished epoch when run again")
+    trained(s)
     s = cmd("pseudo", _pseudo, "pseudo labels (CAM + threshold + CRF) from a checkpoint",
             checkpoint="model checkpoint", data="prepared dataset", out="output folder ({raw,crf}/, summary.json)")
     s.add_argument("--split", default="train")
@@ -196,9 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("affinity-labels", _affinity_labels, "affinity labels: confident CAM regions of the final ISIM model",
         data="prepared dataset", isim_checkpoints="ISIM round checkpoints (the last is used)",
         out="output folder (<id>.png, summary.json)")
-    cmd("train-affinity", _train_affinity, "train AffinityNet on the affinity labels",
-        data="prepared dataset", labels="affinity labels folder", checkpoint="checkpoint file to write",
-        metrics="metrics JSON", plots="losses per epoch (CSV)")
+    s = cmd("train-affinity", _train_affinity, "train AffinityNet on the affinity labels",
+            data="prepared dataset", labels="affinity labels folder", checkpoint="checkpoint file to write",
+            metrics="metrics JSON", plots="losses per epoch (CSV)")
+    trained(s)
     cmd("random-walk", _random_walk, "pseudo labels: ISIM CAMs walked over AffinityNet's affinities + CRF",
         data="prepared dataset", isim_checkpoints="ISIM round checkpoints (the last is used)",
         affinity_checkpoint="AffinityNet checkpoint", out="output folder ({raw,crf}/, summary.json)")
@@ -209,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rw-pseudo", type=Path, help="random-walk pseudo labels (candidates: raw/ and crf/)")
     s.add_argument("--masks", type=Path, help="train on this folder of <id>.png masks instead (e.g. the ground "
                                               "truth, data/prepared/SegmentationClass: the fully supervised ceiling)")
+    trained(s)
     s = cmd("evaluate-segmenter", _evaluate_segmenter,
             "the final model's mIoU on val (multi-scale + flip, optional CRF) beside the best ISIM round's",
             data="prepared dataset", checkpoint="segmenter checkpoint", metrics="metrics JSON",

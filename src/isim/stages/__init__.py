@@ -43,22 +43,35 @@ def warn_if_photo_sized(transform: Any, data: Any, sample: int = 32) -> None:
                         transform.resize_long, transform.crop)
 
 
+def recovery_for(cfg: Any, data: Any, folder: Path | None, masks: Path | None = None) -> Any:
+    """The stage's recovery state (training/recovery.py) in ``folder``, outside its outputs, bound
+    to the params, code, data and the ``masks`` it trains on; None without a folder."""
+    if folder is None:
+        return None
+    from isim.training.recovery import Recovery, fingerprint
+    return Recovery(folder, fingerprint(cfg.to_dict(), data.root, data.ids("train"), masks))
+
+
 def train_stage(cfg: Any, stage: str, train: Any, prefix: str, plot_keys: tuple[str, ...], metrics: Path,
-                plots: Path, after: Any = None, extra: dict | None = None) -> dict:
+                plots: Path, recovery: Any = None, after: Any = None, extra: dict | None = None) -> dict:
     """What train_affinity and train_segmenter share: run ``train(on_epoch)`` in the stage's
-    MLflow run, write the per-epoch CSV and the metrics JSON (with ``extra``), then
-    ``after(tracker)``; returns the summary."""
+    MLflow run; rank 0 writes the per-epoch CSV and the metrics JSON (with ``extra``), then
+    calls ``after(tracker)`` and clears the ``recovery`` state; returns the summary."""
+    from isim import distributed
     from isim.io import write_csv, write_json
     from isim.tracking import stage_run
     with stage_run(cfg, stage) as tr:
         result = train(lambda rec: tr.log_metrics({f"{prefix}_{k}": v for k, v in rec.items() if k != "epoch"},
                                                   step=rec["epoch"]))
         hist = result["history"]
-        write_csv(plots, [{k: h[k] for k in plot_keys} for h in hist])
         summary = {"epochs": len(hist), "seconds": round(result["seconds"], 3), "first_loss": hist[0]["loss"],
                    "final_loss": hist[-1]["loss"], **(extra or {})}
-        write_json(metrics, summary)
-        tr.log_metrics(summary)
-        if after is not None:
-            after(tr)
+        if distributed.is_main():  # rank 0 alone writes
+            write_csv(plots, [{k: h[k] for k in plot_keys} for h in hist])
+            write_json(metrics, summary)
+            tr.log_metrics(summary)
+            if after is not None:
+                after(tr)
+    if recovery is not None and distributed.is_main():  # every output is written: nothing left to recover
+        recovery.clear()
     return summary

@@ -8,7 +8,7 @@ from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_csv, write_json
-from isim.stages import model_example, warn_if_photo_sized
+from isim.stages import model_example, recovery_for, warn_if_photo_sized
 from isim.tracking import stage_run
 from isim.training.baseline import train_baseline
 
@@ -20,13 +20,15 @@ def write_history(history: list[dict], plots: Path) -> None:
     write_csv(plots, [{k: h[k] for k in PLOT_KEYS} for h in history])
 
 
-def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Path) -> None:
+def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Path,
+        recovery_dir: Path | None = None) -> None:
     data = Prepared.open(data_dir)
     warn_if_photo_sized(cfg.transform, data)
     if distributed.is_main():
         checkpoint.unlink(missing_ok=True)
+    recovery = recovery_for(cfg, data, recovery_dir)
     with stage_run(cfg, "train_baseline") as tr:
-        result = train_baseline(cfg, data, checkpoint, on_epoch=lambda rec: tr.log_metrics(
+        result = train_baseline(cfg, data, checkpoint, recovery=recovery, on_epoch=lambda rec: tr.log_metrics(
             {k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]))
         hist = result["history"]
         summary = {"epochs": len(hist), "seconds": round(result["seconds"], 3), "final_loss": hist[-1]["loss"],
@@ -36,4 +38,6 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
             write_json(metrics, summary)
             tr.log_metrics(summary)
             tr.log_model(result["model"], "baseline_model", model_example(cfg.transform.crop))
+    if recovery is not None and distributed.is_main():  # every output is written: nothing left to recover
+        recovery.clear()
     log.info("trained the baseline: %s", summary)

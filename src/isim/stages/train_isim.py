@@ -8,11 +8,10 @@ from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_json
-from isim.stages import model_example, remove_old_outputs, warn_if_photo_sized
+from isim.stages import model_example, recovery_for, remove_old_outputs, warn_if_photo_sized
 from isim.stages.train_baseline import write_history
 from isim.tracking import stage_run
 from isim.training.isim import train_isim
-from isim.training.recovery import Recovery, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +24,7 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
     warn_if_photo_sized(cfg.transform, data)
     if resume is None and distributed.is_main():
         remove_old_outputs(checkpoints, pseudo)
-    recovery = None
-    if recovery_dir is not None and resume is None:
-        recovery = Recovery(recovery_dir, fingerprint(cfg.to_dict(), data.root, data.ids("train")))
+    recovery = recovery_for(cfg, data, recovery_dir if resume is None else None)
     with stage_run(cfg, "train_isim") as tr:
         holdout = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction) if data.has_masks else None
         result = train_isim(cfg, data, checkpoints, pseudo, resume=resume, holdout=holdout, recovery=recovery,

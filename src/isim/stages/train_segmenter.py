@@ -6,17 +6,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.pseudo.choice import choose
-from isim.stages import train_stage
+from isim.stages import recovery_for, train_stage
 from isim.training.segmenter import train_segmenter
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Path, masks: Path | None = None,
-        isim_pseudo: Path | None = None, rw_pseudo: Path | None = None) -> None:
+        isim_pseudo: Path | None = None, rw_pseudo: Path | None = None, recovery_dir: Path | None = None) -> None:
     """``masks``: train on this folder as it is; else choose among ``isim_pseudo``'s last round
     and ``rw_pseudo``'s two sets."""
     data = Prepared.open(data_dir)
@@ -28,7 +29,9 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
         choice = choose(isim_pseudo, rw_pseudo, cfg.segmenter.masks)
         masks, trained_on = Path(choice.masks), choice.to_dict()
         log.info("the final segmenter trains on %s (%s): %s", choice.name, masks, choice.why)
-    checkpoint.unlink(missing_ok=True)
+    if distributed.is_main():
+        checkpoint.unlink(missing_ok=True)
+    recovery = recovery_for(cfg, data, recovery_dir, masks)
 
     def after(tr) -> None:
         tr.log_params({"trained_on": trained_on["name"], "trained_on_why": trained_on["why"]})
@@ -37,7 +40,7 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
         tr.log_segmenter(checkpoint)
 
     summary = train_stage(cfg, "train_segmenter", lambda on_epoch: train_segmenter(
-        cfg, data, masks, checkpoint, on_epoch=on_epoch, trained_on=trained_on), "segmenter",
-        ("epoch", "loss", "skipped_images"), metrics, plots, after=after,
+        cfg, data, masks, checkpoint, on_epoch=on_epoch, trained_on=trained_on, recovery=recovery), "segmenter",
+        ("epoch", "loss", "skipped_images"), metrics, plots, recovery, after=after,
         extra={"trained_on": trained_on["name"], "trained_on_holdout_miou": trained_on["holdout_miou"]})
     log.info("trained the final segmenter: %s", summary)

@@ -4,28 +4,32 @@ pairs with different labels 0; pairs touching an ignored pixel teach nothing. Th
 are balanced as PSA and IRN do: background pairs 1/4, object pairs 1/4, cross pairs 1/2."""
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from isim import distributed
 from isim.config import Config
+from isim.data.datasets import TrainDataset
 from isim.data.layout import Prepared
 from isim.io import IGNORE
-from isim.models.affinitynet import affinity, affinity_spec, build_affinity, crop_pairs
-from isim.models.encoder import train_mode
+from isim.models.affinitynet import AffinityNet, affinity, affinity_spec, build_affinity, crop_pairs
 from isim.runtime import seed_everything, setup
-from isim.training.checkpoint import save_checkpoint
-from isim.training.loop import MaskTraining
-
-log = logging.getLogger(__name__)
+from isim.training.engine import Engine, Settings, Step, Task
+from isim.training.recovery import Recovery
 
 
 def _mean(x: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """The mean over the pairs ``where`` holds, of the global batch when several ranks train
+    (this rank's sum over all ranks' count, times the rank count: DDP averages the gradients)."""
+    if distributed.active():
+        n = int(distributed.all_sum(np.array([int(where.sum())]))[0])
+        return (x * where).sum() * (distributed.world() / max(1, n))
     return (x * where).sum() / where.sum().clamp(min=1)
 
 
@@ -45,8 +49,25 @@ def affinity_loss(aff: torch.Tensor, mask: torch.Tensor, grid: tuple[int, ...], 
     return loss, {k: float(v.detach()) for k, v in parts.items()}
 
 
+class AffinityTask(Task):
+    """AffinityNet on the affinity labels: the pair loss above on the net's stride-8 features."""
+
+    name = "AffinityNet"
+
+    def __init__(self, model: AffinityNet, spec: dict[str, Any], lr: float, radius: int):
+        super().__init__(model, spec, model.param_groups(lr))
+        self.radius = radius
+
+    def loss(self, forward: Any, x: torch.Tensor, batch: dict[str, Any], device: torch.device) -> Step:
+        feats = forward(x).float()
+        loss, parts = affinity_loss(affinity(*crop_pairs(feats, self.radius)), batch["mask"].to(device),
+                                    tuple(feats.shape[-2:]), self.radius)
+        return Step(loss, dict(parts))
+
+
 def train_affinity(cfg: Config, data: Prepared, labels_dir: Path, checkpoint: Path,
-                   on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
+                   on_epoch: Callable[[dict], None] | None = None, recovery: Recovery | None = None
+                   ) -> dict[str, Any]:
     """Train AffinityNet on the affinity labels in ``labels_dir``; save ``checkpoint``.
     Returns {history, seconds, model}."""
     seed_everything(cfg.seed)
@@ -54,29 +75,12 @@ def train_affinity(cfg: Config, data: Prepared, labels_dir: Path, checkpoint: Pa
     ac, enc = cfg.affinity, cfg.encoder
     spec = affinity_spec(enc.backbone, enc.backbone_kwargs, enc.output_stride, ac.feature_channels)
     model = build_affinity(spec, enc.pretrained, enc.weights).to(device)
-    run = MaskTraining(cfg, data, labels_dir, model.param_groups(ac.lr), ac.epochs, ac.batch_size, device)
-    history: list[dict] = []
+    dataset = TrainDataset(data, data.ids("train"), cfg.transform, seed=cfg.seed)
+    dataset.set_pseudo(labels_dir)
+    engine = Engine(AffinityTask(model, spec, ac.lr, ac.radius), Settings.of(cfg, ac.epochs, ac.batch_size),
+                    dataset, device, cfg.to_dict())
     t_start = time.perf_counter()
-    for epoch in range(1, ac.epochs + 1):
-        train_mode(model, enc.freeze_bn)
-        t0 = time.perf_counter()
-        sums = {"loss": 0.0, "bg_pos": 0.0, "fg_pos": 0.0, "neg": 0.0}
-        n = 0
-        for batch in run.batches(epoch):
-            feats = model(batch["image"].to(device, non_blocking=True)).float()
-            loss, parts = affinity_loss(affinity(*crop_pairs(feats, ac.radius)), batch["mask"].to(device),
-                                        tuple(feats.shape[-2:]), ac.radius)
-            run.step(loss, f"AffinityNet epoch {epoch}")
-            sums["loss"] += loss.item()
-            for k, v in parts.items():
-                sums[k] += v
-            n += 1
-        rec = {**{k: v / max(1, n) for k, v in sums.items()}, "epoch": epoch,
-               "seconds": round(time.perf_counter() - t0, 3), "lr": run.opt.param_groups[0]["lr"]}
-        history.append(rec)
-        log.info("AffinityNet epoch %d/%d loss %.4f (bg %.4f fg %.4f neg %.4f) %.1fs", epoch, ac.epochs,
-                 rec["loss"], rec["bg_pos"], rec["fg_pos"], rec["neg"], rec["seconds"])
-        if on_epoch:
-            on_epoch(rec)
-    save_checkpoint(checkpoint, spec, model, run.opt, run.sched, ac.epochs, 0, history, cfg.to_dict(), data.classes)
-    return {"history": history, "seconds": time.perf_counter() - t_start, "model": model}
+    engine.fit(on_epoch, recovery)
+    if distributed.is_main():
+        engine.save(checkpoint, ac.epochs)
+    return {"history": engine.history, "seconds": time.perf_counter() - t_start, "model": engine.model}

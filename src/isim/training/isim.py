@@ -18,18 +18,76 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 from isim import distributed
 from isim import run_layout as layout
 from isim.config import Config
+from isim.data.datasets import TrainDataset
 from isim.data.layout import Prepared
 from isim.io import write_json
-from isim.models import model_spec
+from isim.models import build_model, model_spec
+from isim.models.net import ISIMNet, Output
 from isim.pseudo import masks
 from isim.runtime import seed_everything, setup
-from isim.training.loop import Trainer, TrainingError
+from isim.training.engine import Engine, Settings, Step, Task, TrainingError, segmentation_loss
 from isim.training.recovery import Recovery
 
 log = logging.getLogger(__name__)
+
+
+class _Forward(nn.Module):
+    """The step's forward pass as one module call, so DistributedDataParallel sees it whether
+    the epoch trains the classifier alone or the segmentation branch too."""
+
+    def __init__(self, model: ISIMNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, joint: bool) -> Output:
+        return self.model(x) if joint else self.model.classify(x)
+
+
+class CamTask(Task):
+    """The CAM baseline and ISIM: multi-label classification, plus segmentation on the pseudo
+    masks once ``dataset`` has a round's (paper Eq. 1-3)."""
+
+    lr_key = "lr_encoder"
+
+    def __init__(self, model: ISIMNet, spec: dict[str, Any], dataset: TrainDataset, lr_encoder: float,
+                 lr_decoder: float, lr_classifier: float):
+        # the baseline has no decoder: it neither reads nor depends on lr_decoder
+        has_decoder = model.decoder is not None
+        super().__init__(model, spec, model.param_groups(lr_encoder, lr_decoder if has_decoder else 0.0,
+                                                         lr_classifier))
+        self.name = "ISIM" if has_decoder else "CAM baseline"
+        self.find_unused = has_decoder  # warm-up epochs leave the decoder idle
+        self.forward = _Forward(model)
+        self.dataset = dataset
+
+    def loss(self, forward: Any, x: torch.Tensor, batch: dict[str, Any], device: torch.device) -> Step:
+        out = forward(x, self.dataset.pseudo_dir is not None)
+        loss_cls = F.multilabel_soft_margin_loss(out.logits.float(), batch["label"].to(device, non_blocking=True))
+        loss = loss_cls
+        loss_seg = torch.zeros((), device=device)
+        skipped = 0
+        if out.seg is not None:
+            valid = batch["seg_valid"].to(device)
+            skipped = int((~valid).sum())
+            loss_seg = segmentation_loss(out.seg, batch["mask"].to(device), valid)
+            loss = loss + loss_seg
+        return Step(loss, {"loss_cls": loss_cls.item(), "loss_seg": loss_seg.item()},
+                    {"seg_skipped_images": skipped}, out.logits)
+
+
+def cam_engine(cfg: Config, data: Prepared, spec: dict[str, Any], device: torch.device) -> Engine:
+    """The engine of the CAM baseline (``spec`` without a decoder) or ISIM on the train split."""
+    model = build_model(spec, cfg.encoder.pretrained, cfg.encoder.weights).to(device)
+    dataset = TrainDataset(data, data.ids("train"), cfg.transform, seed=cfg.seed)
+    task = CamTask(model, spec, dataset, cfg.lr_encoder, cfg.lr_decoder, cfg.lr_classifier)
+    return Engine(task, Settings.of(cfg, cfg.train.epochs, cfg.train.batch_size), dataset, device, cfg.to_dict())
 
 
 @dataclass
@@ -72,13 +130,13 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
     tuning objective) without training on them. Returns {history, rounds, seconds, model}."""
     seed_everything(cfg.seed)
     device = setup(cfg.runtime)
-    trainer = Trainer(cfg, data, model_spec(cfg.encoder, cfg.model, data.n_classes), device)
+    engine = cam_engine(cfg, data, model_spec(cfg.encoder, cfg.model, data.n_classes), device)
     rc, epochs = cfg.rounds, cfg.train.epochs
     schedule = Schedule(rc.warmup_epochs, cfg.crf_freq, rc.regen, rc.converge_tol, rc.converge_patience)
     rounds: list[dict] = []
     start, labels_done = 1, False
     if resume is not None:
-        state = trainer.resume(resume)
+        state = engine.resume(resume)
         start = state["epoch"] + 1
         for r in range(1, state["round"] + 1):
             summary_path = layout.summary_path(layout.round_dir(pseudo_root, r))
@@ -88,23 +146,23 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
                 raise TrainingError(f"{summary_path}: missing; round {r} is incomplete, resume from "
                                     f"{layout.round_checkpoint(ckpt_dir, r).name}")
         if rounds:
-            trainer.dataset.set_pseudo(layout.crf_dir(layout.round_dir(pseudo_root, len(rounds))))
+            engine.dataset.set_pseudo(layout.crf_dir(layout.round_dir(pseudo_root, len(rounds))))
         # the checkpoint was saved just before its round's labels were made: make them only if missing
         labels_done = len(rounds) == state["round"]
         log.info("resuming from %s: round %d, epoch %d", resume, len(rounds), start)
     elif recovery is not None and (saved := recovery.load()) is not None:
-        trainer.restore(saved)
+        engine.restore(saved)
         schedule.flat_epochs = saved["schedule_flat"]
         rounds = list(saved["rounds"])
         if distributed.is_main():
             recovery.restore_rounds(len(rounds), ckpt_dir, pseudo_root)
         distributed.barrier()
         if rounds:
-            trainer.dataset.set_pseudo(layout.crf_dir(layout.round_dir(pseudo_root, len(rounds))))
+            engine.dataset.set_pseudo(layout.crf_dir(layout.round_dir(pseudo_root, len(rounds))))
         start = saved["epoch"] + 1
         log.info("recovered an interrupted run from %s: %d epochs and %d rounds done, continuing at epoch %d",
                  recovery.root, saved["epoch"], len(rounds), start)
-        for rec in trainer.history:  # the tracking run of this attempt gets the whole story
+        for rec in engine.history:  # the tracking run of this attempt gets the whole story
             if on_epoch:
                 on_epoch(rec)
         for r, summary in enumerate(rounds, 1):
@@ -119,13 +177,13 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         for d in (partial, out):  # left by a killed run
             shutil.rmtree(d, ignore_errors=True)
         ckpt = layout.round_checkpoint(ckpt_dir, r)
-        distributed.broadcast_module(trainer.model)  # every rank's shard from rank 0's model
+        distributed.broadcast_module(engine.model)  # every rank's shard from rank 0's model
         if distributed.is_main():
-            trainer.save(ckpt, epoch, r)
-        summary = masks.generate(trainer.model, data, trainer.ids, partial, cfg, device, desc=f"round {r}")
+            engine.save(ckpt, epoch, r)
+        summary = masks.generate(engine.model, data, engine.dataset.ids, partial, cfg, device, desc=f"round {r}")
         summary.update(round=r, after_epoch=epoch)
         if holdout:
-            summary["holdout"] = masks.score(trainer.model, data, holdout, cfg, device, desc=f"round {r} holdout")
+            summary["holdout"] = masks.score(engine.model, data, holdout, cfg, device, desc=f"round {r} holdout")
         distributed.barrier()  # every shard written
         if distributed.is_main():
             write_json(layout.summary_path(partial), summary)
@@ -144,17 +202,17 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
                 f"round {r} (after epoch {epoch}): {summary['crf_bg_only']} of {summary['images']} pseudo "
                 "masks are all background; the classifier's CAMs never exceed the threshold. Train longer "
                 "(rounds.warmup_epochs), lower `threshold`, or check the image-level labels")
-        trainer.dataset.set_pseudo(layout.crf_dir(out))
+        engine.dataset.set_pseudo(layout.crf_dir(out))
 
     for epoch in range(start, epochs + 1):
-        if schedule.due(epoch, trainer.history) and not (epoch == start and labels_done):
+        if schedule.due(epoch, engine.history) and not (epoch == start and labels_done):
             regenerate(epoch - 1)
-        rec = trainer.run_epoch(epoch, len(rounds))
+        rec = engine.run_epoch(epoch, round=len(rounds))
         if recovery is not None and distributed.is_main():
-            recovery.save(trainer.state(epoch, len(rounds)) | {"rounds": rounds, "schedule_flat": schedule.flat_epochs})
+            recovery.save(engine.state(epoch, len(rounds)) | {"rounds": rounds, "schedule_flat": schedule.flat_epochs})
         if on_epoch:
             on_epoch(rec)
     if not (rounds and rounds[-1].get("after_epoch") == epochs):
         regenerate(epochs)  # the final model's pseudo labels: the run's result
-    return {"history": trainer.history, "rounds": rounds, "seconds": time.perf_counter() - t_start,
-            "model": trainer.model}
+    return {"history": engine.history, "rounds": rounds, "seconds": time.perf_counter() - t_start,
+            "model": engine.model}

@@ -37,9 +37,11 @@ def _hash_files(h: Any, files: list[Path], root: Path) -> None:
         h.update(f.read_bytes())
 
 
-def fingerprint(config: dict[str, Any], data_root: Path, ids: list[str]) -> dict[str, str]:
+def fingerprint(config: dict[str, Any], data_root: Path, ids: list[str], masks: Path | None = None
+                ) -> dict[str, str]:
     """What a recovery state is valid for: the params (all but runtime/tracking), this package's
-    source code, and the training data (labels file, split, every image's size in bytes)."""
+    source code, and the training data (labels file, split, every image's size in bytes, and
+    every file of the ``masks`` folder a model trains on, byte for byte)."""
     params = {k: v for k, v in config.items() if k not in _NEUTRAL}
     code = hashlib.sha256()
     pkg = Path(isim.__file__).parent
@@ -48,6 +50,8 @@ def fingerprint(config: dict[str, Any], data_root: Path, ids: list[str]) -> dict
     for id_ in ids:
         p = data_root / "JPEGImages" / f"{id_}.jpg"
         data.update(f"{id_}:{p.stat().st_size if p.exists() else -1}\n".encode())
+    if masks is not None:
+        _hash_files(data, [f for f in Path(masks).rglob("*") if f.is_file()], Path(masks))
     return {"params": hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest(),
             "code": code.hexdigest(), "data": data.hexdigest()}
 

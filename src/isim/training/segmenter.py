@@ -3,26 +3,40 @@ as if they were ground truth. Images whose pseudo mask is all background teach n
 same rule as ISIM's segmentation loss)."""
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from isim.config import Config
-from isim.data.layout import Prepared
-from isim.models.encoder import train_mode
-from isim.models.segmenter import build_segmenter, segmenter_spec
-from isim.runtime import seed_everything, setup
-from isim.training.checkpoint import save_checkpoint
-from isim.training.loop import MaskTraining, segmentation_loss
+import torch
 
-log = logging.getLogger(__name__)
+from isim import distributed
+from isim.config import Config
+from isim.data.datasets import TrainDataset
+from isim.data.layout import Prepared
+from isim.models.segmenter import Segmenter, build_segmenter, segmenter_spec
+from isim.runtime import seed_everything, setup
+from isim.training.engine import Engine, Settings, Step, Task, segmentation_loss
+from isim.training.recovery import Recovery
+
+
+class SegmenterTask(Task):
+    """The final segmenter on a mask folder: ISIM's segmentation loss, nothing else."""
+
+    name = "segmenter"
+
+    def __init__(self, model: Segmenter, spec: dict[str, Any], lr_encoder: float, lr_decoder: float):
+        super().__init__(model, spec, model.param_groups(lr_encoder, lr_decoder))
+
+    def loss(self, forward: Any, x: torch.Tensor, batch: dict[str, Any], device: torch.device) -> Step:
+        valid = batch["seg_valid"].to(device)
+        return Step(segmentation_loss(forward(x), batch["mask"].to(device), valid),
+                    counts={"skipped_images": int((~valid).sum())})
 
 
 def train_segmenter(cfg: Config, data: Prepared, masks_dir: Path, checkpoint: Path,
-                    on_epoch: Callable[[dict], None] | None = None,
-                    trained_on: dict[str, Any] | None = None) -> dict[str, Any]:
+                    on_epoch: Callable[[dict], None] | None = None, trained_on: dict[str, Any] | None = None,
+                    recovery: Recovery | None = None) -> dict[str, Any]:
     """Train on the masks in ``masks_dir`` (train split); save ``checkpoint`` (with ``trained_on``,
     what those masks are). Returns {history, seconds, model}."""
     seed_everything(cfg.seed)
@@ -31,28 +45,12 @@ def train_segmenter(cfg: Config, data: Prepared, masks_dir: Path, checkpoint: Pa
     spec = segmenter_spec(sc.arch, data.n_classes, enc.backbone, enc.backbone_kwargs, enc.output_stride,
                           sc.decoder_channels)
     model = build_segmenter(spec, enc.pretrained, enc.weights).to(device)
-    run = MaskTraining(cfg, data, masks_dir, model.param_groups(sc.lr_encoder, sc.lr_decoder), sc.epochs,
-                       sc.batch_size, device)
-    history: list[dict] = []
+    dataset = TrainDataset(data, data.ids("train"), cfg.transform, seed=cfg.seed)
+    dataset.set_pseudo(masks_dir)
+    engine = Engine(SegmenterTask(model, spec, sc.lr_encoder, sc.lr_decoder),
+                    Settings.of(cfg, sc.epochs, sc.batch_size), dataset, device, cfg.to_dict())
     t_start = time.perf_counter()
-    for epoch in range(1, sc.epochs + 1):
-        train_mode(model, enc.freeze_bn)
-        t0 = time.perf_counter()
-        total, n, skipped = 0.0, 0, 0
-        for batch in run.batches(epoch):
-            valid = batch["seg_valid"].to(device)
-            loss = segmentation_loss(model(batch["image"].to(device, non_blocking=True)),
-                                     batch["mask"].to(device), valid)
-            run.step(loss, f"segmenter epoch {epoch}")
-            total += loss.item()
-            skipped += int((~valid).sum())
-            n += 1
-        rec = {"epoch": epoch, "loss": total / max(1, n), "skipped_images": skipped,
-               "seconds": round(time.perf_counter() - t0, 3), "lr": run.opt.param_groups[0]["lr"]}
-        history.append(rec)
-        log.info("segmenter epoch %d/%d loss %.4f %.1fs", epoch, sc.epochs, rec["loss"], rec["seconds"])
-        if on_epoch:
-            on_epoch(rec)
-    save_checkpoint(checkpoint, spec, model, run.opt, run.sched, sc.epochs, 0, history, cfg.to_dict(), data.classes,
-                    trained_on)
-    return {"history": history, "seconds": time.perf_counter() - t_start, "model": model}
+    engine.fit(on_epoch, recovery)
+    if distributed.is_main():
+        engine.save(checkpoint, sc.epochs, trained_on=trained_on)
+    return {"history": engine.history, "seconds": time.perf_counter() - t_start, "model": engine.model}

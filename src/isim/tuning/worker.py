@@ -32,7 +32,7 @@ from isim.config import Config
 from isim.data.layout import Prepared
 from isim.errors import IsimError
 from isim.training.isim import train_isim
-from isim.training.loop import TrainingError
+from isim.training.engine import TrainingError
 from isim.tuning import space
 from isim.tuning.storage import budget_lock, fail_stale, has_heartbeat, retry_callback, trial_id
 

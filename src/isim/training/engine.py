@@ -1,0 +1,279 @@
+"""The one training engine of every trained model (CAM baseline, ISIM, AffinityNet, final
+segmenter): SGD + poly LR over global batches, per-epoch seeds, AMP + GradScaler, channels_last,
+torch.compile, torchrun/DDP with BatchNorm over the global batch, checkpoints and recovery after
+kill -9. What differs between the models - the net, its parameter groups, what a batch's loss
+is - comes in as a :class:`Task`."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from isim import distributed, metrics
+from isim.config import Config
+from isim.data.datasets import TrainDataset
+from isim.errors import IsimError
+from isim.io import IGNORE
+from isim.models.encoder import train_mode
+from isim.runtime import amp_dtype
+from isim.training.checkpoint import load_checkpoint, save_checkpoint
+from isim.training.recovery import Recovery
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(IsimError, RuntimeError):
+    """Training cannot go on meaningfully (NaN loss, nothing to learn from)."""
+
+
+def segmentation_loss(seg: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy ignoring 255; images whose pseudo mask is all background contribute
+    nothing at all (paper Eq. 2-3, as a real ignore rather than a zeroed logit)."""
+    mask = mask.clone()
+    mask[~valid] = IGNORE
+    if distributed.active():
+        # the mean over the global batch's labelled pixels: this rank's sum over all ranks' count,
+        # times the rank count since DistributedDataParallel averages the ranks' gradients
+        n = int(distributed.all_sum(np.array([int((mask != IGNORE).sum())]))[0])
+        if n == 0:
+            return seg.sum() * 0.0
+        return F.cross_entropy(seg.float(), mask, ignore_index=IGNORE, reduction="sum") * (distributed.world() / n)
+    if not bool((mask != IGNORE).any()):
+        return seg.sum() * 0.0
+    return F.cross_entropy(seg.float(), mask, ignore_index=IGNORE)
+
+
+class GlobalBatches(Sampler[list[int]]):
+    """This rank's part of every global batch: one permutation per epoch (drawn from
+    ``generator`` exactly as a shuffling DataLoader draws it), cut into batches of
+    ``batch_size``, each split evenly over the ranks. The global batches are the same whatever
+    the number of ranks, so results depend on it only through BatchNorm (``train.sync_bn``)
+    and float noise; with one rank this is the plain shuffling loader."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise TrainingError(f"train.batch_size={batch_size} does not split evenly over {world} processes: "
+                                "make it a multiple of runtime.nproc x runtime.nnodes")
+        if n < world:
+            raise TrainingError(f"{n} training images cannot be shared by {world} processes")
+        self.n, self.batch_size, self.generator, self.rank, self.world = n, batch_size, generator, rank, world
+        self.drop_last = n > batch_size
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        for b in range(len(self)):
+            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield np.array_split(batch, self.world)[self.rank].tolist()
+
+
+
+
+@dataclass
+class Step:
+    """One batch's loss and what the epoch's record makes of it: ``means`` are averaged over the
+    epoch's batches and the ranks, ``counts`` summed, ``logits`` (multi-label classification)
+    scored against the batches' labels as ``train_*``."""
+
+    loss: torch.Tensor
+    means: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    logits: torch.Tensor | None = None
+
+
+class Task:
+    """The model-specific parts given to the :class:`Engine`: the model (what is saved and
+    put in train mode), its spec and parameter groups, and :meth:`loss` of one batch.
+    ``forward`` is what DistributedDataParallel and torch.compile wrap; :meth:`loss` calls it."""
+
+    name = "model"      # the log lines' prefix
+    lr_key = "lr"       # the record's name for the first parameter group's learning rate
+    find_unused = False  # parameters that some steps leave without a gradient (DDP must know)
+
+    def __init__(self, model: nn.Module, spec: dict[str, Any], groups: list[dict]):
+        self.model, self.spec, self.groups = model, spec, groups
+        self.forward: nn.Module = model
+
+    def loss(self, forward: Any, x: torch.Tensor, batch: dict[str, Any], device: torch.device) -> Step:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the engine reads from params.yaml, built once by the stage: the model's own
+    ``epochs`` and ``batch_size`` (train, affinity or segmenter) and the shared optimisation
+    (``train``), BatchNorm (``encoder.freeze_bn``) and runtime settings."""
+
+    seed: int
+    epochs: int
+    batch_size: int
+    momentum: float
+    weight_decay: float
+    poly_power: float
+    amp: bool
+    sync_bn: bool
+    freeze_bn: bool
+    loader_workers: int
+    channels_last: bool
+    compile: bool
+
+    @classmethod
+    def of(cls, cfg: Config, epochs: int, batch_size: int) -> Settings:
+        tc, rt = cfg.train, cfg.runtime
+        return cls(cfg.seed, epochs, batch_size, tc.momentum, tc.weight_decay, tc.poly_power, tc.amp, tc.sync_bn,
+                   cfg.encoder.freeze_bn, rt.loader_workers, rt.channels_last, rt.compile)
+
+
+class Engine:
+    """A :class:`Task`'s model with its optimizer, poly LR schedule, data and history.
+
+    SGD keeps its real momentum (the schedule is a separate ``PolynomialLR``); shuffling and
+    dropout draw from per-epoch seeds, so a run resumed from a checkpoint or a recovery state
+    matches an uninterrupted one bit for bit on the CPU. Under torchrun every rank trains on its
+    part of each global batch of ``batch_size`` and DistributedDataParallel averages the gradients.
+    ``params`` (the whole params.yaml) travel with every checkpoint and must agree over the ranks.
+    """
+
+    def __init__(self, task: Task, settings: Settings, dataset: TrainDataset, device: torch.device,
+                 params: dict[str, Any]):
+        self.task, self.settings, self.dataset, self.device, self.params = task, settings, dataset, device, params
+        self.model = task.model.to(device)
+        self.generator = torch.Generator()
+        sampler = GlobalBatches(len(dataset), settings.batch_size, self.generator, distributed.rank(),
+                                distributed.world())
+        self.loader = DataLoader(dataset, batch_sampler=sampler, num_workers=settings.loader_workers,
+                                 generator=self.generator, pin_memory=device.type == "cuda")
+        self.channels_last = settings.channels_last and device.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward: Any = task.forward  # DDP- and compile-wrapped as the runtime asks
+        if distributed.active():
+            distributed.agree("params", params | {"runtime": None, "tracking": None})
+            distributed.agree("training data", [dataset.ids, dataset.data.labels, dataset.data.classes])
+            if settings.sync_bn:  # BatchNorm over the global batch: N ranks compute what one process does
+                distributed.sync_batchnorm(self.model, device.type == "cuda")
+            self.forward = nn.parallel.DistributedDataParallel(
+                self.forward, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=task.find_unused)
+        if settings.compile:
+            self.forward = torch.compile(self.forward)
+        groups = task.groups
+        self.opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=settings.momentum,
+                                   weight_decay=settings.weight_decay)
+        self.sched = torch.optim.lr_scheduler.PolynomialLR(
+            self.opt, total_iters=max(1, settings.epochs * len(self.loader)), power=settings.poly_power)
+        self.amp = amp_dtype(settings.amp, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.history: list[dict] = []
+
+    def save(self, path: Any, epoch: int, round_: int = 0, trained_on: dict[str, Any] | None = None) -> None:
+        save_checkpoint(path, self.task.spec, self.model, self.opt, self.sched, epoch, round_, self.history,
+                        self.params, self.dataset.data.classes, trained_on)
+
+    def resume(self, path: Any) -> dict[str, Any]:
+        """Model, optimizer, schedule and history from a checkpoint; returns its contents."""
+        state = load_checkpoint(path, self.model, self.task.spec)
+        self.restore(state)
+        return state
+
+    def state(self, epoch: int, round_: int = 0) -> dict[str, Any]:
+        """Everything training continues from (the recovery state)."""
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "history": self.history,
+                "epoch": epoch, "round": round_}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.history = list(state["history"])
+
+    def step(self, batch: dict[str, Any], what: str = "") -> Step:
+        """One optimisation step on ``batch``; returns the task's :class:`Step`."""
+        x = batch["image"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            out = self.task.loss(self.forward, x, batch, self.device)
+        if not torch.isfinite(out.loss):
+            parts = ", ".join(f"{k} {v:.4g}" for k, v in out.means.items())
+            raise TrainingError(f"{self.task.name} {what}: loss is {out.loss.item()} ({parts}); "
+                                "lower the learning rates")
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        return out
+
+    def run_epoch(self, epoch: int, **extra: Any) -> dict[str, Any]:
+        """Train one epoch (1-based); returns its record (also appended to ``history``)."""
+        self.dataset.set_epoch(epoch)
+        seed = self.settings.seed * 100003 + epoch
+        self.generator.manual_seed(seed)  # the same global batches on every rank
+        torch.manual_seed(seed + 7919 * distributed.rank())  # dropout differs per rank
+        train_mode(self.model, self.settings.freeze_bn)
+        t0 = time.perf_counter()
+        means: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        n_batches = 0
+        logits, targets = [], []
+        for batch in self.loader:
+            out = self.step(batch, f"epoch {epoch}")
+            for k, v in {"loss": out.loss.item(), **out.means}.items():
+                means[k] = means.get(k, 0.0) + v
+            for k, c in out.counts.items():
+                counts[k] = counts.get(k, 0) + c
+            if out.logits is not None:
+                logits.append(out.logits.detach().float().cpu().numpy())
+                targets.append(batch["label"].numpy())
+            n_batches += 1
+        # the epoch's figures over all ranks (each rank's mean over its equal part of every batch)
+        totals = distributed.all_sum(np.array(list(means.values()))) / distributed.world()
+        rec: dict[str, Any] = {k: v / max(1, n_batches) for k, v in zip(means, totals.tolist())}
+        rec.update(zip(counts, distributed.all_sum(np.array(list(counts.values()), dtype=np.int64)).tolist()))
+        rec.update(epoch=epoch, **extra, seconds=round(time.perf_counter() - t0, 3),
+                   **{self.task.lr_key: self.opt.param_groups[0]["lr"]})
+        if logits:
+            parts = distributed.gather((np.concatenate(logits), np.concatenate(targets)))
+            rec.update({f"train_{k}": v for k, v in metrics.classification(
+                np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])).items()})
+        self.history.append(rec)
+        figures = " ".join(f"{k} {rec[k]:.4f}" for k in means if k != "loss")
+        log.info("%s epoch %d/%d loss %.4f (%s) %.1fs", self.task.name, epoch, self.settings.epochs, rec["loss"],
+                 figures, rec["seconds"])
+        return rec
+
+    def fit(self, on_epoch: Callable[[dict], None] | None = None, recovery: Recovery | None = None,
+            **extra: Any) -> list[dict]:
+        """All epochs (``extra`` goes into every record); with ``recovery``, continue after the
+        last epoch a killed run finished (its records are replayed to ``on_epoch``) and save the
+        state after every epoch."""
+        start = 1
+        if recovery is not None and (saved := recovery.load()) is not None:
+            self.restore(saved)
+            start = saved["epoch"] + 1
+            log.info("recovered an interrupted run from %s: %d epochs done, continuing at epoch %d",
+                     recovery.root, saved["epoch"], start)
+            for rec in self.history:
+                if on_epoch:
+                    on_epoch(rec)
+        for epoch in range(start, self.settings.epochs + 1):
+            rec = self.run_epoch(epoch, **extra)
+            if recovery is not None and distributed.is_main():
+                recovery.save(self.state(epoch))
+            if on_epoch:
+                on_epoch(rec)
+        return self.history
