@@ -12,8 +12,8 @@ from isim.models import ModelError, build_model, model_spec
 from isim.models.encoder import train_mode
 from isim.training.baseline import train_baseline
 from isim.training.checkpoint import load_checkpoint
-from isim.training.isim import Schedule, train_isim
 from isim.training.engine import TrainingError, segmentation_loss
+from isim.training.isim import Schedule, train_isim
 
 
 def test_segmentation_loss_truly_skips_all_background_images():

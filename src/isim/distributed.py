@@ -181,11 +181,17 @@ class GlobalBatchNormAct(BatchNormAct2d):
 
 
 def sync_batchnorm(module: torch.nn.Module, cuda: bool) -> torch.nn.Module:
-    """``module`` with every BatchNorm2d, timm's BatchNormAct2d included, computing global-batch
-    statistics: torch's / timm's SyncBatchNorm on CUDA, the Global* classes above elsewhere (the
-    same modules, weights and state-dict keys; only the class changes)."""
+    """``module``, converted in place, with every BatchNorm2d, timm's BatchNormAct2d included,
+    computing global-batch statistics: torch's / timm's SyncBatchNorm on CUDA, the Global* classes
+    above elsewhere. The weights (the same Parameter objects: optimizer groups stay valid) and
+    state-dict keys are kept; only the layers' classes change. ``module`` itself must not be a
+    BatchNorm layer, so that every reference to it stays valid."""
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        raise DistributedError("sync_batchnorm converts a net's BatchNorm layers in place, not a lone layer")
     if cuda:
-        return convert_sync_batchnorm(module)
+        converted = convert_sync_batchnorm(module)  # replaces the children, returns ``module``
+        assert converted is module
+        return module
     for child in module.modules():
         if type(child) is BatchNormAct2d:
             child.__class__ = GlobalBatchNormAct

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from isim.config import CrfCfg, TransformCfg
+from isim.config import ConfigError, CrfCfg, from_dict
 from isim.data.datasets import normalize, resize_image
 from isim.data.own import IMAGE_SUFFIXES, shrink
 from isim.errors import ModelError
@@ -98,12 +98,16 @@ class Predictor:
         """``scales``: inference scales (each with its flip); default the checkpoint's
         ``segmenter.scales``, or 1.0 alone for ISIM's segmentation branch."""
         state = read_checkpoint(checkpoint)
-        spec, config = state["spec"], state.get("config", {})
+        spec = state["spec"]
+        try:  # the params it was trained with, typed (defaults where a checkpoint carries none)
+            config = from_dict(state.get("config"))
+        except ConfigError as e:
+            raise ModelError(f"{checkpoint}: the params saved with it are not valid here: {e}") from None
         arch = spec["arch"]
         self.model: torch.nn.Module
         if arch in SEGMENTERS:
             self.model = build_segmenter(spec)
-            self.scales = list(config.get("segmenter", {}).get("scales", [1.0]))
+            self.scales = list(config.segmenter.scales)
         elif arch in ARCHS and arch != "baseline":
             self.model = build_model(spec)
             self.scales = [1.0]
@@ -117,10 +121,8 @@ class Predictor:
         self.model.to(self.device).eval()
         self.n = spec["n_classes"]
         self.classes = list(state.get("classes") or [f"class {i}" for i in range(self.n)])
-        self.transform = TransformCfg(**config.get("transform", {}))
-        self.crf_cfg = CrfCfg(**config.get("crf", {}))
-        own = config.get("data", {}).get("own", {})
-        self.max_side = int(own.get("max_side", 0)) if config.get("data", {}).get("source") == "own" else 0
+        self.transform, self.crf_cfg = config.transform, config.crf
+        self.max_side = config.data.own.max_side if config.data.source == "own" else 0
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)

@@ -131,6 +131,8 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
     seed_everything(cfg.seed)
     device = setup(cfg.runtime)
     engine = cam_engine(cfg, data, model_spec(cfg.encoder, cfg.model, data.n_classes), device)
+    net = engine.model
+    assert isinstance(net, ISIMNet)
     rc, epochs = cfg.rounds, cfg.train.epochs
     schedule = Schedule(rc.warmup_epochs, cfg.crf_freq, rc.regen, rc.converge_tol, rc.converge_patience)
     rounds: list[dict] = []
@@ -180,10 +182,10 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         distributed.broadcast_module(engine.model)  # every rank's shard from rank 0's model
         if distributed.is_main():
             engine.save(ckpt, epoch, r)
-        summary = masks.generate(engine.model, data, engine.dataset.ids, partial, cfg, device, desc=f"round {r}")
+        summary = masks.generate(net, data, engine.dataset.ids, partial, cfg, device, desc=f"round {r}")
         summary.update(round=r, after_epoch=epoch)
         if holdout:
-            summary["holdout"] = masks.score(engine.model, data, holdout, cfg, device, desc=f"round {r} holdout")
+            summary["holdout"] = masks.score(net, data, holdout, cfg, device, desc=f"round {r} holdout")
         distributed.barrier()  # every shard written
         if distributed.is_main():
             write_json(layout.summary_path(partial), summary)

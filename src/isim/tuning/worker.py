@@ -31,8 +31,8 @@ from isim import run_layout as layout
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.errors import IsimError
-from isim.training.isim import train_isim
 from isim.training.engine import TrainingError
+from isim.training.isim import train_isim
 from isim.tuning import space
 from isim.tuning.storage import budget_lock, fail_stale, has_heartbeat, retry_callback, trial_id
 
@@ -116,10 +116,6 @@ class _Heartbeat:
             self._thread.join()
 
 
-def _last_checkpoint(trial_dir: Path) -> Path | None:
-    return layout.last_checkpoint(trial_dir / "checkpoints")
-
-
 class Worker:
     """Runs trials of one study in this process until its budget is spent."""
 
@@ -159,7 +155,7 @@ class Worker:
             prev = self.workdir / f"trial_{history[-1]:04d}"
             if prev.is_dir() and not tdir.exists():
                 prev.rename(tdir)
-            resume = _last_checkpoint(tdir)
+            resume = layout.last_checkpoint(tdir / "checkpoints")
         elif tdir.exists():
             shutil.rmtree(tdir)
         beat = _Heartbeat(self.storage, trial_id(trial), self.cfg.tune.heartbeat_s)
