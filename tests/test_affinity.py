@@ -100,7 +100,7 @@ def test_affinity_labels_learning_and_walk_on_tiny_data(tiny_data, tiny_cfg, tmp
         load_affinity(tmp_path / "isim.pt")
     rw = masks.generate(model, tiny_data, ids, tmp_path / "rw", cfg, device,
                         threshold=cfg.random_walk.bg_threshold, propagate=RandomWalk(net, cfg, device))
-    assert rw["images"] == len(ids) and "raw" in rw and "crf" in rw
+    assert rw.images == len(ids) and rw.raw is not None and rw.crf is not None
     for id_ in ids:
         m = read_label_png(tmp_path / "rw" / "crf" / f"{id_}.png", tiny_data.n_classes)
         assert set(np.unique(m)) <= {0, *tiny_data.labels[id_]}

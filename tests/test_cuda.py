@@ -22,7 +22,7 @@ def test_isim_trains_on_the_gpu_with_mixed_precision_and_channels_last(tiny_data
     assert amp_dtype(True, torch.device("cuda")) in (torch.bfloat16, torch.float16)
     out = train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps")
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in out["history"])
-    assert len(out["rounds"]) == 3 and out["rounds"][-1]["images"] == 12
+    assert len(out["rounds"]) == 3 and out["rounds"][-1].images == 12
     assert next(out["model"].parameters()).is_cuda
     assert torch.backends.cudnn.benchmark
 
@@ -37,7 +37,7 @@ def test_gpu_pseudo_labels_match_the_cpu_within_a_few_pixels(tiny_data, tmp_path
     ids = tiny_data.ids("train")
     cpu = masks.generate(model, tiny_data, ids, None, cfg, torch.device("cpu"))
     gpu = masks.generate(model.cuda(), tiny_data, ids, None, cfg, torch.device("cuda"))
-    assert gpu["crf"]["miou"] == pytest.approx(cpu["crf"]["miou"], abs=0.5)
+    assert gpu.crf.miou == pytest.approx(cpu.crf.miou, abs=0.5)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")

@@ -7,20 +7,22 @@ import pytest
 
 from isim.evaluation import best_round, pick_model
 from isim.inference import latest_checkpoint
+from isim.mask_scores import HoldoutScore, MaskSetSummary
 from isim.pseudo.choice import choose
 from isim.stages.evaluate_segmenter import collapse_warning
 
 
-def _summary(folder: Path, holdout: dict | None) -> None:
+def _summary(folder: Path, holdout: tuple[float, float] | None) -> None:
     folder.mkdir(parents=True)
-    (folder / "summary.json").write_text(json.dumps({"images": 3} | ({"holdout": holdout} if holdout else {})))
+    s = MaskSetSummary(3, 1.0, 3.0, 0, 0, 0.25, True, holdout=HoldoutScore(*holdout, 2, 0, 0.1) if holdout else None)
+    (folder / "summary.json").write_text(json.dumps(s.to_json()))
 
 
 def _chain(tmp_path, rounds: list[float | None], rw: tuple[float, float] | None) -> tuple[Path, Path]:
     isim, walk = tmp_path / "pseudo/isim", tmp_path / "pseudo/rw"
     for r, crf in enumerate(rounds, 1):
-        _summary(isim / f"round_{r:02d}", {"raw": {"miou": 1.0}, "crf": {"miou": crf}} if crf is not None else None)
-    _summary(walk, {"raw": {"miou": rw[0]}, "crf": {"miou": rw[1]}} if rw else None)
+        _summary(isim / f"round_{r:02d}", (1.0, crf) if crf is not None else None)
+    _summary(walk, rw)
     return isim, walk
 
 

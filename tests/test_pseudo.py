@@ -74,6 +74,6 @@ def test_pool_and_sequential_write_identical_rounds(tiny_data, tiny_cfg, tmp_pat
             b = read_label_png(tmp_path / "par" / kind / f"{id_}.png")
             np.testing.assert_array_equal(a, b)
             assert set(np.unique(a)) <= {0, *tiny_data.labels[id_]}  # only the image's own classes
-    assert seq["raw"] == par["raw"] and seq["crf"] == par["crf"]
+    assert seq.raw == par.raw and seq.crf == par.crf and seq.raw is not None
     assert (tmp_path / "par" / "summary.json").is_file()
     assert not list((tmp_path / "par").rglob("*.tmp*"))  # no temp files left behind

@@ -34,7 +34,7 @@ def _recovery(cfg, data, root, masks=None):
 
 def _equal_runs(a: dict, b: dict, a_ck: Path, b_ck: Path) -> None:
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
-    assert [r["crf"]["miou"] for r in a["rounds"]] == [r["crf"]["miou"] for r in b["rounds"]]
+    assert [r.crf.miou for r in a["rounds"]] == [r.crf.miou for r in b["rounds"]]
     last = sorted(a_ck.glob("round_*.pt"))[-1].name
     wa = torch.load(a_ck / last, weights_only=True)["model"]
     wb = torch.load(b_ck / last, weights_only=True)["model"]

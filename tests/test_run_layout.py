@@ -7,6 +7,7 @@ import pytest
 from conftest import REPO
 from isim import run_layout as layout
 from isim.io import DataError
+from isim.mask_scores import HoldoutScore, MaskSetSummary
 
 
 def test_rounds_are_named_found_and_numbered_in_one_place(tmp_path):
@@ -27,8 +28,14 @@ def test_rounds_are_named_found_and_numbered_in_one_place(tmp_path):
     assert layout.round_number(layout.round_checkpoint(ckpts, 7)) == 7
     with pytest.raises(DataError, match="summary.json: missing"):
         layout.holdout_scores(layout.round_dir(pseudo, 1))
-    layout.summary_path(layout.round_dir(pseudo, 1)).write_text(json.dumps({"holdout": {"crf": {"miou": 50.0}}}))
-    assert layout.holdout_scores(layout.round_dir(pseudo, 1)) == {"crf": {"miou": 50.0}}
+    summary = MaskSetSummary(12, 1.0, 12.0, 0, 1, 0.25, True, {"label_acc": 90.0},
+                             holdout=HoldoutScore(40.0, 50.0, 4, 0, 0.5), round=1, after_epoch=3)
+    layout.summary_path(layout.round_dir(pseudo, 1)).write_text(json.dumps(summary.to_json()))
+    assert layout.read_summary(layout.round_dir(pseudo, 1)) == summary  # the JSON is its serialisation
+    assert layout.holdout_scores(layout.round_dir(pseudo, 1)).miou("crf") == 50.0
+    layout.summary_path(layout.round_dir(pseudo, 2)).write_text(json.dumps({"holdout": {"crf": {"miou": 50.0}}}))
+    with pytest.raises(DataError, match="round_02/summary.json: not a mask-set summary"):
+        layout.read_summary(layout.round_dir(pseudo, 2))
 
 
 def test_no_other_module_spells_a_round_folder_or_checkpoint_name():

@@ -114,7 +114,7 @@ def test_all_background_pseudo_masks_stop_naming_the_round(tiny_data, tmp_path, 
         summary = real(model, data, ids, out, cfg, device, **kw)
         for id_ in ids:  # as if every CAM stayed below the threshold
             write_label_png(out / "crf" / f"{id_}.png", np.zeros((64, 64), np.uint8))
-        summary["crf_bg_only"] = len(ids)
+        summary.crf_bg_only = len(ids)
         return summary
 
     monkeypatch.setattr(pseudo, "generate", blank)

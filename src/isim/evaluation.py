@@ -201,12 +201,11 @@ class SegmenterScorer:
 def best_round(isim_pseudo: Path) -> tuple[int, float | None]:
     """The ISIM round whose CRF masks score best on the holdout images (the last round when no
     round was scored), and that score."""
-    scored = []
-    for d in layout.rounds_of(isim_pseudo):
-        h = layout.holdout_scores(d)
-        scored.append((layout.round_number(d), h["crf"]["miou"] if "crf" in h else None))
-    if any(v is None for _, v in scored):
-        return scored[-1]
+    rounds = layout.rounds_of(isim_pseudo)
+    scores = [layout.holdout_scores(d) for d in rounds]
+    if any(h is None for h in scores):
+        return layout.round_number(rounds[-1]), None
+    scored = [(layout.round_number(d), h.crf_miou) for d, h in zip(rounds, scores) if h is not None]
     return max(reversed(scored), key=lambda rv: rv[1])  # ties: the later round
 
 

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from isim.io import DataError
+from isim.mask_scores import HoldoutScore, MaskSetSummary
 
 ROUND_GLOB = "round_*"
 
@@ -72,15 +73,17 @@ def summary_path(mask_set: str | Path) -> Path:
     return Path(mask_set) / "summary.json"
 
 
-def read_summary(mask_set: str | Path) -> dict:
+def read_summary(mask_set: str | Path) -> MaskSetSummary:
     path = summary_path(mask_set)
     try:
-        return json.loads(path.read_text())
+        return MaskSetSummary.from_json(json.loads(path.read_text()))
     except FileNotFoundError:
         raise DataError(f"{path}: missing; the stage that writes it did not finish") from None
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not a mask-set summary ({type(e).__name__}: {e}); rerun the stage "
+                        "that writes it") from None
 
 
-def holdout_scores(mask_set: str | Path) -> dict:
-    """The holdout mIoU of a mask set (``{"raw": {"miou"}, "crf": {...}}``; empty when the run had
-    no holdout)."""
-    return read_summary(mask_set).get("holdout", {})
+def holdout_scores(mask_set: str | Path) -> HoldoutScore | None:
+    """The holdout mIoU of a mask set; None when the run had no holdout."""
+    return read_summary(mask_set).holdout

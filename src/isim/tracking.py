@@ -27,6 +27,7 @@ import yaml
 
 from isim.config import Config, flatten
 from isim.errors import IsimError
+from isim.mask_scores import MaskSetSummary
 
 log = logging.getLogger(__name__)
 KEY_TAG = "isim.pipeline_key"
@@ -120,16 +121,16 @@ def retrying(fn, *a, wait_s: float = 120.0, **kw):
             delay = min(2.0, delay * 2)
 
 
-def round_metrics(summary: dict, per_class: bool = True) -> dict[str, float]:
+def round_metrics(summary: MaskSetSummary, per_class: bool = True) -> dict[str, float]:
     """A pseudo-label round's figures: mIoU before/after CRF (per class too), holdout mIoU."""
     m: dict[str, float] = {}
-    for kind in ("raw", "crf"):
-        if kind in summary:
-            m[f"pseudo_{kind}_miou"] = summary[kind]["miou"]
+    for kind, score in (("raw", summary.raw), ("crf", summary.crf)):
+        if score is not None:
+            m[f"pseudo_{kind}_miou"] = score.miou
             if per_class:
-                m.update({f"pseudo_{kind}_iou.{c}": v for c, v in summary[kind]["iou"].items() if v is not None})
-        if kind in summary.get("holdout", {}):
-            m[f"holdout_{kind}_miou"] = summary["holdout"][kind]["miou"]
+                m.update({f"pseudo_{kind}_iou.{c}": v for c, v in score.iou.items() if v is not None})
+        if summary.holdout is not None:
+            m[f"holdout_{kind}_miou"] = summary.holdout.miou(kind)
     return m
 
 
@@ -144,7 +145,7 @@ class NullTracker:
     active = False
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, headline: bool = False) -> None: ...
-    def log_round(self, r: int, round_dir: Path, summary: dict, data: Any) -> None: ...
+    def log_round(self, r: int, round_dir: Path, summary: MaskSetSummary, data: Any) -> None: ...
     def log_evaluation(self, report: dict) -> None: ...
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None: ...
     def log_segmenter(self, checkpoint: Path) -> None: ...
@@ -185,8 +186,8 @@ class Tracker(NullTracker):
         if headline and self.parent:
             self.guard("log_metrics", self.client.log_batch, self.parent, metrics=items)
 
-    def log_round(self, r: int, round_dir: Path, summary: dict, data: Any) -> None:
-        m = {"pseudo_bg_only": summary.get("crf_bg_only", 0), "pseudo_images_per_s": summary["images_per_s"],
+    def log_round(self, r: int, round_dir: Path, summary: MaskSetSummary, data: Any) -> None:
+        m = {"pseudo_bg_only": summary.crf_bg_only, "pseudo_images_per_s": summary.images_per_s,
              **round_metrics(summary)}
         self.log_metrics(m, step=r)
         self.guard("log_image", self._log_grid, r, Path(round_dir), data)

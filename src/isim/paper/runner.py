@@ -27,6 +27,7 @@ from isim import run_layout as layout
 from isim.config import ConfigError, from_dict, overridden
 from isim.errors import IsimError
 from isim.io import write_json, write_text
+from isim.mask_scores import MaskSetSummary
 
 log = logging.getLogger(__name__)
 
@@ -106,26 +107,27 @@ def _steps(params: Path, random_walk: bool) -> list[tuple[str, list[str]]]:
     return steps
 
 
-def _masks(summary: dict) -> dict[str, float]:
-    return {f"{k}_{m}": summary[k][m] for k in ("raw", "crf") for m in ("miou", "precision", "recall")}
+def _masks(summary: MaskSetSummary) -> dict[str, float]:
+    return {f"{k}_{m}": getattr(score, m) for k, score in (("raw", summary.raw), ("crf", summary.crf))
+            if score is not None for m in ("miou", "precision", "recall")}
 
 
 def collect(r: Path) -> dict[str, Any]:
     """The run's figures: the baseline's masks and every ISIM round's (mIoU, object precision and
     recall, before and after CRF)."""
-    base = read_json(layout.summary_path(r / _output("pseudo_baseline")))
-    if "raw" not in base:
+    base = layout.read_summary(r / _output("pseudo_baseline"))
+    if base.raw is None:
         raise IsimError(f"{r}: the dataset has no masks to score pseudo labels against")
     isim = r / _output("train_isim", 1)
-    rounds = [{"round": layout.round_number(p), **_masks(read_json(layout.summary_path(p)))}
+    rounds = [{"round": layout.round_number(p), **_masks(layout.read_summary(p))}
               for p in layout.rounds_of(isim, required=False) if layout.summary_path(p).is_file()]
     if not rounds:
         raise IsimError(f"{isim}: no finished round")
     out = {"baseline": _masks(base), "rounds": rounds,
-           "baseline_label_acc": base.get("classification", {}).get("label_acc")}
+           "baseline_label_acc": base.classification.get("label_acc")}
     walk = layout.summary_path(r / _output("random_walk"))
     if walk.is_file():
-        out["random_walk"] = _masks(read_json(walk))
+        out["random_walk"] = _masks(layout.read_summary(walk.parent))
     return out
 
 

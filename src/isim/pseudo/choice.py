@@ -39,8 +39,8 @@ def choose(isim_pseudo: Path, rw_pseudo: Path, override: str = "auto") -> Choice
     last = rounds_of(isim_pseudo)[-1]
     folders = {"isim_crf": crf_dir(last), "rw": raw_dir(rw_pseudo), "rw_crf": crf_dir(rw_pseudo)}
     isim_h, rw_h = holdout_scores(last), holdout_scores(rw_pseudo)
-    scores = {k: float(h[kind]["miou"]) for k, h, kind in (("isim_crf", isim_h, "crf"), ("rw", rw_h, "raw"),
-                                                            ("rw_crf", rw_h, "crf")) if kind in h}
+    scores = {k: h.miou(kind) for k, h, kind in (("isim_crf", isim_h, "crf"), ("rw", rw_h, "raw"),
+                                                  ("rw_crf", rw_h, "crf")) if h is not None}
     if override != "auto":
         key, why = override, f"segmenter.masks: {override}"
     elif len(scores) < len(CANDIDATES):

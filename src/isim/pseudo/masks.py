@@ -20,7 +20,8 @@ from isim import distributed, metrics
 from isim import run_layout as layout
 from isim.config import Config
 from isim.data.layout import Prepared
-from isim.io import read_label_png, write_json, write_label_png
+from isim.io import DataError, read_label_png, write_json, write_label_png
+from isim.mask_scores import HoldoutScore, MaskSetSummary, Score
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
@@ -78,7 +79,7 @@ class MaskWriter:
 def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | None, cfg: Config,
              device: torch.device, workers: int | None = None, desc: str = "pseudo labels",
              threshold: float | None = None,
-             propagate: Callable[[dict, np.ndarray], np.ndarray] | None = None) -> dict:
+             propagate: Callable[[dict, np.ndarray], np.ndarray] | None = None) -> MaskSetSummary:
     """Write one round of pseudo labels for ``ids`` into ``out`` (None: score them only, write
     nothing); return its summary. ``propagate(item, maps)`` transforms the CAMs before the
     ``threshold`` (default: ``cfg.threshold``) is applied: the random walk."""
@@ -107,24 +108,23 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
     parts = distributed.gather((logits, targets))
     logits, targets = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     seconds = time.perf_counter() - t0
-    summary = {"images": len(ids), "seconds": round(seconds, 3),
-               "images_per_s": round(len(ids) / max(seconds, 1e-9), 3),
-               "raw_bg_only": int(totals["raw_bg_only"]), "crf_bg_only": int(totals["crf_bg_only"]),
-               "threshold": threshold, "crf_enabled": cfg.crf.enabled,
-               "classification": metrics.classification(logits, targets) if ids else {}}
+    summary = MaskSetSummary(len(ids), round(seconds, 3), round(len(ids) / max(seconds, 1e-9), 3),
+                             int(totals["raw_bg_only"]), int(totals["crf_bg_only"]), threshold, cfg.crf.enabled,
+                             metrics.classification(logits, targets) if ids else {})
     if data.has_masks:
-        summary["raw"] = metrics.summary(totals["conf_raw"], data.classes)
-        summary["crf"] = metrics.summary(totals["conf_crf"], data.classes)
+        summary.raw = Score.from_json(metrics.summary(totals["conf_raw"], data.classes))
+        summary.crf = Score.from_json(metrics.summary(totals["conf_crf"], data.classes))
     if out is not None and distributed.is_main():
-        write_json(layout.summary_path(out), summary)
+        write_json(layout.summary_path(out), summary.to_json())
     return summary
 
 
 def score(model: ISIMNet, data: Prepared, ids: list[str], cfg: Config, device: torch.device,
           desc: str = "holdout", threshold: float | None = None,
-          propagate: Callable[[dict, np.ndarray], np.ndarray] | None = None) -> dict:
+          propagate: Callable[[dict, np.ndarray], np.ndarray] | None = None) -> HoldoutScore:
     """mIoU (before and after CRF) of the pseudo masks ``generate`` would write for ``ids``,
     without writing them: the tuning objective's measurement."""
     s = generate(model, data, ids, None, cfg, device, desc=desc, threshold=threshold, propagate=propagate)
-    return {k: {"miou": s[k]["miou"]} for k in ("raw", "crf")} | {
-        "images": s["images"], "crf_bg_only": s["crf_bg_only"], "seconds": s["seconds"]}
+    if s.raw is None or s.crf is None:
+        raise DataError(f"{data.root}: the holdout images have no ground-truth masks to score against")
+    return HoldoutScore(s.raw.miou, s.crf.miou, s.images, s.crf_bg_only, s.seconds)

@@ -28,4 +28,4 @@ def run(cfg: Config, checkpoint: Path, data_dir: Path, split: str, out: Path, st
         summary = masks.generate(model, data, data.ids(split), out, cfg, device)
         tr.log_round(1, out, summary, data)
     log.info("pseudo labels %s -> %s: %s", checkpoint, out,
-             {k: summary[k]["miou"] for k in ("raw", "crf") if k in summary} or summary["images"])
+             summary.mious() or summary.images)

@@ -31,9 +31,9 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, affinity_checkpoint
         summary = masks.generate(model, data, data.ids("train"), out, cfg, device, desc="random walk",
                                  threshold=cfg.random_walk.bg_threshold, propagate=walker)
         if data.has_masks and (holdout := data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction)):
-            summary["holdout"] = masks.score(model, data, holdout, cfg, device, desc="random walk holdout",
-                                             threshold=cfg.random_walk.bg_threshold, propagate=walker)
-            write_json(summary_path(out), summary)
+            summary.holdout = masks.score(model, data, holdout, cfg, device, desc="random walk holdout",
+                                          threshold=cfg.random_walk.bg_threshold, propagate=walker)
+            write_json(summary_path(out), summary.to_json())
         tr.log_round(1, out, summary, data)
     log.info("random walk -> %s: %s", out,
-             {k: summary[k]["miou"] for k in ("raw", "crf") if k in summary} or summary["images"])
+             summary.mious() or summary.images)

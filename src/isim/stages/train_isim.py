@@ -35,10 +35,9 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
         summary = {"epochs": len(hist), "rounds": len(result["rounds"]), "seconds": round(result["seconds"], 3),
                    "final_loss": hist[-1]["loss"], "final_train_label_acc": hist[-1]["train_label_acc"]}
         last = result["rounds"][-1]
-        summary.update({f"final_{k}_miou": last[k]["miou"] for k in ("raw", "crf") if k in last})
-        # the tuning objective, measured the same way here so a tuned run can be checked against it
-        summary.update({f"final_holdout_{k}_miou": last["holdout"][k]["miou"] for k in ("raw", "crf")
-                        if k in last.get("holdout", {})})
+        summary.update({f"final_{k}_miou": v for k, v in last.mious().items()})
+        if last.holdout is not None:  # the tuning objective, measured the same way so a tuned run can be checked
+            summary.update(final_holdout_raw_miou=last.holdout.raw_miou, final_holdout_crf_miou=last.holdout.crf_miou)
         if distributed.is_main():  # rank 0 alone writes
             write_history(hist, plots)
             write_json(metrics, summary)

@@ -28,6 +28,7 @@ from isim.config import Config
 from isim.data.datasets import TrainDataset
 from isim.data.layout import Prepared
 from isim.io import write_json
+from isim.mask_scores import MaskSetSummary
 from isim.models import build_model, model_spec
 from isim.models.net import ISIMNet, Output
 from isim.pseudo import masks
@@ -121,12 +122,12 @@ class Schedule:
 
 def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
                on_epoch: Callable[[dict], None] | None = None,
-               on_round: Callable[[int, Path, dict], None] | None = None,
+               on_round: Callable[[int, Path, MaskSetSummary], None] | None = None,
                resume: Path | None = None, holdout: list[str] | None = None,
                recovery: Recovery | None = None) -> dict[str, Any]:
     """Train ISIM; ``resume`` continues from a round checkpoint, ``recovery`` from the last
     finished epoch of a killed run (both give the same result as an uninterrupted run). Every
-    round also scores the pseudo masks of the ``holdout`` ids (``summary["holdout"]``, the
+    round also scores the pseudo masks of the ``holdout`` ids (``summary.holdout``, the
     tuning objective) without training on them. Returns {history, rounds, seconds, model}."""
     seed_everything(cfg.seed)
     device = setup(cfg.runtime)
@@ -135,7 +136,7 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
     assert isinstance(net, ISIMNet)
     rc, epochs = cfg.rounds, cfg.train.epochs
     schedule = Schedule(rc.warmup_epochs, cfg.crf_freq, rc.regen, rc.converge_tol, rc.converge_patience)
-    rounds: list[dict] = []
+    rounds: list[MaskSetSummary] = []
     start, labels_done = 1, False
     if resume is not None:
         state = engine.resume(resume)
@@ -155,7 +156,7 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
     elif recovery is not None and (saved := recovery.load()) is not None:
         engine.restore(saved)
         schedule.flat_epochs = saved["schedule_flat"]
-        rounds = list(saved["rounds"])
+        rounds = [MaskSetSummary.from_json(s) for s in saved["rounds"]]
         if distributed.is_main():
             recovery.restore_rounds(len(rounds), ckpt_dir, pseudo_root)
         distributed.barrier()
@@ -183,25 +184,25 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         if distributed.is_main():
             engine.save(ckpt, epoch, r)
         summary = masks.generate(net, data, engine.dataset.ids, partial, cfg, device, desc=f"round {r}")
-        summary.update(round=r, after_epoch=epoch)
+        summary.round, summary.after_epoch = r, epoch
         if holdout:
-            summary["holdout"] = masks.score(net, data, holdout, cfg, device, desc=f"round {r} holdout")
+            summary.holdout = masks.score(net, data, holdout, cfg, device, desc=f"round {r} holdout")
         distributed.barrier()  # every shard written
         if distributed.is_main():
-            write_json(layout.summary_path(partial), summary)
+            write_json(layout.summary_path(partial), summary.to_json())
             partial.rename(out)
             if recovery is not None:
                 recovery.keep_round(r, ckpt, out)
         distributed.barrier()  # no rank reads the round before it is complete
         rounds.append(summary)
-        log.info("round %d (after epoch %d): %s", r, epoch,
-                 {k: summary[k] for k in ("raw", "crf") if k in summary} or summary["crf_bg_only"])
+        log.info("round %d (after epoch %d): mIoU %s, %d all-background masks", r, epoch, summary.mious(),
+                 summary.crf_bg_only)
         if on_round:
             on_round(r, out, summary)
-        bad = summary["crf_bg_only"] / max(1, summary["images"])
+        bad = summary.crf_bg_only / max(1, summary.images)
         if bad >= rc.max_bad_pseudo:
             raise TrainingError(
-                f"round {r} (after epoch {epoch}): {summary['crf_bg_only']} of {summary['images']} pseudo "
+                f"round {r} (after epoch {epoch}): {summary.crf_bg_only} of {summary.images} pseudo "
                 "masks are all background; the classifier's CAMs never exceed the threshold. Train longer "
                 "(rounds.warmup_epochs), lower `threshold`, or check the image-level labels")
         engine.dataset.set_pseudo(layout.crf_dir(out))
@@ -211,10 +212,11 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
             regenerate(epoch - 1)
         rec = engine.run_epoch(epoch, round=len(rounds))
         if recovery is not None and distributed.is_main():
-            recovery.save(engine.state(epoch, len(rounds)) | {"rounds": rounds, "schedule_flat": schedule.flat_epochs})
+            recovery.save(engine.state(epoch, len(rounds)) | {"rounds": [s.to_json() for s in rounds],
+                                                                "schedule_flat": schedule.flat_epochs})
         if on_epoch:
             on_epoch(rec)
-    if not (rounds and rounds[-1].get("after_epoch") == epochs):
+    if not (rounds and rounds[-1].after_epoch == epochs):
         regenerate(epochs)  # the final model's pseudo labels: the run's result
     return {"history": engine.history, "rounds": rounds, "seconds": time.perf_counter() - t_start,
             "model": engine.model}

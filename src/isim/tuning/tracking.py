@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from isim.config import Config
+from isim.mask_scores import MaskSetSummary
 from isim.tracking import (
     Tracker,
     TrackingError,
@@ -32,7 +33,7 @@ class TrialRun:
     def __init__(self, tracker: Tracker):
         self.t = tracker
 
-    def round(self, r: int, summary: dict) -> None:
+    def round(self, r: int, summary: MaskSetSummary) -> None:
         self.t.log_metrics(round_metrics(summary, per_class=False), step=r)
 
     def end(self, state: str, reason: str, value: float | None, seconds: float) -> None:

@@ -31,6 +31,7 @@ from isim import run_layout as layout
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.errors import IsimError
+from isim.mask_scores import MaskSetSummary
 from isim.training.engine import TrainingError
 from isim.training.isim import train_isim
 from isim.tuning import space
@@ -197,9 +198,9 @@ class Worker:
     def _train(self, trial: optuna.Trial, tcfg: Config, tdir: Path, resume: Path | None, run: Any) -> float:
         reported: dict[int, float] = {}
 
-        def report(r: int, summary: dict) -> None:
-            v = summary["holdout"]["crf"]["miou"]
-            epoch = summary["after_epoch"]
+        def report(r: int, summary: MaskSetSummary) -> None:
+            assert summary.holdout is not None and summary.after_epoch is not None  # every trial round has them
+            v, epoch = summary.holdout.crf_miou, summary.after_epoch
             last = max(reported, default=tcfg.rounds.warmup_epochs)
             for step in range(last + 1, epoch):  # the labels of the last round were in use until now
                 trial.report(reported[last], step)
@@ -221,7 +222,7 @@ class Worker:
             trial.set_user_attr("resumed_from", resume.name)
         result = train_isim(tcfg, self.data, tdir / "checkpoints", pseudo, resume=resume, holdout=self.holdout,
                             on_round=lambda r, d, s: report(r, s))
-        return float(result["rounds"][-1]["holdout"]["crf"]["miou"])
+        return float(result["rounds"][-1].holdout.crf_miou)
 
 
 def install_sigterm() -> None:
