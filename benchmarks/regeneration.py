@@ -84,7 +84,7 @@ def one(root: Path, workers: int, preset: str = "") -> dict:
     s = pseudo.generate(model, data, ids, tmp / "out", cfg, torch.device("cpu"), workers=workers)
     usage = resource.getrusage
     peak_kb = usage(resource.RUSAGE_SELF).ru_maxrss + usage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out = {"images": len(ids), "workers": workers, "images_per_s": s["images_per_s"], "peak_mb": peak_kb / 1024}
+    out = {"images": len(ids), "workers": workers, "images_per_s": s.images_per_s, "peak_mb": peak_kb / 1024}
     if workers:
         out.update(cpu_seconds(model, data, ids, cfg))
     return out
