@@ -33,8 +33,8 @@ def _recovery(cfg, data, root, masks=None):
 
 
 def _equal_runs(a: dict, b: dict, a_ck: Path, b_ck: Path) -> None:
-    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
-    assert [r.crf.miou for r in a["rounds"]] == [r.crf.miou for r in b["rounds"]]
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert [r.crf.miou for r in a.rounds] == [r.crf.miou for r in b.rounds]
     last = sorted(a_ck.glob("round_*.pt"))[-1].name
     wa = torch.load(a_ck / last, weights_only=True)["model"]
     wb = torch.load(b_ck / last, weights_only=True)["model"]
@@ -110,8 +110,8 @@ def test_the_segmenter_and_affinitynet_continue_after_their_last_epoch(model, ti
     assert "2 epochs done, continuing at epoch 3" in caplog.text
     assert epochs_run == [1, 2, 3]
     drop = ("seconds",)
-    assert [{k: v for k, v in h.items() if k not in drop} for h in again["history"]] == \
-        [{k: v for k, v in h.items() if k not in drop} for h in full["history"]]
+    assert [{k: v for k, v in h.items() if k not in drop} for h in again.history] == \
+        [{k: v for k, v in h.items() if k not in drop} for h in full.history]
     wa, wb = (torch.load(tmp_path / f, weights_only=True)["model"] for f in ("full.pt", "again.pt"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     # the same params on other masks (e.g. a new round of pseudo labels): not reused

@@ -72,13 +72,13 @@ def test_isim_rounds_write_addressable_outputs(tiny_data, tmp_path):
     cfg = _tiny(tmp_path)
     r = train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "pseudo")
     # warm-up 1 epoch, regenerate every epoch after it (crf_freq 1), plus the final model's round
-    assert len(r["rounds"]) == 3
+    assert len(r.rounds) == 3
     ids = tiny_data.ids("train")
     for k in (1, 2, 3):
         assert (tmp_path / "ck" / f"round_{k:02d}.pt").is_file()
         for kind in ("raw", "crf"):
             assert sorted(p.stem for p in (tmp_path / "pseudo" / f"round_{k:02d}" / kind).glob("*.png")) == sorted(ids)
-    hist = r["history"]
+    hist = r.history
     assert hist[0]["loss_seg"] == 0 and hist[1]["loss_seg"] > 0  # joint training after warm-up
     s = model_spec(cfg.encoder, cfg.model, tiny_data.n_classes)
     state = load_checkpoint(tmp_path / "ck" / "round_02.pt", build_model(s), s)
@@ -91,8 +91,8 @@ def test_isim_rounds_write_addressable_outputs(tiny_data, tmp_path):
 
 def test_cpu_training_is_deterministic(tiny_data, tmp_path):
     cfg = _tiny(tmp_path, train={"epochs": 2})
-    a = train_baseline(cfg, tiny_data, tmp_path / "a.pt")["history"]
-    b = train_baseline(cfg, tiny_data, tmp_path / "b.pt")["history"]
+    a = train_baseline(cfg, tiny_data, tmp_path / "a.pt").history
+    b = train_baseline(cfg, tiny_data, tmp_path / "b.pt").history
     assert [h["loss"] for h in a] == [h["loss"] for h in b]
     sa = torch.load(tmp_path / "a.pt", weights_only=True)["model"]
     sb = torch.load(tmp_path / "b.pt", weights_only=True)["model"]
@@ -133,8 +133,8 @@ def test_resume_from_a_round_equals_an_uninterrupted_run(tiny_data, tmp_path):
         shutil.rmtree(tmp_path / "ps" / f"round_{r:02d}", ignore_errors=True)
     (tmp_path / "ps" / "round_03").mkdir()
     resumed = train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps", resume=tmp_path / "ck" / "round_02.pt")
-    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
-    assert len(resumed["rounds"]) == len(full["rounds"]) == 4
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    assert len(resumed.rounds) == len(full.rounds) == 4
     a = torch.load(tmp_path / "full_ck" / "round_04.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "ck" / "round_04.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -63,8 +63,8 @@ def train_stage(cfg: Any, stage: str, train: Any, prefix: str, plot_keys: tuple[
     with stage_run(cfg, stage) as tr:
         result = train(lambda rec: tr.log_metrics({f"{prefix}_{k}": v for k, v in rec.items() if k != "epoch"},
                                                   step=rec["epoch"]))
-        hist = result["history"]
-        summary = {"epochs": len(hist), "seconds": round(result["seconds"], 3), "first_loss": hist[0]["loss"],
+        hist = result.history
+        summary = {"epochs": len(hist), "seconds": round(result.seconds, 3), "first_loss": hist[0]["loss"],
                    "final_loss": hist[-1]["loss"], **(extra or {})}
         if distributed.is_main():  # rank 0 alone writes
             write_csv(plots, [{k: h[k] for k in plot_keys} for h in hist])

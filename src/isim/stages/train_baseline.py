@@ -30,14 +30,14 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
     with stage_run(cfg, "train_baseline") as tr:
         result = train_baseline(cfg, data, checkpoint, recovery=recovery, on_epoch=lambda rec: tr.log_metrics(
             {k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]))
-        hist = result["history"]
-        summary = {"epochs": len(hist), "seconds": round(result["seconds"], 3), "final_loss": hist[-1]["loss"],
+        hist = result.history
+        summary = {"epochs": len(hist), "seconds": round(result.seconds, 3), "final_loss": hist[-1]["loss"],
                    "final_train_label_acc": hist[-1]["train_label_acc"]}
         if distributed.is_main():  # rank 0 alone writes
             write_history(hist, plots)
             write_json(metrics, summary)
             tr.log_metrics(summary)
-            tr.log_model(result["model"], "baseline_model", model_example(cfg.transform.crop))
+            tr.log_model(result.model, "baseline_model", model_example(cfg.transform.crop))
     if recovery is not None and distributed.is_main():  # every output is written: nothing left to recover
         recovery.clear()
     log.info("trained the baseline: %s", summary)

@@ -31,10 +31,10 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
                             on_epoch=lambda rec: tr.log_metrics(
                                 {k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]),
                             on_round=lambda r, d, s: tr.log_round(r, d, s, data))
-        hist = result["history"]
-        summary = {"epochs": len(hist), "rounds": len(result["rounds"]), "seconds": round(result["seconds"], 3),
+        hist = result.history
+        summary = {"epochs": len(hist), "rounds": len(result.rounds), "seconds": round(result.seconds, 3),
                    "final_loss": hist[-1]["loss"], "final_train_label_acc": hist[-1]["train_label_acc"]}
-        last = result["rounds"][-1]
+        last = result.rounds[-1]
         summary.update({f"final_{k}_miou": v for k, v in last.mious().items()})
         if last.holdout is not None:  # the tuning objective, measured the same way so a tuned run can be checked
             summary.update(final_holdout_raw_miou=last.holdout.raw_miou, final_holdout_crf_miou=last.holdout.crf_miou)
@@ -42,7 +42,7 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
             write_history(hist, plots)
             write_json(metrics, summary)
             tr.log_metrics(summary, headline=True)
-            tr.log_model(result["model"], "isim_model", model_example(cfg.transform.crop))
+            tr.log_model(result.model, "isim_model", model_example(cfg.transform.crop))
     if recovery is not None and distributed.is_main():  # every output is written: nothing left to recover
         recovery.clear()
     log.info("trained ISIM: %s", summary)

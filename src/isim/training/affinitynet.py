@@ -20,7 +20,7 @@ from isim.data.layout import Prepared
 from isim.io import IGNORE
 from isim.models.affinitynet import AffinityNet, affinity, affinity_spec, build_affinity, crop_pairs
 from isim.runtime import seed_everything, setup
-from isim.training.engine import Engine, Settings, Step, Task
+from isim.training.engine import Engine, Settings, Step, Task, TrainingResult
 from isim.training.recovery import Recovery
 
 
@@ -67,9 +67,8 @@ class AffinityTask(Task):
 
 def train_affinity(cfg: Config, data: Prepared, labels_dir: Path, checkpoint: Path,
                    on_epoch: Callable[[dict], None] | None = None, recovery: Recovery | None = None
-                   ) -> dict[str, Any]:
-    """Train AffinityNet on the affinity labels in ``labels_dir``; save ``checkpoint``.
-    Returns {history, seconds, model}."""
+                   ) -> TrainingResult:
+    """Train AffinityNet on the affinity labels in ``labels_dir``; save ``checkpoint``."""
     seed_everything(cfg.seed)
     device = setup(cfg.runtime)
     ac, enc = cfg.affinity, cfg.encoder
@@ -83,4 +82,4 @@ def train_affinity(cfg: Config, data: Prepared, labels_dir: Path, checkpoint: Pa
     engine.fit(on_epoch, recovery)
     if distributed.is_main():
         engine.save(checkpoint, ac.epochs)
-    return {"history": engine.history, "seconds": time.perf_counter() - t_start, "model": engine.model}
+    return TrainingResult(engine.history, time.perf_counter() - t_start, engine.model)

@@ -22,6 +22,7 @@ from isim.config import Config
 from isim.data.datasets import TrainDataset
 from isim.errors import IsimError
 from isim.io import IGNORE
+from isim.mask_scores import MaskSetSummary
 from isim.models.encoder import train_mode
 from isim.runtime import amp_dtype
 from isim.training.checkpoint import load_checkpoint, save_checkpoint
@@ -77,6 +78,17 @@ class GlobalBatches(Sampler[list[int]]):
             yield np.array_split(batch, self.world)[self.rank].tolist()
 
 
+
+
+@dataclass
+class TrainingResult:
+    """What training returns: the per-epoch records, the wall time, the trained model and (ISIM)
+    every round's mask-set summary."""
+
+    history: list[dict[str, Any]]
+    seconds: float
+    model: nn.Module
+    rounds: list[MaskSetSummary] = field(default_factory=list)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from isim.models import build_model, model_spec
 from isim.models.net import ISIMNet, Output
 from isim.pseudo import masks
 from isim.runtime import seed_everything, setup
-from isim.training.engine import Engine, Settings, Step, Task, TrainingError, segmentation_loss
+from isim.training.engine import Engine, Settings, Step, Task, TrainingError, TrainingResult, segmentation_loss
 from isim.training.recovery import Recovery
 
 log = logging.getLogger(__name__)
@@ -124,11 +124,11 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
                on_epoch: Callable[[dict], None] | None = None,
                on_round: Callable[[int, Path, MaskSetSummary], None] | None = None,
                resume: Path | None = None, holdout: list[str] | None = None,
-               recovery: Recovery | None = None) -> dict[str, Any]:
+               recovery: Recovery | None = None) -> TrainingResult:
     """Train ISIM; ``resume`` continues from a round checkpoint, ``recovery`` from the last
     finished epoch of a killed run (both give the same result as an uninterrupted run). Every
     round also scores the pseudo masks of the ``holdout`` ids (``summary.holdout``, the
-    tuning objective) without training on them. Returns {history, rounds, seconds, model}."""
+    tuning objective) without training on them."""
     seed_everything(cfg.seed)
     device = setup(cfg.runtime)
     engine = cam_engine(cfg, data, model_spec(cfg.encoder, cfg.model, data.n_classes), device)
@@ -218,5 +218,4 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
             on_epoch(rec)
     if not (rounds and rounds[-1].after_epoch == epochs):
         regenerate(epochs)  # the final model's pseudo labels: the run's result
-    return {"history": engine.history, "rounds": rounds, "seconds": time.perf_counter() - t_start,
-            "model": engine.model}
+    return TrainingResult(engine.history, time.perf_counter() - t_start, engine.model, rounds)

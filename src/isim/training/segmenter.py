@@ -16,7 +16,7 @@ from isim.data.datasets import TrainDataset
 from isim.data.layout import Prepared
 from isim.models.segmenter import Segmenter, build_segmenter, segmenter_spec
 from isim.runtime import seed_everything, setup
-from isim.training.engine import Engine, Settings, Step, Task, segmentation_loss
+from isim.training.engine import Engine, Settings, Step, Task, TrainingResult, segmentation_loss
 from isim.training.recovery import Recovery
 
 
@@ -36,9 +36,9 @@ class SegmenterTask(Task):
 
 def train_segmenter(cfg: Config, data: Prepared, masks_dir: Path, checkpoint: Path,
                     on_epoch: Callable[[dict], None] | None = None, trained_on: dict[str, Any] | None = None,
-                    recovery: Recovery | None = None) -> dict[str, Any]:
+                    recovery: Recovery | None = None) -> TrainingResult:
     """Train on the masks in ``masks_dir`` (train split); save ``checkpoint`` (with ``trained_on``,
-    what those masks are). Returns {history, seconds, model}."""
+    what those masks are)."""
     seed_everything(cfg.seed)
     device = setup(cfg.runtime)
     sc, enc = cfg.segmenter, cfg.encoder
@@ -53,4 +53,4 @@ def train_segmenter(cfg: Config, data: Prepared, masks_dir: Path, checkpoint: Pa
     engine.fit(on_epoch, recovery)
     if distributed.is_main():
         engine.save(checkpoint, sc.epochs, trained_on=trained_on)
-    return {"history": engine.history, "seconds": time.perf_counter() - t_start, "model": engine.model}
+    return TrainingResult(engine.history, time.perf_counter() - t_start, engine.model)

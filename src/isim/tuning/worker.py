@@ -222,7 +222,9 @@ class Worker:
             trial.set_user_attr("resumed_from", resume.name)
         result = train_isim(tcfg, self.data, tdir / "checkpoints", pseudo, resume=resume, holdout=self.holdout,
                             on_round=lambda r, d, s: report(r, s))
-        return float(result["rounds"][-1].holdout.crf_miou)
+        final = result.rounds[-1].holdout
+        assert final is not None  # every round of a trial scores the holdout
+        return float(final.crf_miou)
 
 
 def install_sigterm() -> None:
