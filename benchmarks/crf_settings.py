@@ -36,8 +36,8 @@ def main() -> None:
     data = Prepared.open(a.data or a.project / "data/prepared")
     model = load_model(a.checkpoint or a.project / "checkpoints/baseline.pt")
     items = [(it["rgb"], maps, keys, read_label_png(data.mask_path(it["id"]), data.n_classes))
-             for it, maps, keys, _ in camlib.dataset_cams(model, data, data.ids("train")[: a.images], cfg,
-                                                          torch.device("cpu"))]
+             for it, maps, keys, _ in camlib.dataset_cams(model, data, data.ids("train")[: a.images],
+                                                          camlib.CamSettings.of(cfg), torch.device("cpu"))]
     n = data.n_classes
 
     def score(threshold: float, crf: DenseCRF | None) -> str:

@@ -69,6 +69,7 @@ def one(root: Path, workers: int, preset: str = "") -> dict:
     from isim.config import from_dict, merged
     from isim.data.layout import Prepared
     from isim.models import build_model, model_spec
+    from isim.pseudo import cam as camlib
     from isim.pseudo import masks as pseudo
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -80,8 +81,9 @@ def one(root: Path, workers: int, preset: str = "") -> dict:
     torch.manual_seed(0)
     model = build_model(model_spec(cfg.encoder, cfg.model, data.n_classes))
     ids = data.ids("train")
-    pseudo.generate(model, data, ids[:16], tmp / "warm", cfg, torch.device("cpu"), workers=workers)
-    s = pseudo.generate(model, data, ids, tmp / "out", cfg, torch.device("cpu"), workers=workers)
+    settings = pseudo.MaskSettings(camlib.CamSettings.of(cfg), cfg.threshold, cfg.crf, workers)
+    pseudo.generate(model, data, ids[:16], tmp / "warm", settings, torch.device("cpu"))
+    s = pseudo.generate(model, data, ids, tmp / "out", settings, torch.device("cpu"))
     usage = resource.getrusage
     peak_kb = usage(resource.RUSAGE_SELF).ru_maxrss + usage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = {"images": len(ids), "workers": workers, "images_per_s": s.images_per_s, "peak_mb": peak_kb / 1024}
@@ -96,7 +98,8 @@ def cpu_seconds(model, data, ids: list[str], cfg) -> dict:
     from isim.pseudo.crf import DenseCRF
     items = []
     t0 = time.process_time()
-    for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, cfg, torch.device("cpu"), desc="CAMs alone"):
+    cams = camlib.dataset_cams(model, data, ids, camlib.CamSettings.of(cfg), torch.device("cpu"), "CAMs alone")
+    for item, maps, keys, _ in cams:
         items.append((item["rgb"], maps, keys))
     cam = (time.process_time() - t0) / len(ids)
     crf = DenseCRF(cfg.crf)

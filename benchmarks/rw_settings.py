@@ -37,12 +37,12 @@ def main() -> None:
     ids = data.ids("train")[: a.images]
     model = load_model(final_checkpoint(root / "checkpoints/isim"))
     net = load_affinity(a.affinity or root / "checkpoints/affinity.pt")
-    walkers = {k: RandomWalk(net, cfg.model_copy(update={"random_walk": cfg.random_walk.model_copy(
-        update={"exp_times": k})}), torch.device("cpu")) for k in (int(x) for x in a.exp_times.split(","))}
+    walkers = {k: RandomWalk(net, cfg.transform, cfg.affinity.radius, cfg.random_walk.model_copy(
+        update={"exp_times": k}), torch.device("cpu")) for k in (int(x) for x in a.exp_times.split(","))}
     ths = [float(t) for t in a.thresholds.split(",")]
     n = data.n_classes
     conf = {(k, t): np.zeros((n, n), np.int64) for k in [None, *walkers] for t in ths}
-    for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, cfg, torch.device("cpu")):
+    for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, camlib.CamSettings.of(cfg), torch.device("cpu")):
         gt = read_label_png(data.mask_path(item["id"]), n)
         for k in [None, *walkers]:
             m = maps if k is None else walkers[k](item, maps)

@@ -83,7 +83,8 @@ def test_affinity_labels_learning_and_walk_on_tiny_data(tiny_data, tiny_cfg, tmp
     device = torch.device("cpu")
     model = build_model(model_spec(tiny_cfg.encoder, tiny_cfg.model, tiny_data.n_classes))
     ids = tiny_data.ids("train")
-    summary = affinity_labels.generate(model, tiny_data, ids, tmp_path / "aff", tiny_cfg, device)
+    summary = affinity_labels.generate(model, tiny_data, ids, tmp_path / "aff", masks.MaskSettings.of(tiny_cfg),
+                                       tiny_cfg.affinity.fg_threshold, tiny_cfg.affinity.bg_threshold, device)
     assert summary["images"] == len(ids) and 0 < summary["labelled_share"] <= 1
     for id_ in ids:
         lab = read_label_png(tmp_path / "aff" / f"{id_}.png", tiny_data.n_classes)
@@ -98,8 +99,9 @@ def test_affinity_labels_learning_and_walk_on_tiny_data(tiny_data, tiny_cfg, tmp
                     torch.optim.lr_scheduler.StepLR(opt, 1), 1, 1, [], {})
     with pytest.raises(ModelError, match="not an AffinityNet"):
         load_affinity(tmp_path / "isim.pt")
-    rw = masks.generate(model, tiny_data, ids, tmp_path / "rw", cfg, device,
-                        threshold=cfg.random_walk.bg_threshold, propagate=RandomWalk(net, cfg, device))
+    walk_settings = masks.MaskSettings.of(cfg, cfg.random_walk.bg_threshold)
+    rw = masks.generate(model, tiny_data, ids, tmp_path / "rw", walk_settings, device,
+                        propagate=RandomWalk.of(net, cfg, device))
     assert rw.images == len(ids) and rw.raw is not None and rw.crf is not None
     for id_ in ids:
         m = read_label_png(tmp_path / "rw" / "crf" / f"{id_}.png", tiny_data.n_classes)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -66,8 +68,9 @@ def test_pool_and_sequential_write_identical_rounds(tiny_data, tiny_cfg, tmp_pat
     torch.manual_seed(0)
     model = build_model(model_spec(tiny_cfg.encoder, None, tiny_data.n_classes))
     ids = tiny_data.ids("train")
-    seq = pseudo.generate(model, tiny_data, ids, tmp_path / "seq", tiny_cfg, torch.device("cpu"), workers=0)
-    par = pseudo.generate(model, tiny_data, ids, tmp_path / "par", tiny_cfg, torch.device("cpu"), workers=2)
+    settings = pseudo.MaskSettings.of(tiny_cfg)
+    seq = pseudo.generate(model, tiny_data, ids, tmp_path / "seq", replace(settings, workers=0), torch.device("cpu"))
+    par = pseudo.generate(model, tiny_data, ids, tmp_path / "par", replace(settings, workers=2), torch.device("cpu"))
     for id_ in ids:
         for kind in ("raw", "crf"):
             a = read_label_png(tmp_path / "seq" / kind / f"{id_}.png")

@@ -6,7 +6,7 @@ gets with ``dvc get``; CAM sweeps and accuracy come from the final checkpoints.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +54,11 @@ def sweep_and_accuracy(model: ISIMNet, data: Prepared, cfg: Config, device: torc
         ids = data.ids(split)
         if not ids:
             continue
-        scales = cfg.cam.scales if split == "train" and data.has_masks else [1.0]
+        cam = camlib.CamSettings.of(cfg)
+        if not (split == "train" and data.has_masks):  # accuracy alone: the scale-1.0 logits
+            cam = replace(cam, scales=[1.0])
         logits, targets = [], []
-        for item, maps, keys, lg in camlib.dataset_cams(model, data, ids, cfg, device, scales, f"evaluate {split}"):
+        for item, maps, keys, lg in camlib.dataset_cams(model, data, ids, cam, device, f"evaluate {split}"):
             logits.append(lg)
             targets.append(item["label"].numpy())
             if split == "train" and data.has_masks:

@@ -19,14 +19,13 @@ import numpy as np
 import torch
 
 from isim import metrics
-from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import IGNORE, write_json, write_label_png
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
 from isim.pseudo.crf import DenseCRF
-from isim.pseudo.masks import Truth
+from isim.pseudo.masks import MaskSettings, Truth
 from isim.run_layout import summary_path
 
 
@@ -61,26 +60,26 @@ class AffinityLabeller:
         return res
 
 
-def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, cfg: Config,
-             device: torch.device, workers: int | None = None) -> dict:
-    """Write the affinity labels of ``ids`` into ``out``; return the summary."""
-    workers = cfg.runtime.crf_workers if workers is None else workers
+def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, settings: MaskSettings,
+             fg_threshold: float, bg_threshold: float, device: torch.device) -> dict:
+    """Write the affinity labels of ``ids`` into ``out`` (CAMs, CRF and workers of ``settings``;
+    its own threshold is not used: the two below are); return the summary."""
     t0 = time.perf_counter()
     n = data.n_classes
     totals: dict[str, Any] = {"pixels": 0, "labelled": 0, "conf": np.zeros((n, n), np.int64)}
 
     def jobs() -> Iterator[tuple]:
-        for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, cfg, device, desc="affinity labels"):
+        for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, settings.cam, device, "affinity labels"):
             yield item["id"], item["rgb"], maps, keys
 
-    task = AffinityLabeller(DenseCRF(cfg.crf), cfg.crf.enabled, cfg.affinity.fg_threshold,
-                            cfg.affinity.bg_threshold, Path(out), Truth(data))
-    for res in pool.imap(task, jobs(), workers):
+    task = AffinityLabeller(DenseCRF(settings.crf), settings.crf.enabled, fg_threshold, bg_threshold, Path(out),
+                            Truth(data))
+    for res in pool.imap(task, jobs(), settings.workers):
         for k, v in res.items():
             totals[k] += v
     summary: dict[str, Any] = {
         "images": len(ids), "seconds": round(time.perf_counter() - t0, 3),
-        "fg_threshold": cfg.affinity.fg_threshold, "bg_threshold": cfg.affinity.bg_threshold,
+        "fg_threshold": fg_threshold, "bg_threshold": bg_threshold,
         "labelled_share": round(totals["labelled"] / max(1, totals["pixels"]), 4)}
     if data.has_masks:
         # how right the labels are where they are given: what AffinityNet learns from

@@ -3,6 +3,7 @@ normalised per class, thresholded against a constant background score."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
@@ -10,9 +11,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from isim.config import Config
+from isim.config import Config, TransformCfg
 from isim.data.layout import Prepared
 from isim.models.net import ISIMNet
+
+
+@dataclass(frozen=True)
+class CamSettings:
+    """How a split's CAMs are computed: the images' resizing and normalisation (``transform``),
+    the inference ``scales`` (each with its flip) and how many equal-size images share a pass."""
+
+    transform: TransformCfg
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    batch_size: int = 8
+
+    @classmethod
+    def of(cls, cfg: Config) -> CamSettings:
+        return cls(cfg.transform, list(cfg.cam.scales), cfg.runtime.cam_batch_size)
 
 
 def same_size_batches(items: Iterable[Any], max_batch: int | Callable[[Any], int],
@@ -56,9 +71,8 @@ def multiscale_cam(model: ISIMNet, items: list[dict], device: torch.device
     return total.cpu(), logits.cpu()
 
 
-def dataset_cams(model: ISIMNet, data: Prepared, ids: list[str], cfg: Config, device: torch.device,
-                 scales: list[float] | None = None, desc: str = "CAMs"
-                 ) -> Iterator[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
+def dataset_cams(model: ISIMNet, data: Prepared, ids: list[str], cam: CamSettings, device: torch.device,
+                 desc: str = "CAMs") -> Iterator[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
     """CAMs of a whole split, image by image: (item, maps, keys, scale-1.0 logits), where
     ``maps``/``keys`` are :func:`normalise`'s. Equal-size images share forward passes; the
     model is in eval mode meanwhile and gets its previous mode back afterwards."""
@@ -67,13 +81,13 @@ def dataset_cams(model: ISIMNet, data: Prepared, ids: list[str], cfg: Config, de
 
     from isim.data.datasets import InferenceDataset, no_collate
 
-    loader = DataLoader(InferenceDataset(data, ids, cfg.transform, scales or cfg.cam.scales), batch_size=None,
+    loader = DataLoader(InferenceDataset(data, ids, cam.transform, cam.scales), batch_size=None,
                         collate_fn=no_collate)
     was_training = model.training
     model.eval()
     progress = tqdm(total=len(ids), desc=desc, unit="img", mininterval=2.0, leave=False)
     try:
-        for items in same_size_batches(loader, cfg.runtime.cam_batch_size):
+        for items in same_size_batches(loader, cam.batch_size):
             cams, logits = multiscale_cam(model, items, device)
             progress.update(len(items))
             for item, c, lg in zip(items, cams, logits):

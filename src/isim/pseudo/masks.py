@@ -18,7 +18,7 @@ import torch
 
 from isim import distributed, metrics
 from isim import run_layout as layout
-from isim.config import Config
+from isim.config import Config, CrfCfg
 from isim.data.layout import Prepared
 from isim.io import DataError, read_label_png, write_json, write_label_png
 from isim.mask_scores import HoldoutScore, MaskSetSummary, Score
@@ -76,15 +76,30 @@ class MaskWriter:
         return res
 
 
-def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | None, cfg: Config,
-             device: torch.device, workers: int | None = None, desc: str = "pseudo labels",
-             threshold: float | None = None,
+@dataclass(frozen=True)
+class MaskSettings:
+    """What a mask set is made with: the CAMs, the ``threshold`` against the constant background
+    score, dense CRF, and the ``workers`` processes that run CRF and PNG encoding."""
+
+    cam: camlib.CamSettings
+    threshold: float
+    crf: CrfCfg
+    workers: int = 0
+
+    @classmethod
+    def of(cls, cfg: Config, threshold: float | None = None) -> MaskSettings:
+        """From params.yaml; ``threshold`` overrides ``threshold`` (the random walk's bg_threshold)."""
+        return cls(camlib.CamSettings.of(cfg), cfg.threshold if threshold is None else threshold, cfg.crf,
+                   cfg.runtime.crf_workers)
+
+
+def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | None, settings: MaskSettings,
+             device: torch.device, desc: str = "pseudo labels",
              propagate: Callable[[dict, np.ndarray], np.ndarray] | None = None) -> MaskSetSummary:
     """Write one round of pseudo labels for ``ids`` into ``out`` (None: score them only, write
     nothing); return its summary. ``propagate(item, maps)`` transforms the CAMs before the
-    ``threshold`` (default: ``cfg.threshold``) is applied: the random walk."""
-    workers = cfg.runtime.crf_workers if workers is None else workers
-    threshold = cfg.threshold if threshold is None else threshold
+    threshold is applied: the random walk."""
+    threshold, crf = settings.threshold, settings.crf
     t0 = time.perf_counter()
     n = data.n_classes
     totals: dict[str, Any] = {"conf_raw": np.zeros((n, n), np.int64), "conf_crf": np.zeros((n, n), np.int64),
@@ -95,13 +110,12 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
     logits, targets = np.zeros((len(mine), n - 1), np.float32), np.zeros((len(mine), n - 1), np.float32)
 
     def jobs() -> Iterator[tuple]:
-        for i, (item, maps, keys, lg) in enumerate(camlib.dataset_cams(model, data, mine, cfg, device, desc=desc)):
+        for i, (item, maps, keys, lg) in enumerate(camlib.dataset_cams(model, data, mine, settings.cam, device, desc)):
             logits[i], targets[i] = lg, item["label"].numpy()
             yield item["id"], item["rgb"], propagate(item, maps) if propagate else maps, keys
 
-    task = MaskWriter(DenseCRF(cfg.crf), cfg.crf.enabled, threshold, Path(out) if out is not None else None,
-                      Truth(data))
-    for res in pool.imap(task, jobs(), workers):
+    task = MaskWriter(DenseCRF(crf), crf.enabled, threshold, Path(out) if out is not None else None, Truth(data))
+    for res in pool.imap(task, jobs(), settings.workers):
         for k, v in res.items():
             totals[k] += v
     totals = {k: distributed.all_sum(np.asarray(v)) for k, v in totals.items()}
@@ -109,7 +123,7 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
     logits, targets = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     seconds = time.perf_counter() - t0
     summary = MaskSetSummary(len(ids), round(seconds, 3), round(len(ids) / max(seconds, 1e-9), 3),
-                             int(totals["raw_bg_only"]), int(totals["crf_bg_only"]), threshold, cfg.crf.enabled,
+                             int(totals["raw_bg_only"]), int(totals["crf_bg_only"]), threshold, crf.enabled,
                              metrics.classification(logits, targets) if ids else {})
     if data.has_masks:
         summary.raw = Score.from_json(metrics.summary(totals["conf_raw"], data.classes))
@@ -119,12 +133,11 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
     return summary
 
 
-def score(model: ISIMNet, data: Prepared, ids: list[str], cfg: Config, device: torch.device,
-          desc: str = "holdout", threshold: float | None = None,
-          propagate: Callable[[dict, np.ndarray], np.ndarray] | None = None) -> HoldoutScore:
+def score(model: ISIMNet, data: Prepared, ids: list[str], settings: MaskSettings, device: torch.device,
+          desc: str = "holdout", propagate: Callable[[dict, np.ndarray], np.ndarray] | None = None) -> HoldoutScore:
     """mIoU (before and after CRF) of the pseudo masks ``generate`` would write for ``ids``,
     without writing them: the tuning objective's measurement."""
-    s = generate(model, data, ids, None, cfg, device, desc=desc, threshold=threshold, propagate=propagate)
+    s = generate(model, data, ids, None, settings, device, desc, propagate)
     if s.raw is None or s.crf is None:
         raise DataError(f"{data.root}: the holdout images have no ground-truth masks to score against")
     return HoldoutScore(s.raw.miou, s.crf.miou, s.images, s.crf_bg_only, s.seconds)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from isim.config import Config
+from isim.config import Config, RandomWalkCfg, TransformCfg
 from isim.data.datasets import normalize
 from isim.models.affinitynet import AffinityNet, pair_offsets
 
@@ -58,18 +58,23 @@ class RandomWalk:
     """``propagate(item, maps)`` for pseudo/masks.generate: full-size normalised CAMs in, walked
     maps (scaled to a maximum of 1) out."""
 
-    def __init__(self, net: AffinityNet, cfg: Config, device: torch.device):
-        self.net, self.cfg, self.device = net.eval(), cfg, device
+    def __init__(self, net: AffinityNet, transform: TransformCfg, radius: int, rw: RandomWalkCfg,
+                 device: torch.device):
+        """``radius``: AffinityNet's pair radius (affinity.radius); ``rw``: beta and exp_times."""
+        self.net, self.transform, self.radius, self.rw, self.device = net.eval(), transform, radius, rw, device
+
+    @classmethod
+    def of(cls, net: AffinityNet, cfg: Config, device: torch.device) -> RandomWalk:
+        return cls(net, cfg.transform, cfg.affinity.radius, cfg.random_walk, device)
 
     @torch.no_grad()
     def __call__(self, item: dict, maps: np.ndarray) -> np.ndarray:
         if len(maps) == 0:  # no class in the image: nothing to walk
             return maps
-        x = normalize(np.ascontiguousarray(item["rgb"]), self.cfg.transform)[None].to(self.device)
+        x = normalize(np.ascontiguousarray(item["rgb"]), self.transform)[None].to(self.device)
         feats = self.net(x)[0].float().cpu()
         size = maps.shape[-2:]
         seeds = F.adaptive_avg_pool2d(torch.from_numpy(maps)[None], feats.shape[-2:])[0]
-        rw = self.cfg.random_walk
-        walked = walk(seeds, transition(feats, self.cfg.affinity.radius, rw.beta), 2 ** rw.exp_times)
+        walked = walk(seeds, transition(feats, self.radius, self.rw.beta), 2 ** self.rw.exp_times)
         up = F.interpolate(walked[None], size=size, mode="bilinear", align_corners=False)[0]
         return (up / up.max().clamp(min=1e-5)).numpy().astype(np.float32)

@@ -25,7 +25,7 @@ def run(cfg: Config, checkpoint: Path, data_dir: Path, split: str, out: Path, st
         remove_old_outputs(out)
     distributed.barrier()
     with stage_run(cfg, stage) as tr:
-        summary = masks.generate(model, data, data.ids(split), out, cfg, device)
+        summary = masks.generate(model, data, data.ids(split), out, masks.MaskSettings.of(cfg), device)
         tr.log_round(1, out, summary, data)
     log.info("pseudo labels %s -> %s: %s", checkpoint, out,
              summary.mious() or summary.images)

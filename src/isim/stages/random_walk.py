@@ -25,14 +25,13 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, affinity_checkpoint
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
     model = load_model(final_checkpoint(isim_checkpoints), device)
-    walker = RandomWalk(load_affinity(affinity_checkpoint, device), cfg, device)
+    walker = RandomWalk.of(load_affinity(affinity_checkpoint, device), cfg, device)
+    settings = masks.MaskSettings.of(cfg, threshold=cfg.random_walk.bg_threshold)
     remove_old_outputs(out)
     with stage_run(cfg, "random_walk") as tr:
-        summary = masks.generate(model, data, data.ids("train"), out, cfg, device, desc="random walk",
-                                 threshold=cfg.random_walk.bg_threshold, propagate=walker)
+        summary = masks.generate(model, data, data.ids("train"), out, settings, device, "random walk", walker)
         if data.has_masks and (holdout := data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction)):
-            summary.holdout = masks.score(model, data, holdout, cfg, device, desc="random walk holdout",
-                                          threshold=cfg.random_walk.bg_threshold, propagate=walker)
+            summary.holdout = masks.score(model, data, holdout, settings, device, "random walk holdout", walker)
             write_json(summary_path(out), summary.to_json())
         tr.log_round(1, out, summary, data)
     log.info("random walk -> %s: %s", out,

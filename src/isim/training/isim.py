@@ -134,6 +134,7 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
     engine = cam_engine(cfg, data, model_spec(cfg.encoder, cfg.model, data.n_classes), device)
     net = engine.model
     assert isinstance(net, ISIMNet)
+    settings = masks.MaskSettings.of(cfg)  # how every round's pseudo labels are made
     rc, epochs = cfg.rounds, cfg.train.epochs
     schedule = Schedule(rc.warmup_epochs, cfg.crf_freq, rc.regen, rc.converge_tol, rc.converge_patience)
     rounds: list[MaskSetSummary] = []
@@ -183,10 +184,10 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         distributed.broadcast_module(engine.model)  # every rank's shard from rank 0's model
         if distributed.is_main():
             engine.save(ckpt, epoch, r)
-        summary = masks.generate(net, data, engine.dataset.ids, partial, cfg, device, desc=f"round {r}")
+        summary = masks.generate(net, data, engine.dataset.ids, partial, settings, device, f"round {r}")
         summary.round, summary.after_epoch = r, epoch
         if holdout:
-            summary.holdout = masks.score(net, data, holdout, cfg, device, desc=f"round {r} holdout")
+            summary.holdout = masks.score(net, data, holdout, settings, device, f"round {r} holdout")
         distributed.barrier()  # every shard written
         if distributed.is_main():
             write_json(layout.summary_path(partial), summary.to_json())
