@@ -1,4 +1,5 @@
-"""MLflow tracking: one parent run per pipeline run, one child run per stage.
+"""This project's MLflow records: one parent run per pipeline run, one child run per stage,
+with the stages' reports (rounds, evaluation, models); on top of isim.mlflow_session.
 
 - Parent key: the DVC experiment name under ``dvc exp run``, otherwise git commit + a hash of
   params.yaml, so re-running one stage joins the same parent.
@@ -15,8 +16,6 @@ import json
 import logging
 import os
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,15 +25,19 @@ import numpy as np
 import yaml
 
 from isim.config import Config, flatten
-from isim.errors import IsimError
 from isim.mask_scores import MaskSetSummary
+from isim.mlflow_session import (
+    NullSession,
+    Session,
+    TrackingError,
+    git_commit,
+    reachable,
+    retrying,
+    source_tags,
+)
 
 log = logging.getLogger(__name__)
 KEY_TAG = "isim.pipeline_key"
-
-
-class TrackingError(IsimError, RuntimeError):
-    """tracking.strict is set and MLflow failed."""
 
 
 def _outside_dvc_tmp(path: Path) -> Path:
@@ -59,14 +62,6 @@ def tracking_uri(cfg: Config) -> str:
     if uri:
         return uri
     return f"sqlite:///{repo_root() / 'mlflow.db'}"
-
-
-def git_commit(cwd: Path | None = None) -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return "nogit"
 
 
 def pipeline_key(cfg: Config) -> str:
@@ -95,32 +90,6 @@ def dataset_hash(root: Path = Path("data/prepared")) -> str:
     return "labels:" + h.hexdigest()
 
 
-def reachable(uri: str) -> bool:
-    if not uri.startswith(("http://", "https://")):
-        return True
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=3) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-def retrying(fn, *a, wait_s: float = 120.0, **kw):
-    """``fn`` again while SQLite says "database is locked" (several processes logging to one
-    mlflow.db, e.g. tuning workers), so a busy store delays a record instead of dropping it.
-    Hand-written on purpose: one condition and a capped doubling wait are ten lines, and no retry
-    library is in the pinned set (tenacity would be a new dependency for this loop alone)."""
-    deadline, delay = time.monotonic() + wait_s, 0.05
-    while True:
-        try:
-            return fn(*a, **kw)
-        except Exception as e:
-            if "database is locked" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(2.0, delay * 2)
-
-
 def round_metrics(summary: MaskSetSummary, per_class: bool = True) -> dict[str, float]:
     """A pseudo-label round's figures: mIoU before/after CRF (per class too), holdout mIoU."""
     m: dict[str, float] = {}
@@ -134,57 +103,22 @@ def round_metrics(summary: MaskSetSummary, per_class: bool = True) -> dict[str, 
     return m
 
 
-def source_tags(name: str) -> dict[str, str]:
-    """What MLflow's Source column shows: the entry point and the code version."""
-    return {"mlflow.source.name": name, "mlflow.source.type": "PROJECT", "mlflow.source.git.commit": git_commit()}
-
-
-class NullTracker:
+class NullTracker(NullSession):
     """Used when tracking is off or unavailable: every call is a no-op."""
 
-    active = False
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None, headline: bool = False) -> None: ...
     def log_round(self, r: int, round_dir: Path, summary: MaskSetSummary, data: Any) -> None: ...
     def log_evaluation(self, report: dict) -> None: ...
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None: ...
     def log_segmenter(self, checkpoint: Path) -> None: ...
-    def log_image(self, image: np.ndarray, name: str) -> None: ...
-    def log_params(self, params: dict[str, Any]) -> None: ...
-    def warn(self, text: str) -> None: ...
 
 
-class Tracker(NullTracker):
-    """A child run of the pipeline's parent run. Failures disable it with one warning."""
-
-    active = True
+class Tracker(Session, NullTracker):
+    """A stage's child run of the pipeline's parent run, with this project's reports."""
 
     def __init__(self, client: Any, run_id: str, cfg: Config, parent: str | None = None):
-        self.client, self.run_id, self.cfg, self.parent = client, run_id, cfg, parent
+        super().__init__(client, run_id, parent, cfg.tracking.strict)
+        self.cfg = cfg
         self.grid_ids: list[str] | None = None
-
-    def guard(self, what: str, fn, *a, **kw) -> None:
-        """``fn(*a, **kw)`` against MLflow; a failure is logged and ends tracking for this run (it
-        raises only under ``tracking.strict``): tracking must never cost results."""
-        if not self.active:
-            return
-        try:
-            retrying(fn, *a, **kw)
-        except Exception as e:  # noqa: BLE001 - tracking must never cost results
-            if self.cfg.tracking.strict:
-                raise TrackingError(f"tracking.strict: {what} failed: {e}") from e
-            log.warning("MLflow %s failed (%s: %s); continuing without tracking", what, type(e).__name__, e)
-            self.active = False
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None, headline: bool = False) -> None:
-        """``headline``: also on the pipeline's parent run, so runs compare in MLflow's runs table."""
-        from mlflow.entities import Metric  # mlflow is imported only when tracking is on
-        ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)]
-        self.guard("log_metrics", self.client.log_batch, self.run_id, metrics=items)
-        if headline and self.parent:
-            self.guard("log_metrics", self.client.log_batch, self.parent, metrics=items)
 
     def log_round(self, r: int, round_dir: Path, summary: MaskSetSummary, data: Any) -> None:
         m = {"pseudo_bg_only": summary.crf_bg_only, "pseudo_images_per_s": summary.images_per_s,
@@ -217,21 +151,6 @@ class Tracker(NullTracker):
             fig = confusion_figure(np.asarray(conf), report["classes"])
             self.guard("log_figure", self.client.log_figure, self.run_id, fig, "confusion_isim_final.png")
         self.guard("log_dict", self.client.log_dict, self.run_id, report, "eval.json")
-
-    def log_image(self, image: np.ndarray, name: str) -> None:
-        self.guard("log_image", self.client.log_image, self.run_id, image, name)
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        self.guard("log_params", self.client.log_batch, self.run_id, params=items)
-
-    def warn(self, text: str) -> None:
-        """A warning people must see in the UI: the run's ``warning`` tag (on the parent run too,
-        so it shows in the runs table) and ``warnings.txt``."""
-        for run_id in filter(None, (self.run_id, self.parent)):
-            self.guard("set_tag", self.client.set_tag, run_id, "warning", text[:5000])
-        self.guard("log_text", self.client.log_text, self.run_id, text + "\n", "warnings.txt")
 
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None:
         """The model as a torch.export program (pt2: no pickle) with tuple outputs (logits, cam[, seg]),

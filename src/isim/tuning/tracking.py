@@ -1,5 +1,5 @@
-"""MLflow for an Optuna study: one parent run per study, a child run per trial (the project's
-generic MLflow session, isim.tracking, underneath; its public calls only)."""
+"""MLflow for an Optuna study: one parent run per study, a child run per trial (the generic
+MLflow session, isim.mlflow_session, underneath; public calls only)."""
 from __future__ import annotations
 
 import json
@@ -9,18 +9,8 @@ from typing import Any
 
 from isim.config import Config
 from isim.mask_scores import MaskSetSummary
-from isim.tracking import (
-    Tracker,
-    TrackingError,
-    dataset_hash,
-    experiment,
-    log_dataset,
-    reachable,
-    retrying,
-    round_metrics,
-    source_tags,
-    tracking_uri,
-)
+from isim.mlflow_session import Session, TrackingError, reachable, retrying, source_tags
+from isim.tracking import dataset_hash, experiment, log_dataset, round_metrics, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +20,7 @@ STUDY_TAG = "isim.study"
 class TrialRun:
     """A trial's child run: its params, holdout mIoU per round (step = round), final state."""
 
-    def __init__(self, tracker: Tracker):
+    def __init__(self, tracker: Session):
         self.t = tracker
 
     def round(self, r: int, summary: MaskSetSummary) -> None:
@@ -93,7 +83,7 @@ class StudyTracker:
         tags = {"mlflow.parentRunId": self.parent, "isim.kind": "trial", "trial": str(number),
                 **({"retry_of": str(retry_of[-1])} if retry_of else {})}
         run_id = retrying(self.client.create_run, self.exp_id, run_name=f"trial-{number:04d}", tags=tags).info.run_id
-        t = Tracker(self.client, run_id, self.cfg)
+        t = Session(self.client, run_id, strict=self.cfg.tracking.strict)
         t.guard("log_params", self.client.log_batch, run_id,
                  params=[Param(k, str(v)) for k, v in values.items()])
         return TrialRun(t)
@@ -101,7 +91,7 @@ class StudyTracker:
     def finish(self, best: dict | None, counts: dict[str, int], figures: dict[str, Any], files: list[Path]) -> None:
         """Best trial tagged (on the child and the parent), counts and best value as metrics,
         study pictures and result files as artifacts; the parent run is closed."""
-        t = Tracker(self.client, self.parent, self.cfg)
+        t = Session(self.client, self.parent, strict=self.cfg.tracking.strict)
         t.log_metrics({f"trials_{k}": v for k, v in counts.items()})
         if best is not None:
             t.log_metrics({"best_value": best["value"]})
