@@ -61,8 +61,8 @@ class GlobalBatches(Sampler[list[int]]):
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1):
         if batch_size % world:
-            raise TrainingError(f"train.batch_size={batch_size} does not split evenly over {world} processes: "
-                                "make it a multiple of runtime.nproc x runtime.nnodes")
+            raise TrainingError(f"batch size {batch_size} (train, affinity or segmenter .batch_size) does not split "
+                                f"evenly over {world} processes: make it a multiple of runtime.nproc x runtime.nnodes")
         if n < world:
             raise TrainingError(f"{n} training images cannot be shared by {world} processes")
         self.n, self.batch_size, self.generator, self.rank, self.world = n, batch_size, generator, rank, world
@@ -76,8 +76,6 @@ class GlobalBatches(Sampler[list[int]]):
         for b in range(len(self)):
             batch = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield np.array_split(batch, self.world)[self.rank].tolist()
-
-
 
 
 @dataclass
@@ -263,7 +261,8 @@ class Engine:
             rec.update({f"train_{k}": v for k, v in metrics.classification(
                 np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])).items()})
         self.history.append(rec)
-        figures = " ".join(f"{k} {rec[k]:.4f}" for k in means if k != "loss")
+        figures = " ".join([f"{k} {rec[k]:.4f}" for k in means if k != "loss"] +
+                           ([f"label acc {rec['train_label_acc']:.1f}"] if logits else []))
         log.info("%s epoch %d/%d loss %.4f (%s) %.1fs", self.task.name, epoch, self.settings.epochs, rec["loss"],
                  figures, rec["seconds"])
         return rec
