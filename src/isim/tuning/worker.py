@@ -58,6 +58,16 @@ def _alive(worker: str) -> bool:
         return False
 
 
+def fail_and_requeue(study: optuna.Study, storage: Any, cfg: Config, tid: int, reason: str) -> bool:
+    """A running trial marked FAIL with ``reason`` and queued again (Optuna's retry callback, which
+    records the retry history); False when it was no longer running."""
+    storage.set_trial_user_attr(tid, REASON_ATTR, reason)
+    if not storage.set_trial_state_values(tid, TrialState.FAIL):
+        return False
+    retry_callback(cfg.tune)(study, storage.get_trial(tid))
+    return True
+
+
 def reap(study: optuna.Study, storage: Any, cfg: Config) -> list[int]:
     """Fail and queue again every running trial whose worker process on this host is gone
     (any storage), and every trial whose heartbeat went stale (RDB storages). Returns the
@@ -72,9 +82,7 @@ def reap(study: optuna.Study, storage: Any, cfg: Config) -> list[int]:
         if not orphan and (worker is None or _alive(worker)):
             continue
         try:
-            storage.set_trial_user_attr(trial_id(t), REASON_ATTR, f"worker {worker or '?'} died; trial rerun")
-            if storage.set_trial_state_values(trial_id(t), TrialState.FAIL):
-                retry_callback(cfg.tune)(study, storage.get_trial(trial_id(t)))
+            if fail_and_requeue(study, storage, cfg, trial_id(t), f"worker {worker or '?'} died; trial rerun"):
                 failed.append(t.number)
                 log.warning("trial %d: its worker %s is gone; failed and queued again", t.number, worker)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -180,9 +188,7 @@ class Worker:
             reason = f"{type(e).__name__}: {e}"
         except BaseException:  # SIGTERM / Ctrl-C: give the trial back before leaving
             beat.stop()
-            self.storage.set_trial_user_attr(trial_id(trial), REASON_ATTR, "worker stopped; trial rerun")
-            if self.storage.set_trial_state_values(trial_id(trial), TrialState.FAIL):
-                retry_callback(self.cfg.tune)(self.study, self.storage.get_trial(trial_id(trial)))
+            fail_and_requeue(self.study, self.storage, self.cfg, trial_id(trial), "worker stopped; trial rerun")
             if run:
                 run.end("FAIL", "worker stopped", None, time.perf_counter() - t0)
             raise
