@@ -107,7 +107,8 @@ class Predictor:
         self.model: torch.nn.Module
         if arch in SEGMENTERS:
             self.model = build_segmenter(spec)
-            self.scales = list(config.segmenter.scales)
+            # a checkpoint without params (made outside a stage) predicts at its own scale only
+            self.scales = list(config.segmenter.scales) if state.get("config") else [1.0]
         elif arch in ARCHS and arch != "baseline":
             self.model = build_model(spec)
             self.scales = [1.0]

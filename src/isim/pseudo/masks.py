@@ -88,7 +88,7 @@ class MaskSettings:
 
     @classmethod
     def of(cls, cfg: Config, threshold: float | None = None) -> MaskSettings:
-        """From params.yaml; ``threshold`` overrides ``threshold`` (the random walk's bg_threshold)."""
+        """From params.yaml; ``threshold`` replaces its ``threshold`` (the random walk's bg_threshold)."""
         return cls(camlib.CamSettings.of(cfg), cfg.threshold if threshold is None else threshold, cfg.crf,
                    cfg.runtime.crf_workers)
 
