@@ -77,7 +77,7 @@ def main() -> None:
     from isim.data.layout import Prepared
     from isim.models import model_spec
     from isim.runtime import resolve_device
-    from isim.training.isim import cam_engine
+    from isim.training.baseline import cam_engine
     raw = merged(yaml.safe_load((ROOT / "params.yaml").read_text()),
                 yaml.safe_load((ROOT / "pipelines/voc.yaml").read_text()))
     raw = merged(raw, {"encoder": {"pretrained": False}, "train": {"batch_size": a.batch, "epochs": 1},

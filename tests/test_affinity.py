@@ -9,6 +9,7 @@ from isim.io import IGNORE, read_label_png
 from isim.models import ModelError, build_model, load_affinity, model_spec
 from isim.models.affinitynet import affinity, affinity_spec, build_affinity, crop_pairs, pair_offsets
 from isim.pseudo import affinity_labels, masks, pool
+from isim.pseudo.cam import CamSettings
 from isim.pseudo.crf import DenseCRF
 from isim.pseudo.walk import RandomWalk, transition, walk
 from isim.training.affinitynet import affinity_loss, train_affinity
@@ -83,8 +84,9 @@ def test_affinity_labels_learning_and_walk_on_tiny_data(tiny_data, tiny_cfg, tmp
     device = torch.device("cpu")
     model = build_model(model_spec(tiny_cfg.encoder, tiny_cfg.model, tiny_data.n_classes))
     ids = tiny_data.ids("train")
-    summary = affinity_labels.generate(model, tiny_data, ids, tmp_path / "aff", masks.MaskSettings.of(tiny_cfg),
-                                       tiny_cfg.affinity.fg_threshold, tiny_cfg.affinity.bg_threshold, device)
+    summary = affinity_labels.generate(model, tiny_data, ids, tmp_path / "aff", CamSettings.of(tiny_cfg),
+                                       tiny_cfg.crf, tiny_cfg.affinity.fg_threshold, tiny_cfg.affinity.bg_threshold,
+                                       device)
     assert summary["images"] == len(ids) and 0 < summary["labelled_share"] <= 1
     for id_ in ids:
         lab = read_label_png(tmp_path / "aff" / f"{id_}.png", tiny_data.n_classes)

@@ -38,7 +38,7 @@ def test_poly_lr_is_torchs_and_keeps_real_momentum(tiny_data):
     """torch's PolynomialLR gives the closed form base_lr * (1 - t / T) ** power at every step
     (the sequence the project's own scheduler produced), per parameter group."""
     from isim.runtime import resolve_device
-    from isim.training.isim import cam_engine
+    from isim.training.baseline import cam_engine
     cfg = from_dict(tiny_params(train={"epochs": 2, "poly_power": 0.9}))
     tr = cam_engine(cfg, tiny_data, model_spec(cfg.encoder, cfg.model, tiny_data.n_classes), resolve_device("cpu"))
     opt, sched = tr.opt, tr.sched

@@ -472,11 +472,21 @@ def _message(err: Any) -> str:
     return f"{key}: {err['msg']} (got {err['input']!r})"
 
 
-def from_dict(raw: dict[str, Any] | None) -> Config:
+def _validate(raw: dict[str, Any] | None) -> Config:
     try:
         return Config.model_validate(raw or {})
     except ValidationError as e:
         raise ConfigError("; ".join(_message(err) for err in e.errors())) from None
+
+
+def from_dict(raw: dict[str, Any] | None) -> Config:
+    return _validate(raw)
+
+
+def saved_params(raw: dict[str, Any] | None) -> Config:
+    """The params a checkpoint was trained with (saved in it), validated as params are; not the
+    running stage's params, so they are none of its declared params either."""
+    return _validate(raw)
 
 
 def load(path: str | Path = "params.yaml") -> Config:

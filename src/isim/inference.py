@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from isim.config import ConfigError, CrfCfg, from_dict
+from isim.config import ConfigError, CrfCfg, saved_params
 from isim.data.datasets import normalize, resize_image
 from isim.data.own import IMAGE_SUFFIXES, shrink
 from isim.errors import ModelError
@@ -100,7 +100,7 @@ class Predictor:
         state = read_checkpoint(checkpoint)
         spec = state["spec"]
         try:  # the params it was trained with, typed (defaults where a checkpoint carries none)
-            config = from_dict(state.get("config"))
+            config = saved_params(state.get("config"))
         except ConfigError as e:
             raise ModelError(f"{checkpoint}: the params saved with it are not valid here: {e}") from None
         arch = spec["arch"]

@@ -19,13 +19,12 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
 from isim.config import Config, flatten
-from isim.mask_scores import MaskSetSummary
 from isim.mlflow_session import (
     NullSession,
     Session,
@@ -35,6 +34,9 @@ from isim.mlflow_session import (
     retrying,
     source_tags,
 )
+
+if TYPE_CHECKING:  # a type only: stages that log no round do not run the summary's module
+    from isim.mask_scores import MaskSetSummary
 
 log = logging.getLogger(__name__)
 KEY_TAG = "isim.pipeline_key"

@@ -19,13 +19,15 @@ import numpy as np
 import torch
 
 from isim import metrics
+from isim.config import CrfCfg
 from isim.data.layout import Prepared
 from isim.io import IGNORE, write_json, write_label_png
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
+from isim.pseudo.cam import CamSettings
 from isim.pseudo.crf import DenseCRF
-from isim.pseudo.masks import MaskSettings, Truth
+from isim.pseudo.masks import Truth
 from isim.run_layout import summary_path
 
 
@@ -60,21 +62,20 @@ class AffinityLabeller:
         return res
 
 
-def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, settings: MaskSettings,
-             fg_threshold: float, bg_threshold: float, device: torch.device) -> dict:
-    """Write the affinity labels of ``ids`` into ``out`` (CAMs, CRF and workers of ``settings``;
-    its own threshold is not used: the two below are); return the summary."""
+def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, cam: CamSettings, crf: CrfCfg,
+             fg_threshold: float, bg_threshold: float, device: torch.device, workers: int = 0) -> dict:
+    """Write the affinity labels of ``ids`` into ``out`` (``workers`` processes for CRF and PNG
+    encoding); return the summary."""
     t0 = time.perf_counter()
     n = data.n_classes
     totals: dict[str, Any] = {"pixels": 0, "labelled": 0, "conf": np.zeros((n, n), np.int64)}
 
     def jobs() -> Iterator[tuple]:
-        for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, settings.cam, device, "affinity labels"):
+        for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, cam, device, "affinity labels"):
             yield item["id"], item["rgb"], maps, keys
 
-    task = AffinityLabeller(DenseCRF(settings.crf), settings.crf.enabled, fg_threshold, bg_threshold, Path(out),
-                            Truth(data))
-    for res in pool.imap(task, jobs(), settings.workers):
+    task = AffinityLabeller(DenseCRF(crf), crf.enabled, fg_threshold, bg_threshold, Path(out), Truth(data))
+    for res in pool.imap(task, jobs(), workers):
         for k, v in res.items():
             totals[k] += v
     summary: dict[str, Any] = {

@@ -8,7 +8,7 @@ from isim.config import Config
 from isim.data.layout import Prepared
 from isim.models import load_model
 from isim.pseudo import affinity_labels
-from isim.pseudo.masks import MaskSettings
+from isim.pseudo.cam import CamSettings
 from isim.run_layout import final_checkpoint
 from isim.runtime import setup
 from isim.stages import remove_old_outputs
@@ -24,8 +24,9 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, out: Path) -> None:
     model = load_model(checkpoint, device)
     remove_old_outputs(out)
     with stage_run(cfg, "affinity_labels") as tr:
-        summary = affinity_labels.generate(model, data, data.ids("train"), out, MaskSettings.of(cfg),
-                                           cfg.affinity.fg_threshold, cfg.affinity.bg_threshold, device)
+        ac = cfg.affinity
+        summary = affinity_labels.generate(model, data, data.ids("train"), out, CamSettings.of(cfg), cfg.crf,
+                                           ac.fg_threshold, ac.bg_threshold, device, cfg.runtime.crf_workers)
         tr.log_metrics({"labelled_share": summary["labelled_share"],
                         **({"labelled_miou": summary["labelled"]["miou"]} if "labelled" in summary else {})})
     log.info("affinity labels from %s -> %s: %.1f%% of pixels labelled%s", checkpoint, out,

@@ -1,18 +1,77 @@
-"""The CAM baseline: the encoder and classification branch trained on image labels only."""
+"""The CAM baseline: the encoder and classification branch trained on image labels only; its
+task (multi-label classification, plus segmentation once pseudo masks exist) is ISIM's too."""
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from isim import distributed
 from isim.config import Config
+from isim.data.datasets import TrainDataset
 from isim.data.layout import Prepared
-from isim.models import model_spec
+from isim.models import build_model, model_spec
+from isim.models.net import ISIMNet, Output
 from isim.runtime import seed_everything, setup
-from isim.training.engine import TrainingResult
-from isim.training.isim import cam_engine
+from isim.training.engine import Engine, Settings, Step, Task, TrainingResult, segmentation_loss
 from isim.training.recovery import Recovery
+
+
+class _Forward(nn.Module):
+    """The step's forward pass as one module call, so DistributedDataParallel sees it whether
+    the epoch trains the classifier alone or the segmentation branch too."""
+
+    def __init__(self, model: ISIMNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, joint: bool) -> Output:
+        return self.model(x) if joint else self.model.classify(x)
+
+
+class CamTask(Task):
+    """The CAM baseline and ISIM: multi-label classification, plus segmentation on the pseudo
+    masks once ``dataset`` has a round's (paper Eq. 1-3)."""
+
+    lr_key = "lr_encoder"
+
+    def __init__(self, model: ISIMNet, spec: dict[str, Any], dataset: TrainDataset, lr_encoder: float,
+                 lr_decoder: float, lr_classifier: float):
+        has_decoder = model.decoder is not None
+        super().__init__(model, spec, model.param_groups(lr_encoder, lr_decoder, lr_classifier))
+        self.name = "ISIM" if has_decoder else "CAM baseline"
+        self.find_unused = has_decoder  # warm-up epochs leave the decoder idle
+        self.forward = _Forward(model)
+        self.dataset = dataset
+
+    def loss(self, forward: Any, x: torch.Tensor, batch: dict[str, Any], device: torch.device) -> Step:
+        out = forward(x, self.dataset.pseudo_dir is not None)
+        loss_cls = F.multilabel_soft_margin_loss(out.logits.float(), batch["label"].to(device, non_blocking=True))
+        loss = loss_cls
+        loss_seg = torch.zeros((), device=device)
+        skipped = 0
+        if out.seg is not None:
+            valid = batch["seg_valid"].to(device)
+            skipped = int((~valid).sum())
+            loss_seg = segmentation_loss(out.seg, batch["mask"].to(device), valid)
+            loss = loss + loss_seg
+        return Step(loss, {"loss_cls": loss_cls.item(), "loss_seg": loss_seg.item()},
+                    {"seg_skipped_images": skipped}, out.logits)
+
+
+def cam_engine(cfg: Config, data: Prepared, spec: dict[str, Any], device: torch.device) -> Engine:
+    """The engine of the CAM baseline (``spec`` without a decoder) or ISIM on the train split."""
+    model = build_model(spec, cfg.encoder.pretrained, cfg.encoder.weights).to(device)
+    dataset = TrainDataset(data, data.ids("train"), cfg.transform, seed=cfg.seed)
+    # the baseline has no decoder: it neither reads nor depends on lr_decoder
+    lr_decoder = cfg.lr_decoder if model.decoder is not None else 0.0
+    task = CamTask(model, spec, dataset, cfg.lr_encoder, lr_decoder, cfg.lr_classifier)
+    return Engine(task, Settings.of(cfg, cfg.train.epochs, cfg.train.batch_size), dataset, device, cfg.to_dict())
 
 
 def train_baseline(cfg: Config, data: Prepared, checkpoint: Path, on_epoch: Callable[[dict], None] | None = None,
