@@ -4,9 +4,11 @@ dataset sizes (it must not grow with the number of images); and the throughput o
 photographs (coco_sample's photos) with the `pipelines/photo.yaml` settings, next to the
 embedded 128 px images with the committed params. Each throughput is printed next to the
 machine's limit: cores / (CPU seconds per image of CAM inference + of CRF, each measured alone
-in the same run), since on a CPU both share the cores.
+in the same run), since on a CPU both share the cores. With ``--device cuda`` the CAMs run on
+the GPU while the CRF runs on the CPU cores, so the limit is the slower of the two resources:
+min(1 / GPU seconds per image of CAM inference, cores / CPU seconds per image of CRF).
 
-    .venv/bin/python benchmarks/regeneration.py [--images 200] [--workers 2] [--photos 40]
+    .venv/bin/python benchmarks/regeneration.py [--images 200] [--workers 2] [--photos 40] [--device cpu]
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ def photo_data(n: int) -> Path:
     return root
 
 
-def one(root: Path, workers: int, preset: str = "") -> dict:
+def one(root: Path, workers: int, preset: str = "", device_name: str = "cpu") -> dict:
     import yaml
 
     from isim.config import from_dict, merged
@@ -76,51 +78,59 @@ def one(root: Path, workers: int, preset: str = "") -> dict:
     if preset:
         raw = merged(raw, yaml.safe_load((ROOT / preset).read_text()))
     cfg = from_dict(raw)
+    device = torch.device(device_name)
     tmp = Path(tempfile.mkdtemp())
     data = Prepared.open(root)
     torch.manual_seed(0)
-    model = build_model(model_spec(cfg.encoder, cfg.model, data.n_classes))
+    model = build_model(model_spec(cfg.encoder, cfg.model, data.n_classes)).to(device)
     ids = data.ids("train")
     settings = pseudo.MaskSettings(camlib.CamSettings.of(cfg), cfg.threshold, cfg.crf, workers)
-    pseudo.generate(model, data, ids[:16], tmp / "warm", settings, torch.device("cpu"))
-    s = pseudo.generate(model, data, ids, tmp / "out", settings, torch.device("cpu"))
+    pseudo.generate(model, data, ids[:16], tmp / "warm", settings, device)
+    s = pseudo.generate(model, data, ids, tmp / "out", settings, device)
     usage = resource.getrusage
     peak_kb = usage(resource.RUSAGE_SELF).ru_maxrss + usage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = {"images": len(ids), "workers": workers, "images_per_s": s.images_per_s, "peak_mb": peak_kb / 1024}
     if workers:
-        out.update(cpu_seconds(model, data, ids, cfg))
+        out.update(cpu_seconds(model, data, ids, cfg, device))
     return out
 
 
-def cpu_seconds(model, data, ids: list[str], cfg) -> dict:
-    """CPU seconds per image (all threads) of CAM inference alone and of threshold + CRF alone."""
+def cpu_seconds(model, data, ids: list[str], cfg, device: torch.device) -> dict:
+    """Per image: seconds of CAM inference alone (CPU seconds of all threads; on a GPU, wall
+    seconds, the GPU being the resource) and CPU seconds of threshold + CRF alone."""
     from isim.pseudo import cam as camlib
     from isim.pseudo.crf import DenseCRF
     items = []
-    t0 = time.process_time()
-    cams = camlib.dataset_cams(model, data, ids, camlib.CamSettings.of(cfg), torch.device("cpu"), "CAMs alone")
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    t0 = clock()
+    cams = camlib.dataset_cams(model, data, ids, camlib.CamSettings.of(cfg), device, "CAMs alone")
     for item, maps, keys, _ in cams:
         items.append((item["rgb"], maps, keys))
-    cam = (time.process_time() - t0) / len(ids)
+    cam = (clock() - t0) / len(ids)
     crf = DenseCRF(cfg.crf)
     t0 = time.process_time()
     for rgb, maps, keys in items:
         crf.refine(rgb, camlib.to_mask(maps, keys, cfg.threshold), len(keys))
-    return {"cam_cpu_s": cam, "crf_cpu_s": (time.process_time() - t0) / len(ids)}
+    return {"cam_cpu_s": cam, "crf_cpu_s": (time.process_time() - t0) / len(ids), "device": device.type}
 
 
 def limit_line(what: str, r: dict) -> str:
     cores = os.cpu_count() or 1
-    limit = cores / (r["cam_cpu_s"] + r["crf_cpu_s"])
-    return (f"{what}: {r['images_per_s']:.2f} images/s; machine limit {limit:.2f} images/s = {cores} cores / "
-            f"({r['cam_cpu_s'] * 1000:.0f} ms CAM + {r['crf_cpu_s'] * 1000:.0f} ms CRF CPU per image) "
+    cam, crf = r["cam_cpu_s"], r["crf_cpu_s"]
+    if r["device"] == "cuda":  # CAMs on the GPU beside CRFs on the cores: the slower side bounds it
+        limit = min(1 / cam, cores / crf)
+        how = (f"min(1 / {cam * 1000:.1f} ms GPU CAM, {cores} cores / {crf * 1000:.0f} ms CRF CPU) per image")
+    else:
+        limit = cores / (cam + crf)
+        how = f"{cores} cores / ({cam * 1000:.0f} ms CAM + {crf * 1000:.0f} ms CRF CPU per image)"
+    return (f"{what}: {r['images_per_s']:.2f} images/s; machine limit {limit:.2f} images/s = {how} "
             f"-> {100 * r['images_per_s'] / limit:.0f}% of the limit")
 
 
-def measure(root: Path, workers: int, preset: str = "") -> dict:
+def measure(root: Path, workers: int, preset: str = "", device: str = "cpu") -> dict:
     """In a fresh process, so peak memory is this configuration's own."""
-    out = subprocess.run([sys.executable, __file__, "--one", str(root), str(workers), preset], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run([sys.executable, __file__, "--one", str(root), str(workers), preset, device],
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -129,15 +139,16 @@ def main() -> None:
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--photos", type=int, default=40, help="500x375 photos for the photo figure (0: skip)")
-    p.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the CAMs run")
+    p.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
-        print(json.dumps(one(Path(a.one[0]), int(a.one[1]), a.one[2])))
+        print(json.dumps(one(Path(a.one[0]), int(a.one[1]), a.one[2], a.one[3])))
         return
     small, large = make_data(a.images), make_data(a.images * 4)
-    seq = measure(small, 0)
-    pool = measure(small, a.workers)
-    big = measure(large, a.workers)
+    seq = measure(small, 0, device=a.device)
+    pool = measure(small, a.workers, device=a.device)
+    big = measure(large, a.workers, device=a.device)
     print(f"sequential loop      : {seq['images_per_s']:.1f} images/s  (baseline)")
     print(f"worker pool ({a.workers} procs): {pool['images_per_s']:.1f} images/s  "
           f"-> {pool['images_per_s'] / seq['images_per_s']:.2f}x the sequential loop")
@@ -146,7 +157,7 @@ def main() -> None:
           f"{big['peak_mb']:.0f} MB at {a.images * 4} images "
           f"(ratio {big['peak_mb'] / pool['peak_mb']:.2f})")
     if a.photos:
-        photo = measure(photo_data(a.photos), a.workers, "pipelines/photo.yaml")
+        photo = measure(photo_data(a.photos), a.workers, "pipelines/photo.yaml", a.device)
         print(f"500x375 photos, photo preset, worker pool: {photo['images_per_s']:.2f} images/s "
               f"({1 / photo['images_per_s']:.2f} s per image) vs {pool['images_per_s']:.1f} images/s on the "
               f"128 px embedded images -> {pool['images_per_s'] / photo['images_per_s']:.0f}x slower per image")

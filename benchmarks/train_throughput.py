@@ -6,7 +6,10 @@ the same batches through the same loader; images/s of the steps alone, after war
 On a CPU the two steps do the same arithmetic (mixed precision and channels_last apply on CUDA
 only), so the ratio there is ~1 by construction; the project's speed-up is a GPU figure.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 3] [--batch 16] [--device auto]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 3] [--batch 16] [--device auto] [--set KEY=VALUE ...]
+
+``--set train.amp=false`` or ``--set runtime.compile=true`` measures this project's step with
+mixed precision off or with torch.compile (params.yaml keys, as `dvc exp run -S` takes them).
 """
 from __future__ import annotations
 
@@ -70,10 +73,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps per variant (after 1 warm-up step)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="auto")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a params.yaml override")
     a = p.parse_args()
     import yaml
 
-    from isim.config import from_dict, merged
+    from isim.config import from_dict, merged, overridden
     from isim.data.layout import Prepared
     from isim.models import model_spec
     from isim.runtime import resolve_device
@@ -83,7 +87,7 @@ def main() -> None:
     raw = merged(raw, {"encoder": {"pretrained": False}, "train": {"batch_size": a.batch, "epochs": 1},
                       "rounds": {"warmup_epochs": 0},
                       "runtime": {"device": a.device, "loader_workers": 2}, "tracking": {"enabled": False}})
-    cfg = from_dict(raw)
+    cfg = from_dict(overridden(raw, {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}))
     device = resolve_device(a.device)
     data = Prepared.open(make_data(a.batch * (a.steps + 1)))
     spec = model_spec(cfg.encoder, cfg.model, data.n_classes)
@@ -128,7 +132,8 @@ def main() -> None:
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}), ResNet-50 "
           f"DeepLabCAM, crop {cfg.transform.crop}, batch {a.batch}, 500x375 images")
     print(f"official-style step (fp32, NCHW, PolySGD): {theirs:.2f} images/s  (baseline)")
-    print(f"this project's step (AMP {amp}, channels_last {trainer.channels_last}): {ours:.2f} images/s "
+    print(f"this project's step (AMP {amp}, channels_last {trainer.channels_last}, compile {cfg.runtime.compile}): "
+          f"{ours:.2f} images/s "
           f"-> {ours / theirs:.2f}x the official-style step")
 
 

@@ -3,6 +3,7 @@ S3-compatible endpoint (moto in server mode), and DVC push/pull through that end
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -92,7 +93,10 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     for stage in STAGES:
         r = run([bin_path("isim"), *STAGE_CMDS[stage][1:]], work, env=env)
         assert "without tracking" not in r.stderr, r.stderr[-3000:]
-    run([bin_path("isim"), *STAGE_CMDS["evaluate"][1:]], work, env=env)  # a re-run joins the same parent
+        # no library warnings (e.g. MLflow refusing a model's input example); the method's own
+        # warnings (a tiny final segmenter below its masks) are not what this checks
+        assert not re.search(r"WARNING mlflow|\w+Warning: ", r.stderr), r.stderr[-3000:]
+    r = run([bin_path("isim"), *STAGE_CMDS["evaluate"][1:]], work, env=env)  # a re-run joins the same parent
 
     from mlflow.tracking import MlflowClient
     client = MlflowClient(mlflow_server)
@@ -101,6 +105,12 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     parents = [r for r in runs if r.data.tags.get("isim.kind") == "pipeline"]
     assert len(parents) == 1
     parent = parents[0]
+    # the stage ends by printing where to look: the runs table and the run, answered by the tracking server
+    table, run_page = re.search(r"MLflow: runs table (\S+) \(this run: (\S+)\)", r.stderr).groups()
+    assert table == f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs", table
+    assert run_page == f"{table}/{parent.info.run_id}", run_page
+    with urllib.request.urlopen(table.split("#")[0], timeout=10) as page:
+        assert page.status == 200 and b"<html" in page.read(2000).lower()
     assert float(parent.data.params["threshold"]) == tiny_params()["threshold"]
     assert parent.data.params["model.arch"] == "deeplabcam"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -115,14 +125,18 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     assert arts == {f"rounds/round_0{k}.png" for k in (1, 2, 3)}
     models = client.search_logged_models([exp.experiment_id], filter_string=f"source_run_id = '{train.info.run_id}'")
     assert [m.name for m in models] == ["isim_model"]
-    # the logged model (torch.export, no pickle) loads in a fresh process and computes what the checkpoint does
-    code = ("import sys, json, torch, mlflow.pytorch; m = mlflow.pytorch.load_model(sys.argv[1]);"
-            "out = m(torch.ones(2, 3, 56, 56)); print(json.dumps([t.sum().item() for t in out]))")
+    # the logged model (torch.export, no pickle) loads in a fresh process, as torch and as a served
+    # pyfunc model, and computes the CAM the checkpoint does
+    code = ("import sys, json, numpy as np, torch, mlflow.pytorch, mlflow.pyfunc;"
+            "t = mlflow.pytorch.load_model(sys.argv[1])(torch.ones(2, 3, 56, 56));"
+            "p = mlflow.pyfunc.load_model(sys.argv[1]).predict(np.ones((2, 3, 56, 56), np.float32));"
+            "print(json.dumps([t.sum().item(), float(p.sum()), list(p.shape)]))")
     r = run([sys.executable, "-c", code, f"models:/{models[0].model_id}"], work, env=env)
     from isim.models import load_model
-    ref = load_model(work / "checkpoints/isim/round_03.pt")(torch.ones(2, 3, 56, 56))
-    got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert len(got) == 3 and all(abs(g - t.sum().item()) <= 1e-3 * (1 + abs(g)) for g, t in zip(got, ref))
+    ref = load_model(work / "checkpoints/isim/round_03.pt")(torch.ones(2, 3, 56, 56)).cam
+    torch_sum, served_sum, shape = json.loads(r.stdout.strip().splitlines()[-1])
+    assert shape == list(ref.shape)
+    assert all(abs(g - ref.sum().item()) <= 1e-3 * (1 + abs(g)) for g in (torch_sum, served_sum))
     ev = next(r for r in children if r.info.run_name == "evaluate")
     assert "isim_miou" in ev.data.metrics and "gain" in ev.data.metrics
     sweep = client.get_metric_history(ev.info.run_id, "isim_sweep_miou")

@@ -55,6 +55,18 @@ def retrying(fn, *a, wait_s: float = 120.0, **kw):
             delay = min(2.0, delay * 2)
 
 
+def ui_links(uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a person looks at ``run_id``: the experiment's runs table (a fresh browser opens the
+    experiment itself on MLflow's GenAI overview) and the run's page, in the MLflow UI of a
+    tracking server, or of `mlflow ui` started on a local store."""
+    if uri.startswith(("http://", "https://")):
+        base, start = uri.rstrip("/"), ""
+    else:
+        base, start = "http://127.0.0.1:5000", f" after `mlflow ui --backend-store-uri {uri}`"
+    runs = f"{base}/#/experiments/{experiment_id}/runs"
+    return f"{runs} (this run: {runs}/{run_id}){start}"
+
+
 def source_tags(name: str) -> dict[str, str]:
     """What MLflow's Source column shows: the entry point and the code version."""
     return {"mlflow.source.name": name, "mlflow.source.type": "PROJECT", "mlflow.source.git.commit": git_commit()}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
 
@@ -19,8 +20,9 @@ class SegmenterModel(PythonModel):
         from isim.inference import Predictor
         self.predictor = Predictor(Path(context.artifacts["checkpoint"]))
 
-    # no type hints here: MLflow would read them as an input schema and reshape the image
-    def predict(self, context, model_input, params=None):  # noqa: ANN001
+    # ndarray is the one hint MLflow neither turns into a schema (it would reshape the image) nor
+    # warns about
+    def predict(self, context, model_input: np.ndarray, params=None):  # noqa: ANN001
         rgb = np.asarray(model_input)
         if rgb.ndim != 3 or rgb.shape[-1] != 3:
             raise ValueError(f"expected one RGB image H x W x 3, got an array of shape {rgb.shape}")
@@ -37,7 +39,12 @@ def log_segmenter(checkpoint: Path, name: str, registered_name: str) -> Any:
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, 3))]),
                                outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1))]),
                                params=ParamSchema([ParamSpec("crf", "boolean", False)]))
-    return mlflow.pyfunc.log_model(name=name, python_model=SegmenterModel(),
+    return mlflow.pyfunc.log_model(name=name, python_model=__file__,  # models from code: nothing pickled
                                    artifacts={"checkpoint": str(checkpoint)},
                                    code_paths=[str(Path(isim.__file__).parent)], signature=signature,
+                                   input_example=np.zeros((32, 32, 3), np.uint8),  # MLflow checks that it serves
                                    registered_model_name=registered_name or None, pip_requirements=[])
+
+
+# MLflow logs this file as the model's code and runs it to load the model
+set_model(SegmenterModel())

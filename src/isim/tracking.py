@@ -33,6 +33,7 @@ from isim.mlflow_session import (
     reachable,
     retrying,
     source_tags,
+    ui_links,
 )
 
 if TYPE_CHECKING:  # a type only: stages that log no round do not run the summary's module
@@ -117,9 +118,10 @@ class NullTracker(NullSession):
 class Tracker(Session, NullTracker):
     """A stage's child run of the pipeline's parent run, with this project's reports."""
 
-    def __init__(self, client: Any, run_id: str, cfg: Config, parent: str | None = None):
+    def __init__(self, client: Any, run_id: str, cfg: Config, parent: str | None = None, uri: str = "",
+                 experiment_id: str = ""):
         super().__init__(client, run_id, parent, cfg.tracking.strict)
-        self.cfg = cfg
+        self.cfg, self.uri, self.experiment_id = cfg, uri, experiment_id
         self.grid_ids: list[str] | None = None
 
     def log_round(self, r: int, round_dir: Path, summary: MaskSetSummary, data: Any) -> None:
@@ -155,23 +157,24 @@ class Tracker(Session, NullTracker):
         self.guard("log_dict", self.client.log_dict, self.run_id, report, "eval.json")
 
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None:
-        """The model as a torch.export program (pt2: no pickle) with tuple outputs (logits, cam[, seg]),
-        traced on ``example``
-        (a batch of 2 or more keeps the batch size dynamic)."""
+        """The model as a torch.export program (pt2: no pickle) returning its CAM, traced on
+        ``example`` (a batch of 2 or more keeps the batch size dynamic); MLflow checks that the
+        example serves."""
         def _log() -> None:
             import mlflow
             import mlflow.pytorch
             from mlflow.models import ModelSignature
             from mlflow.types import Schema, TensorSpec
 
-            from isim.models.net import PlainOutputs
-            # images in, Output(logits, cam, seg) out; batch and image size stay dynamic
-            signature = ModelSignature(Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1), "images")]))
+            from isim.models.net import CamOutput
+            # an unnamed input: serving reads the example back as an array (a named one as a dict,
+            # which the PyTorch flavour refuses); batch and image size stay dynamic
+            signature = ModelSignature(Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
+                                       Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, -1))]))
             with mlflow.start_run(run_id=self.run_id):
-                mlflow.pytorch.log_model(PlainOutputs(model.cpu().eval()), name=name, input_example=example,
+                mlflow.pytorch.log_model(CamOutput(model.cpu().eval()), name=name, input_example=example,
                                          signature=signature, serialization_format="pt2", pip_requirements=[])
         self.guard("log_model", _log)
-
 
     def log_segmenter(self, checkpoint: Path) -> None:
         """The final segmenter as a pyfunc model (isim.serving), registered as
@@ -245,7 +248,7 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
             **source_tags(f"dvc.yaml:{stage}"), **tags}).info.run_id
         if data_hash:
             log_dataset(client, [child] if found else [parent, child], data_hash)
-        return Tracker(client, child, cfg, parent)
+        return Tracker(client, child, cfg, parent, uri, exp_id)
     except Exception as e:  # noqa: BLE001
         if cfg.tracking.strict:
             raise TrackingError(f"tracking.strict: could not start a run at {uri}: {e}") from e
@@ -281,6 +284,9 @@ def stage_run(cfg: Config, stage: str) -> Iterator[Tracker | NullTracker]:
                     retrying(tracker.client.set_tag, tracker.parent, "failed_stage",
                              stage if status == "FAILED" else "")
                     retrying(tracker.client.set_terminated, tracker.parent, status=status)
+                # the last stage's line is the last thing `dvc repro` prints: where to look
+                log.info("MLflow: runs table %s", ui_links(tracker.uri, tracker.experiment_id,
+                                                             tracker.parent or tracker.run_id))
             except Exception as e:  # noqa: BLE001
                 log.warning("MLflow could not close run %s: %s", tracker.run_id, e)
 

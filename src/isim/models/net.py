@@ -45,13 +45,14 @@ class ISIMNet(nn.Module):
         return groups
 
 
-class PlainOutputs(nn.Module):
-    """``model`` with a plain tuple output (logits, cam[, seg]): what exported programs carry,
-    so they load in a process that has never imported isim."""
+class CamOutput(nn.Module):
+    """``model`` with its CAM (B x C x h x w, foreground classes) as its one output: what logged
+    programs carry. MLflow serves PyTorch models with a single output tensor only, and the
+    class logits are the CAM's spatial mean (CAMHead), so nothing of the classifier is lost."""
 
     def __init__(self, model: ISIMNet):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(t for t in self.model(x) if t is not None)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).cam

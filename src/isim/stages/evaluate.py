@@ -40,12 +40,14 @@ def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo:
             grid = fig5(cfg, data, baseline_pseudo, isim_pseudo, rw_pseudo)
             write_jpeg(figure, grid, quality=90)
             tr.log_image(grid, "fig5.jpg")
-    s = report.get("summary", {})
-    if "baseline_miou" in s:
-        log.info("pseudo-mask mIoU on train: baseline %.2f, baseline+CRF %.2f, ISIM %.2f, ISIM+CRF %.2f "
-                 "(gain %+.2f)%s", s["baseline_miou"], s["baseline_crf_miou"], s["isim_miou"], s["isim_crf_miou"],
-                 s["gain"], f", ISIM+RW {s['isim_rw_miou']:.2f}, ISIM+RW+CRF {s['isim_rw_crf_miou']:.2f}"
-                 if "isim_rw_miou" in s else "")
-    else:
-        log.info("no masks: label accuracy train/val: baseline %s/%s, ISIM %s/%s", s.get("baseline_train_label_acc"),
-                 s.get("baseline_val_label_acc"), s.get("isim_train_label_acc"), s.get("isim_val_label_acc"))
+        s = report.get("summary", {})
+        if "baseline_miou" in s:
+            log.info("pseudo-mask mIoU on train: baseline %.2f, baseline+CRF %.2f, ISIM %.2f, ISIM+CRF %.2f "
+                     "(gain %+.2f)%s", s["baseline_miou"], s["baseline_crf_miou"], s["isim_miou"], s["isim_crf_miou"],
+                     s["gain"], f", ISIM+RW {s['isim_rw_miou']:.2f}, ISIM+RW+CRF {s['isim_rw_crf_miou']:.2f}"
+                     if "isim_rw_miou" in s else "")
+        else:
+            log.info("no masks: label accuracy train/val: baseline %s/%s, ISIM %s/%s",
+                     s.get("baseline_train_label_acc"), s.get("baseline_val_label_acc"),
+                     s.get("isim_train_label_acc"), s.get("isim_val_label_acc"))
+

@@ -1,5 +1,7 @@
-"""Stage ``tune`` (pipelines/tune/dvc.yaml, not part of the default `dvc repro`): an Optuna
-study over ``tune.space``, then its outcome as files: best params, trials table, pictures."""
+"""Command ``isim tune`` (on demand, not a stage of `dvc repro`): an Optuna study over
+``tune.space``, then its outcome as files: best params, trials table, pictures. A study lives in
+its storage and continues when run again, so DVC has nothing to decide; keeping it out of the
+pipeline files also keeps `dvc status` clean in a project that has never tuned."""
 from __future__ import annotations
 
 import logging
