@@ -27,7 +27,7 @@ def main() -> None:
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp()) / "isim"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    t0 = time.perf_counter()
+    begin = time.perf_counter()
     starts: list[tuple[str, float]] = []
     with subprocess.Popen(["dvc", "repro"], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                           text=True) as proc:
@@ -37,13 +37,13 @@ def main() -> None:
                 starts.append((line.split("'")[1], time.perf_counter()))
     if proc.returncode:
         sys.exit(f"dvc repro failed ({proc.returncode}) in {work}")
-    full = time.perf_counter() - t0
+    full = time.perf_counter() - begin
     t0 = time.perf_counter()
     subprocess.run(["dvc", "repro"], cwd=work, env=env, check=True, stdout=subprocess.DEVNULL)
     noop = time.perf_counter() - t0
     print(f"dvc repro from scratch: {full:.0f} s  ({full / TARGET_S:.2f}x the {TARGET_S:.0f} s target)")
     print(f"dvc repro, nothing to do: {noop:.1f} s  (target 10 s)")
-    ends = [t for _, t in starts[1:]] + [t0 + full]
+    ends = [t for _, t in starts[1:]] + [begin + full]
     stages = sorted(((e - t, name) for (name, t), e in zip(starts, ends)), reverse=True)
     print("| stage | s | share |\n| --- | ---: | ---: |")
     for seconds, name in stages:
