@@ -50,4 +50,3 @@ def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo:
             log.info("no masks: label accuracy train/val: baseline %s/%s, ISIM %s/%s",
                      s.get("baseline_train_label_acc"), s.get("baseline_val_label_acc"),
                      s.get("isim_train_label_acc"), s.get("isim_val_label_acc"))
-
