@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from isim.paper.runner import parse_sets
 from isim.paper.tables import mean_std
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,17 +49,6 @@ def sh(cmd: list[str], cwd: Path) -> str:
     if r.returncode:
         sys.exit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r.stdout + r.stderr
-
-
-def parse_set(items: list[str]) -> dict[str, object]:
-    """``KEY=VALUE`` overrides (VALUE as YAML: 0.25, true, [1, 2])."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def make_project(work: Path, msrc: Path, horse: Path, seed: int, overrides: dict[str, object]) -> None:
@@ -276,7 +266,7 @@ def main() -> None:
         return
     if not (a.msrc and a.horse) and not a.from_project:
         ap.error("--msrc and --horse are required (or --summarize, or --from-project)")
-    overrides = parse_set(a.set)
+    overrides = parse_sets(a.set)
     runs: list[dict] = json.loads(a.json.read_text()) if a.keep and a.json.exists() else []
     done = {(r["label"], r["seed"]) for r in runs}
     for seed in a.only_seeds or range(a.seeds):

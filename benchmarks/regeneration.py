@@ -111,12 +111,12 @@ def cpu_seconds(model, data, ids: list[str], cfg, device: torch.device) -> dict:
     t0 = time.process_time()
     for rgb, maps, keys in items:
         crf.refine(rgb, camlib.to_mask(maps, keys, cfg.threshold), len(keys))
-    return {"cam_cpu_s": cam, "crf_cpu_s": (time.process_time() - t0) / len(ids), "device": device.type}
+    return {"cam_s": cam, "crf_cpu_s": (time.process_time() - t0) / len(ids), "device": device.type}
 
 
 def limit_line(what: str, r: dict) -> str:
     cores = os.cpu_count() or 1
-    cam, crf = r["cam_cpu_s"], r["crf_cpu_s"]
+    cam, crf = r["cam_s"], r["crf_cpu_s"]
     if r["device"] == "cuda":  # CAMs on the GPU beside CRFs on the cores: the slower side bounds it
         limit = min(1 / cam, cores / crf)
         how = (f"min(1 / {cam * 1000:.1f} ms GPU CAM, {cores} cores / {crf * 1000:.0f} ms CRF CPU) per image")

@@ -80,6 +80,7 @@ def main() -> None:
     from isim.config import from_dict, merged, overridden
     from isim.data.layout import Prepared
     from isim.models import model_spec
+    from isim.paper.runner import parse_sets
     from isim.runtime import resolve_device
     from isim.training.baseline import cam_engine
     raw = merged(yaml.safe_load((ROOT / "params.yaml").read_text()),
@@ -87,7 +88,7 @@ def main() -> None:
     raw = merged(raw, {"encoder": {"pretrained": False}, "train": {"batch_size": a.batch, "epochs": 1},
                       "rounds": {"warmup_epochs": 0},
                       "runtime": {"device": a.device, "loader_workers": 2}, "tracking": {"enabled": False}})
-    cfg = from_dict(overridden(raw, {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.set)}))
+    cfg = from_dict(overridden(raw, parse_sets(a.set)))
     device = resolve_device(a.device)
     data = Prepared.open(make_data(a.batch * (a.steps + 1)))
     spec = model_spec(cfg.encoder, cfg.model, data.n_classes)
