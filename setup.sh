@@ -6,13 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
-# PostgreSQL server binaries for the tuning tests (a throwaway server on 127.0.0.1); the
-# project itself needs none: its default study storage is a journal file
-if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+# Debian packages the tests start for real: PostgreSQL's server binaries (a throwaway server on
+# 127.0.0.1 for the tuning tests; the project itself needs none, its default study storage is
+# a journal file), and podman, runc and debootstrap (the worker image is built and run here)
+need=()
+command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+for tool in podman runc debootstrap; do command -v "$tool" >/dev/null || need+=("$tool"); done
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get install -y -q postgresql >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }
+    apt-get install -y -q "${need[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" >/dev/null; }
   else
-    echo "setup: PostgreSQL's initdb not found; the tuning tests need your distribution's postgresql package" >&2
+    echo "setup: not found: ${need[*]} (Debian packages; the tests need them)" >&2
   fi
 fi
 stamp=.venv/.isim-installed
