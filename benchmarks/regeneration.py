@@ -1,12 +1,14 @@
-"""Pseudo-label regeneration throughput: the worker pool (CRF in worker processes, CAMs batched in
-the main process) vs a plain sequential loop, on the embedded dataset; and peak memory for two
-dataset sizes (it must not grow with the number of images); and the throughput on 500x375
-photographs (coco_sample's photos) with the `pipelines/photo.yaml` settings, next to the
-embedded 128 px images with the committed params. Each throughput is printed next to the
-machine's limit: cores / (CPU seconds per image of CAM inference + of CRF, each measured alone
-in the same run), since on a CPU both share the cores. With ``--device cuda`` the CAMs run on
-the GPU while the CRF runs on the CPU cores, so the limit is the slower of the two resources:
-min(1 / GPU seconds per image of CAM inference, cores / CPU seconds per image of CRF).
+"""Pseudo-label regeneration throughput: the worker pool (CAMs, CRF and PNGs in worker
+processes; on a GPU the CAMs come from the main process) vs a plain sequential loop, on the
+embedded dataset; and peak memory for two dataset sizes (it must not grow with the number of
+images); and the throughput on 500x375 photographs (coco_sample's photos) with the
+`pipelines/photo.yaml` settings, next to the embedded 128 px images with the committed params.
+Each throughput is printed next to the machine's limit: cores / (CPU seconds per image of CAM
+inference + of CRF, each measured alone in the same run; the CAMs' with torch's default threads
+or with one, whichever costs less), since on a CPU both share the cores. With ``--device cuda``
+the CAMs run on the GPU while the CRF runs on the CPU cores, so the limit is the slower of the
+two resources: min(1 / GPU seconds per image of CAM inference, cores / CPU seconds per image of
+CRF).
 
     .venv/bin/python benchmarks/regeneration.py [--images 200] [--workers 2] [--photos 40] [--device cpu]
 """
@@ -68,15 +70,16 @@ def photo_data(n: int) -> Path:
 def one(root: Path, workers: int, preset: str = "", device_name: str = "cpu") -> dict:
     import yaml
 
-    from isim.config import from_dict, merged
+    from isim.config import from_dict, with_preset
     from isim.data.layout import Prepared
     from isim.models import build_model, model_spec
     from isim.pseudo import cam as camlib
     from isim.pseudo import masks as pseudo
-
+    from isim.runtime import keep_freed_memory
+    keep_freed_memory()  # as every stage does (runtime.setup)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     if preset:
-        raw = merged(raw, yaml.safe_load((ROOT / preset).read_text()))
+        raw = with_preset(raw, yaml.safe_load((ROOT / preset).read_text()))
     cfg = from_dict(raw)
     device = torch.device(device_name)
     tmp = Path(tempfile.mkdtemp())
@@ -96,22 +99,32 @@ def one(root: Path, workers: int, preset: str = "", device_name: str = "cpu") ->
 
 
 def cpu_seconds(model, data, ids: list[str], cfg, device: torch.device) -> dict:
-    """Per image: seconds of CAM inference alone (CPU seconds of all threads; on a GPU, wall
-    seconds, the GPU being the resource) and CPU seconds of threshold + CRF alone."""
+    """Per image: seconds of CAM inference alone (CPU seconds of all threads, with torch's
+    default threads and with one, whichever is cheaper: the pool's workers use one each; on a
+    GPU, wall seconds, the GPU being the resource) and CPU seconds of threshold + CRF alone."""
     from isim.pseudo import cam as camlib
     from isim.pseudo.crf import DenseCRF
-    items = []
-    clock = time.perf_counter if device.type == "cuda" else time.process_time
-    t0 = clock()
-    cams = camlib.dataset_cams(model, data, ids, camlib.CamSettings.of(cfg), device, "CAMs alone")
-    for item, maps, keys, _ in cams:
-        items.append((item["rgb"], maps, keys))
-    cam = (clock() - t0) / len(ids)
+
+    def cams(threads: int) -> tuple[float, list]:
+        torch.set_num_threads(threads)
+        items = []
+        clock = time.perf_counter if device.type == "cuda" else time.process_time
+        t0 = clock()
+        for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, camlib.CamSettings.of(cfg), device,
+                                                       "CAMs alone"):
+            items.append((item["rgb"], maps, keys))
+        return (clock() - t0) / len(ids), items
+
+    default = torch.get_num_threads()
+    cam_default, items = cams(default)
+    cam_one = cam_default if device.type == "cuda" else cams(1)[0]
+    torch.set_num_threads(default)
     crf = DenseCRF(cfg.crf)
     t0 = time.process_time()
     for rgb, maps, keys in items:
         crf.refine(rgb, camlib.to_mask(maps, keys, cfg.threshold), len(keys))
-    return {"cam_s": cam, "crf_cpu_s": (time.process_time() - t0) / len(ids), "device": device.type}
+    return {"cam_s": min(cam_default, cam_one), "cam_s_threads": {default: cam_default, 1: cam_one},
+            "crf_cpu_s": (time.process_time() - t0) / len(ids), "device": device.type}
 
 
 def limit_line(what: str, r: dict) -> str:

@@ -77,14 +77,14 @@ def main() -> None:
     a = p.parse_args()
     import yaml
 
-    from isim.config import from_dict, merged, overridden
+    from isim.config import from_dict, merged, overridden, with_preset
     from isim.data.layout import Prepared
     from isim.models import model_spec
     from isim.paper.runner import parse_sets
     from isim.runtime import resolve_device
     from isim.training.baseline import cam_engine
-    raw = merged(yaml.safe_load((ROOT / "params.yaml").read_text()),
-                yaml.safe_load((ROOT / "pipelines/voc.yaml").read_text()))
+    raw = with_preset(yaml.safe_load((ROOT / "params.yaml").read_text()),
+                      yaml.safe_load((ROOT / "pipelines/voc.yaml").read_text()))
     raw = merged(raw, {"encoder": {"pretrained": False}, "train": {"batch_size": a.batch, "epochs": 1},
                       "rounds": {"warmup_epochs": 0},
                       "runtime": {"device": a.device, "loader_workers": 2}, "tracking": {"enabled": False}})

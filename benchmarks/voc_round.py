@@ -27,13 +27,13 @@ def main() -> None:
     p.add_argument("--images", type=int, default=64, help="generated 500x375 training images")
     p.add_argument("--device", default="auto")
     a = p.parse_args()
-    from isim.config import from_dict, merged
+    from isim.config import from_dict, merged, with_preset
     from isim.data.layout import Prepared
     from isim.runtime import resolve_device
     from isim.training.isim import train_isim
     from train_throughput import make_data
     voc = yaml.safe_load((ROOT / "pipelines/voc.yaml").read_text())
-    raw = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), voc)
+    raw = with_preset(yaml.safe_load((ROOT / "params.yaml").read_text()), voc)
     raw = merged(raw, {"encoder": {"pretrained": False}, "train": {"epochs": 1}, "rounds": {"warmup_epochs": 0},
                        "crf_freq": 1, "runtime": {"device": a.device}, "tracking": {"enabled": False}})
     cfg = from_dict(raw)

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from conftest import REPO, repo_params
-from isim.config import Config, ConfigError, apply_preset, flatten, from_dict, load, merged, overridden, schema
+from isim.config import Config, ConfigError, apply_preset, flatten, from_dict, load, merged, overridden, schema, with_preset
 
 
 def test_repo_params_load_complete_and_sweep_knobs_are_top_level():
@@ -38,6 +38,8 @@ def test_every_shipped_preset_applies_and_validates(tmp_path):
                 continue
             assert got == value, (preset.name, key)
         assert "# ISIM parameters" in params.read_text()  # comments kept
+        # the benchmarks' in-memory form gives what `isim params` writes
+        assert from_dict(with_preset(repo_params(), over)) == cfg, preset.name
     voc = load(tmp_path / "voc.yaml")
     assert voc.data.source == "voc" and voc.encoder.backbone_kwargs == {} and voc.encoder.backbone == "resnet50"
 

@@ -65,6 +65,8 @@ def test_score_unary_grows_a_seed_over_its_body_and_labels_unary_does_not():
 
 
 def test_pool_and_sequential_write_identical_rounds(tiny_data, tiny_cfg, tmp_path):
+    """On a CPU the pool's workers compute the CAMs too (one thread each): same masks, scores
+    and classification as one process."""
     torch.manual_seed(0)
     model = build_model(model_spec(tiny_cfg.encoder, None, tiny_data.n_classes))
     ids = tiny_data.ids("train")
@@ -78,5 +80,6 @@ def test_pool_and_sequential_write_identical_rounds(tiny_data, tiny_cfg, tmp_pat
             np.testing.assert_array_equal(a, b)
             assert set(np.unique(a)) <= {0, *tiny_data.labels[id_]}  # only the image's own classes
     assert seq.raw == par.raw and seq.crf == par.crf and seq.raw is not None
+    assert seq.classification == par.classification and seq.classification
     assert (tmp_path / "par" / "summary.json").is_file()
     assert not list((tmp_path / "par").rglob("*.tmp*"))  # no temp files left behind

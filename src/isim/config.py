@@ -8,6 +8,7 @@ Unknown keys and bad values stop with a message that names the dotted key and th
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -566,6 +567,14 @@ def apply_preset(params_path: str | Path, preset_path: str | Path) -> None:
         raise ConfigError(f"{preset_path} over {params_path}: {e}") from None
     with atomic_path(params_path) as tmp, tmp.open("w") as f:
         rt.dump(doc, f)
+
+
+def with_preset(raw: dict[str, Any], preset: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with a preset's values as `isim params` writes them: sections merged, free-form
+    mappings (``encoder.backbone_kwargs``, say) replaced, unlike :func:`merged`."""
+    doc = copy.deepcopy(raw)
+    _assign(doc, preset, Config)
+    return doc
 
 
 def _assign(doc: Any, over: dict[str, Any], cls: type[BaseModel]) -> None:

@@ -43,11 +43,24 @@ def score_dir(data: Prepared, ids: list[str], pred_dir: Path) -> dict:
     return {**metrics.summary(conf, data.classes), "confusion": conf.tolist()}
 
 
+@dataclass(frozen=True)
+class SweepScorer:
+    """One image's CAM masks at every threshold against its truth: a pool job (no truth: nothing)."""
+    thresholds: tuple[float, ...]
+    truth: Truth
+
+    def __call__(self, id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> list[np.ndarray]:
+        gt = self.truth.read(id_, rgb.shape[:2])
+        if gt is None:
+            return []
+        return [metrics.confusion(keys[camlib.to_mask(maps, keys, t)], gt, self.truth.n) for t in self.thresholds]
+
+
 @torch.no_grad()
 def sweep_and_accuracy(model: ISIMNet, data: Prepared, cfg: Config, device: torch.device) -> dict:
     """CAM mIoU (no CRF) at every eval threshold on train; classification accuracy on train/val."""
     n = data.n_classes
-    thresholds = cfg.eval.thresholds
+    thresholds = tuple(cfg.eval.thresholds)
     confs = [np.zeros((n, n), np.int64) for _ in thresholds]
     out: dict = {}
     for split in ("train", "val"):
@@ -55,16 +68,17 @@ def sweep_and_accuracy(model: ISIMNet, data: Prepared, cfg: Config, device: torc
         if not ids:
             continue
         cam = camlib.CamSettings.of(cfg)
-        if not (split == "train" and data.has_masks):  # accuracy alone: the scale-1.0 logits
+        sweep = split == "train" and data.has_masks
+        if not sweep:  # accuracy alone: the scale-1.0 logits
             cam = replace(cam, scales=[1.0])
+        task = SweepScorer(thresholds, Truth(data if sweep else None))
         logits, targets = [], []
-        for item, maps, keys, lg in camlib.dataset_cams(model, data, ids, cam, device, f"evaluate {split}"):
+        for found, lg, label in camlib.map_cams(model, data, ids, cam, device, task, cfg.runtime.crf_workers,
+                                                f"evaluate {split}"):
             logits.append(lg)
-            targets.append(item["label"].numpy())
-            if split == "train" and data.has_masks:
-                gt = read_label_png(data.mask_path(item["id"]), n)
-                for i, t in enumerate(thresholds):
-                    confs[i] += metrics.confusion(keys[camlib.to_mask(maps, keys, t)], gt, n)
+            targets.append(label)
+            for c, f in zip(confs, found):
+                c += f
         out[f"{split}_classification"] = metrics.classification(np.stack(logits), np.stack(targets))
     if data.has_masks:
         out["threshold_sweep"] = [{"threshold": t, "miou": metrics.summary(c, data.classes)["miou"]}

@@ -1,6 +1,7 @@
 """Where code runs: device, CPU threads, seeds and determinism (the ``runtime`` section)."""
 from __future__ import annotations
 
+import ctypes
 import random
 
 import numpy as np
@@ -23,9 +24,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def keep_freed_memory() -> None:
+    """Let glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
+    A CPU forward pass allocates and frees feature maps of megabytes; handed back every time,
+    each reuse costs page faults that outweigh the convolutions (CAMs of a 500x375 photo: 2.4 s
+    of 4.3 s was the kernel zeroing pages; 1.9 s in all with this). Memory then stays at its
+    high-water mark between images rather than shrinking. Other C libraries: nothing done."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    for param in (-1, -3):  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD (malloc.h)
+        libc.mallopt(param, 1 << 30)
+
+
 def setup(cfg: RuntimeCfg) -> torch.device:
     """Apply the runtime section (threads) and return the device to run on; under torchrun,
     join the process group first (this rank's GPU)."""
+    keep_freed_memory()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if distributed.launched():

@@ -10,7 +10,6 @@ pixels labelled and, with ground truth, their accuracy).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from isim.data.layout import Prepared
 from isim.io import IGNORE, write_json, write_label_png
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
-from isim.pseudo import pool
 from isim.pseudo.cam import CamSettings
 from isim.pseudo.crf import DenseCRF
 from isim.pseudo.masks import Truth
@@ -70,12 +68,8 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, ca
     n = data.n_classes
     totals: dict[str, Any] = {"pixels": 0, "labelled": 0, "conf": np.zeros((n, n), np.int64)}
 
-    def jobs() -> Iterator[tuple]:
-        for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, cam, device, "affinity labels"):
-            yield item["id"], item["rgb"], maps, keys
-
     task = AffinityLabeller(DenseCRF(crf), crf.enabled, fg_threshold, bg_threshold, Path(out), Truth(data))
-    for res in pool.imap(task, jobs(), workers):
+    for res, _, _ in camlib.map_cams(model, data, ids, cam, device, task, workers, "affinity labels"):
         for k, v in res.items():
             totals[k] += v
     summary: dict[str, Any] = {

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from isim.config import Config, TransformCfg
 from isim.data.layout import Prepared
 from isim.models.net import ISIMNet
+from isim.pseudo import pool
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,11 @@ def multiscale_cam(model: ISIMNet, items: list[dict], device: torch.device
 
 
 def dataset_cams(model: ISIMNet, data: Prepared, ids: list[str], cam: CamSettings, device: torch.device,
-                 desc: str = "CAMs") -> Iterator[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
+                 desc: str | None = "CAMs") -> Iterator[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
     """CAMs of a whole split, image by image: (item, maps, keys, scale-1.0 logits), where
     ``maps``/``keys`` are :func:`normalise`'s. Equal-size images share forward passes; the
-    model is in eval mode meanwhile and gets its previous mode back afterwards."""
+    model is in eval mode meanwhile and gets its previous mode back afterwards. ``desc``: the
+    progress bar's name (None: no bar)."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
@@ -85,7 +87,7 @@ def dataset_cams(model: ISIMNet, data: Prepared, ids: list[str], cam: CamSetting
                         collate_fn=no_collate)
     was_training = model.training
     model.eval()
-    progress = tqdm(total=len(ids), desc=desc, unit="img", mininterval=2.0, leave=False)
+    progress = tqdm(total=len(ids), desc=desc, unit="img", mininterval=2.0, leave=False, disable=desc is None)
     try:
         for items in same_size_batches(loader, cam.batch_size):
             cams, logits = multiscale_cam(model, items, device)
@@ -96,6 +98,63 @@ def dataset_cams(model: ISIMNet, data: Prepared, ids: list[str], cam: CamSetting
     finally:
         progress.close()
         model.train(was_training)
+
+
+Task = Callable[[str, np.ndarray, np.ndarray, np.ndarray], Any]  # (id, rgb, maps, keys) -> result
+Propagate = Callable[[dict, np.ndarray], np.ndarray]            # (item, maps) -> maps
+
+
+@dataclass(frozen=True)
+class CamsThen:
+    """A pool job on a CPU: the CAMs of a chunk of ids, computed in the worker itself with
+    ``threads`` torch threads, then ``task`` on each image. Returns [(result, logits, label)]."""
+    model: ISIMNet
+    data: Prepared
+    cam: CamSettings
+    task: Task
+    propagate: Propagate | None
+    threads: int
+
+    def __call__(self, ids: list[str]) -> list[tuple[Any, np.ndarray, np.ndarray]]:
+        torch.set_num_threads(self.threads)
+        out = []
+        for item, maps, keys, lg in dataset_cams(self.model, self.data, ids, self.cam, torch.device("cpu"), None):
+            maps = self.propagate(item, maps) if self.propagate else maps
+            out.append((self.task(item["id"], item["rgb"], maps, keys), lg, item["label"].numpy()))
+        return out
+
+
+def map_cams(model: ISIMNet, data: Prepared, ids: list[str], cam: CamSettings, device: torch.device,
+             task: Task, workers: int, desc: str = "CAMs", propagate: Propagate | None = None
+             ) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+    """``task(id, rgb, maps, keys)`` on every image's CAMs (``propagate``d first when given), in
+    order: (result, scale-1.0 logits, image label) per image.
+
+    On a GPU the CAMs come from this process and the tasks run in ``workers`` processes. On a CPU
+    the CAMs cost as much as the CRF, and a single inference process cannot feed the workers fast
+    enough (it held regeneration at ~80 % of the cores' limit), so each worker computes the CAMs
+    of its own chunks of ``cam.batch_size`` images with its share of the torch threads."""
+    from tqdm import tqdm
+
+    if workers > 0 and device.type == "cpu" and pool.forks():
+        threads = max(1, torch.get_num_threads() // workers)
+        job = CamsThen(model, data, cam, task, propagate, threads)
+        chunks = [(ids[i:i + cam.batch_size],) for i in range(0, len(ids), cam.batch_size)]
+        with tqdm(total=len(ids), desc=desc, unit="img", mininterval=2.0, leave=False) as progress:
+            for done in pool.imap(job, chunks, workers):
+                progress.update(len(done))
+                yield from done
+        return
+
+    labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def jobs() -> Iterator[tuple]:
+        for item, maps, keys, lg in dataset_cams(model, data, ids, cam, device, desc):
+            labels[item["id"]] = lg, item["label"].numpy()
+            yield item["id"], item["rgb"], propagate(item, maps) if propagate else maps, keys
+
+    for id_, res in zip(ids, pool.imap(task, jobs(), workers)):
+        yield (res, *labels.pop(id_))
 
 
 def normalise(cams: torch.Tensor, label: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -1,14 +1,15 @@
 """Pseudo labels (one ISIM round's masks): CAMs -> threshold -> dense CRF -> palette PNGs.
 
-CAM inference runs in this process (GPU when present); thresholding, CRF, PNG writing and the
-comparison with ground truth run in a pool of worker processes (pseudo/pool.py). Under torchrun
+CAMs, thresholding, CRF, PNG writing and the comparison with ground truth run in a pool of
+worker processes (pseudo/pool.py); on a GPU the CAMs come from this process instead
+(cam.map_cams). Under torchrun
 every rank makes the masks of its share of the ids and the scores are summed over the ranks.
 A round's folder is laid out as run_layout.py says: raw/ and crf/ masks and summary.json.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ from isim.io import DataError, read_label_png, write_json, write_label_png
 from isim.mask_scores import HoldoutScore, MaskSetSummary, Score
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
-from isim.pseudo import pool
 from isim.pseudo.crf import DenseCRF
 
 
@@ -109,13 +109,10 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
     # the heap so that memory grows with the dataset
     logits, targets = np.zeros((len(mine), n - 1), np.float32), np.zeros((len(mine), n - 1), np.float32)
 
-    def jobs() -> Iterator[tuple]:
-        for i, (item, maps, keys, lg) in enumerate(camlib.dataset_cams(model, data, mine, settings.cam, device, desc)):
-            logits[i], targets[i] = lg, item["label"].numpy()
-            yield item["id"], item["rgb"], propagate(item, maps) if propagate else maps, keys
-
     task = MaskWriter(DenseCRF(crf), crf.enabled, threshold, Path(out) if out is not None else None, Truth(data))
-    for res in pool.imap(task, jobs(), settings.workers):
+    for i, (res, lg, label) in enumerate(camlib.map_cams(model, data, mine, settings.cam, device, task,
+                                                          settings.workers, desc, propagate)):
+        logits[i], targets[i] = lg, label
         for k, v in res.items():
             totals[k] += v
     totals = {k: distributed.all_sum(np.asarray(v)) for k, v in totals.items()}

@@ -27,14 +27,19 @@ def _call(*job: Any) -> Any:
     return _task(*job)
 
 
+def forks() -> bool:
+    """Whether workers start by fork: they then share the parent's memory (a model, say) for free."""
+    return "fork" in mp.get_all_start_methods()
+
+
 def imap(task: Callable[..., Any], jobs: Iterable[tuple], workers: int) -> Iterator[Any]:
     """``task(*job)`` for every job, results in order; in this process when ``workers`` is 0."""
     if workers <= 0:
         for job in jobs:
             yield task(*job)
         return
-    # workers only run numpy + pydensecrf, so fork (cheap, nothing re-imported) is safe
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    # fork: cheap, nothing re-imported, and a task holding a model is shared, not pickled
+    ctx = mp.get_context("fork" if forks() else "spawn")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(task,))
     inflight: deque[Future] = deque()
     try:
