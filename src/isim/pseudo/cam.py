@@ -139,7 +139,9 @@ def map_cams(model: ISIMNet, data: Prepared, ids: list[str], cam: CamSettings, d
     if workers > 0 and device.type == "cpu" and pool.forks():
         threads = max(1, torch.get_num_threads() // workers)
         job = CamsThen(model, data, cam, task, propagate, threads)
-        chunks = [(ids[i:i + cam.batch_size],) for i in range(0, len(ids), cam.batch_size)]
+        # at least 4 chunks per worker, so that the last ones do not leave a worker idle long
+        size = max(1, min(cam.batch_size, len(ids) // (4 * workers)))
+        chunks = [(ids[i:i + size],) for i in range(0, len(ids), size)]
         with tqdm(total=len(ids), desc=desc, unit="img", mininterval=2.0, leave=False) as progress:
             for done in pool.imap(job, chunks, workers):
                 progress.update(len(done))
