@@ -42,3 +42,5 @@ def test_shell_examples_parse_and_run_isim_tune():
         assert "isim tune --data data/prepared" in path.read_text()
     sbatch = (DEPLOY / "slurm.sbatch").read_text()
     assert "#SBATCH --array=" in sbatch and "#SBATCH --gres=gpu:1" in sbatch
+    assert "podman run" in sbatch and "ISIM_IMAGE:-localhost/isim:latest" in sbatch  # the image build_image.sh makes
+    assert "ghcr.io/example/isim" in (DEPLOY / "k8s-job.yaml").read_text()
