@@ -1,4 +1,5 @@
-"""Docker cannot run here: the GPU worker image is linted and checked against the project's pins."""
+"""The worker image's Dockerfile, linted and checked against the project's pins (tests/test_image.py
+builds and runs it with podman)."""
 import re
 
 from conftest import REPO, bin_path, run
@@ -11,7 +12,9 @@ def test_dockerfile_lints_clean():
 
 def test_dockerfile_installs_the_pinned_set():
     text = (REPO / "Dockerfile").read_text()
-    assert "COPY requirements.txt" in text and "pip install -r requirements.txt" in text
+    assert "COPY requirements.txt" in text and "-r requirements.txt" in text
+    assert "ARG BASE=" in text and "FROM ${BASE}" in text  # the base is a build argument
+    assert "nvidia/cuda" not in text and "deadsnakes" not in text  # torch's wheels bring their CUDA
     setup_pip = re.search(r"pip==([\d.]+)", (REPO / "setup.sh").read_text()).group(1)
     assert f"pip=={setup_pip}" in text
     reqs = (REPO / "requirements.txt").read_text().splitlines()
