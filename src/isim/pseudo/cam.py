@@ -133,7 +133,7 @@ def map_cams(model: ISIMNet, data: Prepared, ids: list[str], cam: CamSettings, d
     On a GPU the CAMs come from this process and the tasks run in ``workers`` processes. On a CPU
     the CAMs cost as much as the CRF, and a single inference process cannot feed the workers fast
     enough (it held regeneration at ~80 % of the cores' limit), so each worker computes the CAMs
-    of its own chunks of ``cam.batch_size`` images with its share of the torch threads."""
+    of its own chunks (up to ``cam.batch_size`` images) with its share of the torch threads."""
     from tqdm import tqdm
 
     if workers > 0 and device.type == "cpu" and pool.forks():

@@ -2,8 +2,8 @@
 
 CAMs, thresholding, CRF, PNG writing and the comparison with ground truth run in a pool of
 worker processes (pseudo/pool.py); on a GPU the CAMs come from this process instead
-(cam.map_cams). Under torchrun
-every rank makes the masks of its share of the ids and the scores are summed over the ranks.
+(cam.map_cams). Under torchrun every rank makes the masks of its share of the ids and the
+scores are summed over the ranks.
 A round's folder is laid out as run_layout.py says: raw/ and crf/ masks and summary.json.
 """
 from __future__ import annotations
