@@ -4,7 +4,18 @@ import pytest
 import yaml
 
 from conftest import REPO, repo_params
-from isim.config import Config, ConfigError, apply_preset, flatten, from_dict, load, merged, overridden, schema, with_preset
+from isim.config import (
+    Config,
+    ConfigError,
+    apply_preset,
+    flatten,
+    from_dict,
+    load,
+    merged,
+    overridden,
+    schema,
+    with_preset,
+)
 
 
 def test_repo_params_load_complete_and_sweep_knobs_are_top_level():
