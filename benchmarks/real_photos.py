@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from isim.paper.runner import parse_sets
+from isim.config import parse_sets
 from isim.paper.tables import mean_std
 
 REPO = Path(__file__).resolve().parents[1]

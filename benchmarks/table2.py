@@ -18,10 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from isim.config import overridden
+from isim.config import overridden, parse_sets
 from isim.errors import IsimError
 from isim.paper import tables as tb
-from isim.paper.runner import Run, execute_all, parse_sets
+from isim.paper.runner import Run, execute_all
 
 
 def print_table(path: Path) -> None:

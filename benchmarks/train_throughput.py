@@ -77,10 +77,9 @@ def main() -> None:
     a = p.parse_args()
     import yaml
 
-    from isim.config import from_dict, merged, overridden, with_preset
+    from isim.config import from_dict, merged, overridden, parse_sets, with_preset
     from isim.data.layout import Prepared
     from isim.models import model_spec
-    from isim.paper.runner import parse_sets
     from isim.runtime import resolve_device
     from isim.training.baseline import cam_engine
     raw = with_preset(yaml.safe_load((ROOT / "params.yaml").read_text()),

@@ -135,11 +135,11 @@ def _export_voc(a: argparse.Namespace) -> None:
 
 
 def _paper(a: argparse.Namespace) -> None:
-    from isim.paper import command, runner
+    from isim.paper import command
     if a.seeds < 1 or a.jobs < 1:
         raise config_mod.ConfigError("isim paper: --seeds and --jobs must be at least 1")
     config_mod.load(a.params)  # a bad params file stops here, before any run
-    print(command.run(a.params, a.table, a.seeds, a.jobs, a.workdir, a.out, runner.parse_sets(a.set)))
+    print(command.run(a.params, a.table, a.seeds, a.jobs, a.workdir, a.out, config_mod.parse_sets(a.set)))
 
 
 def _params(a: argparse.Namespace) -> None:

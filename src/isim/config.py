@@ -528,6 +528,18 @@ def overridden(raw: dict[str, Any], dotted: dict[str, Any]) -> dict[str, Any]:
     return _plain(conf)
 
 
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """``--set key=value`` strings (values parsed as YAML, as ``dvc exp run -S`` does), for
+    :func:`overridden`."""
+    out: dict[str, Any] = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {p!r}: expected dotted.key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def _plain(conf: Any) -> dict[str, Any]:
     out = OmegaConf.to_container(conf, resolve=False)
     assert isinstance(out, dict)

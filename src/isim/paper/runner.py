@@ -36,17 +36,6 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def parse_sets(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` strings (values parsed as YAML, as ``dvc exp run -S`` does)."""
-    out: dict[str, Any] = {}
-    for p in pairs:
-        key, sep, value = p.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {p!r}: expected dotted.key=value")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 @dataclass
 class Run:
     """One seed of one variant: its folder and the params it runs with."""
