@@ -13,6 +13,7 @@ from isim.config import (
     load,
     merged,
     overridden,
+    parse_sets,
     schema,
     with_preset,
 )
@@ -148,3 +149,10 @@ def test_the_voc_preset_carries_the_photo_settings():
     assert voc["encoder.backbone"] == "resnet50" and voc["encoder.pretrained"] is True
     embedded = flatten(yaml.safe_load((REPO / "params.yaml").read_text()))
     assert embedded["transform.crop"] < photo["transform.crop"]  # the committed params are not photo-sized
+
+
+def test_set_pairs_parse_as_yaml_and_a_bad_one_is_named():
+    assert parse_sets(["train.epochs=3", "cam.scales=[1.0, 0.5]", "tune.study=a=b"]) == {
+        "train.epochs": 3, "cam.scales": [1.0, 0.5], "tune.study": "a=b"}
+    with pytest.raises(ConfigError, match="'train.epochs'"):
+        parse_sets(["train.epochs"])
