@@ -18,7 +18,8 @@ wheels=${ISIM_WHEELS:-$HOME/.cache/isim/wheels}
 # runc and cgroupfs: podman's defaults (crun, systemd) fail on cgroups v1 hosts without systemd;
 # nofile/nproc: the host's hard limits are lower than podman's defaults
 podman=(podman --runtime runc --cgroup-manager cgroupfs)
-run=("${podman[@]}" run --rm --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network=host)
+limits=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network=host)   # build and run alike
+run=("${podman[@]}" run --rm "${limits[@]}")
 if [ "${1:-}" = --print-run ]; then
   echo "${run[*]}"
   exit 0
@@ -45,7 +46,7 @@ pip_pin=$(grep -o 'pip==[0-9.]*' Dockerfile | head -1)   # the pip the image upg
 "$python" -m pip wheel --quiet --disable-pip-version-check --no-deps -r requirements.txt "$pip_pin" \
   -w "$wheels" --find-links "$wheels" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
-"${podman[@]}" build --quiet --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network=host \
+"${podman[@]}" build --quiet "${limits[@]}" \
   --build-arg BASE="$base" --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels \
   --volume "$(cd "$wheels" && pwd)":/wheels:ro \
   -t "$image" . >/dev/null
