@@ -1,8 +1,10 @@
 """Full embedded pipeline: `dvc repro` from scratch in a fresh clone of this repository, then a
 no-op `dvc repro`, against the 10-minute target; prints where the time went, stage by stage
 (from the moment DVC starts each stage to the next), and the paper's Table 2 shape from the run.
+``--baseline PRESET`` first runs the same in a second fresh clone with the preset applied (e.g.
+pipelines/embedded-long.yaml, the earlier default budget) and prints both side by side.
 
-    .venv/bin/python benchmarks/pipeline.py [--keep DIR]
+    .venv/bin/python benchmarks/pipeline.py [--keep DIR] [--baseline pipelines/embedded-long.yaml]
 """
 from __future__ import annotations
 
@@ -19,17 +21,17 @@ TARGET_S = 600.0
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from table2 import print_table  # noqa: E402
 
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--keep", help="clone into this directory (kept) instead of a temp dir")
-    a = p.parse_args()
-    work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp()) / "isim"
+
+def repro(work: Path, preset: str | None = None) -> tuple[float, dict[str, float]]:
+    """Clone, apply ``preset``, `dvc repro` from scratch: (seconds, {stage: seconds})."""
     subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    if preset:
+        subprocess.run(["isim", "params", preset], cwd=work, env=ENV, check=True, stdout=subprocess.DEVNULL)
     begin = time.perf_counter()
     starts: list[tuple[str, float]] = []
-    with subprocess.Popen(["dvc", "repro"], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    with subprocess.Popen(["dvc", "repro"], cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                           text=True) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -38,16 +40,39 @@ def main() -> None:
     if proc.returncode:
         sys.exit(f"dvc repro failed ({proc.returncode}) in {work}")
     full = time.perf_counter() - begin
-    t0 = time.perf_counter()
-    subprocess.run(["dvc", "repro"], cwd=work, env=env, check=True, stdout=subprocess.DEVNULL)
-    noop = time.perf_counter() - t0
-    print(f"dvc repro from scratch: {full:.0f} s  ({full / TARGET_S:.2f}x the {TARGET_S:.0f} s target)")
-    print(f"dvc repro, nothing to do: {noop:.1f} s  (target 10 s)")
     ends = [t for _, t in starts[1:]] + [begin + full]
-    stages = sorted(((e - t, name) for (name, t), e in zip(starts, ends)), reverse=True)
-    print("| stage | s | share |\n| --- | ---: | ---: |")
-    for seconds, name in stages:
-        print(f"| {name} | {seconds:.0f} | {100 * seconds / full:.0f} % |")
+    return full, {name: e - t for (name, t), e in zip(starts, ends)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--keep", help="clone into this directory (kept) instead of a temp dir")
+    p.add_argument("--baseline", metavar="PRESET", help="also time a clone with this preset applied, first")
+    a = p.parse_args()
+    work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp()) / "isim"
+    base: tuple[float, dict[str, float]] | None = None
+    if a.baseline:
+        base_work = work.with_name(work.name + "-baseline")
+        base = repro(base_work, a.baseline)
+        print(f"baseline ({a.baseline}): dvc repro from scratch {base[0]:.0f} s")
+        print_table(base_work / "reports" / "evaluation.json")
+    full, stages = repro(work)
+    t0 = time.perf_counter()
+    subprocess.run(["dvc", "repro"], cwd=work, env=ENV, check=True, stdout=subprocess.DEVNULL)
+    noop = time.perf_counter() - t0
+    print(f"dvc repro from scratch: {full:.0f} s  ({full / TARGET_S:.2f}x the {TARGET_S:.0f} s target)"
+          + (f"; baseline {base[0]:.0f} s, {base[0] / full:.2f}x faster" if base else ""))
+    print(f"dvc repro, nothing to do: {noop:.1f} s  (target 10 s)")
+    order = sorted(stages, key=stages.get, reverse=True)
+    if base:
+        print("| stage | baseline, s | now, s | share now |\n| --- | ---: | ---: | ---: |")
+        for name in order:
+            print(f"| {name} | {base[1].get(name, 0):.0f} | {stages[name]:.0f} | {100 * stages[name] / full:.0f} % |")
+        print(f"| **whole `dvc repro`** | **{base[0]:.0f}** | **{full:.0f}** | {base[0] / full:.2f}x faster |")
+    else:
+        print("| stage | s | share |\n| --- | ---: | ---: |")
+        for name in order:
+            print(f"| {name} | {stages[name]:.0f} | {100 * stages[name] / full:.0f} % |")
     print_table(work / "reports" / "evaluation.json")
 
 
