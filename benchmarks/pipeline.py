@@ -44,6 +44,18 @@ def repro(work: Path, preset: str | None = None) -> tuple[float, dict[str, float
     return full, {name: e - t for (name, t), e in zip(starts, ends)}
 
 
+def stage_table(full: float, stages: dict[str, float], base: tuple[float, dict[str, float]] | None) -> str:
+    """Markdown table of the stages, longest first, with the baseline's column when there is one."""
+    head = ["stage"] + (["baseline, s"] if base else []) + ["now, s", "share now"]
+    rows = [head, ["---"] + ["---:"] * (len(head) - 1)]
+    for name in sorted(stages, key=stages.get, reverse=True):
+        rows.append([name] + ([f"{base[1].get(name, 0):.0f}"] if base else [])
+                    + [f"{stages[name]:.0f}", f"{100 * stages[name] / full:.0f} %"])
+    if base:
+        rows.append(["**whole `dvc repro`**", f"**{base[0]:.0f}**", f"**{full:.0f}**", f"{base[0] / full:.2f}x faster"])
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--keep", help="clone into this directory (kept) instead of a temp dir")
@@ -64,16 +76,7 @@ def main() -> None:
     print(f"dvc repro from scratch: {full:.0f} s  ({full / TARGET_S:.2f}x the {TARGET_S:.0f} s target)"
           + (f"; baseline {base[0]:.0f} s, {base[0] / full:.2f}x faster" if base else ""))
     print(f"dvc repro, nothing to do: {noop:.1f} s  (target 10 s)")
-    order = sorted(stages, key=stages.get, reverse=True)
-    if base:
-        print("| stage | baseline, s | now, s | share now |\n| --- | ---: | ---: | ---: |")
-        for name in order:
-            print(f"| {name} | {base[1].get(name, 0):.0f} | {stages[name]:.0f} | {100 * stages[name] / full:.0f} % |")
-        print(f"| **whole `dvc repro`** | **{base[0]:.0f}** | **{full:.0f}** | {base[0] / full:.2f}x faster |")
-    else:
-        print("| stage | s | share |\n| --- | ---: | ---: |")
-        for name in order:
-            print(f"| {name} | {stages[name]:.0f} | {100 * stages[name] / full:.0f} % |")
+    print(stage_table(full, stages, base))
     print_table(work / "reports" / "evaluation.json")
 
 
