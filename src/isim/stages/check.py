@@ -40,9 +40,11 @@ def run(cfg: Config, out: Path) -> None:
 def _check_weights(cfg: Config) -> None:
     """Offline encoder weights exist (the file or the package), so a missing one stops here,
     not after the data is prepared."""
-    from isim.models.pretrained import PACKAGE, package_weights
     w = cfg.encoder.weights
+    if not w:
+        return  # random or hub weights: nothing on disk to check, and no reason to import torch here
+    from isim.models.pretrained import PACKAGE, package_weights
     if w == PACKAGE:
         package_weights(cfg.encoder.backbone)
-    elif w and not Path(w).is_file():
+    elif not Path(w).is_file():
         raise ConfigError(f"encoder.weights: {w} is not a file")
