@@ -39,6 +39,15 @@ TINY = {
 }
 
 
+def pytest_collection_modifyitems(items):
+    """The two workers take whole files in collection order (pyproject: ``--dist loadfile
+    --no-loadscope-reorder``; xdist's own order hands out the files with the most tests first, so
+    the longest file, three tests of `dvc repro`, came among the last). The files with slow tests
+    go first, so the many quick files even out the end. Within a file the order stays."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable
+
+
 def stage_cmds(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, list[str]]:
     """Each stage's command line from dvc.yaml (the one place paths are written)."""
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
