@@ -82,6 +82,15 @@ def tiny_data(tmp_path_factory):
     return Prepared.open(root)
 
 
+def benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (benchmarks/ is not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def bin_path(name: str) -> str:
     """A console script of this environment (dvc, isim, mlflow, moto_server)."""
     p = Path(sys.executable).parent / name

@@ -1,21 +1,12 @@
 """benchmarks/cam_normalisation.py: each normalisation does what its name says, and the masks it
 scores are the pipeline's (background at the threshold, argmax, the image's class keys)."""
-import importlib.util
-
 import numpy as np
 
-from conftest import REPO
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("cam_normalisation", REPO / "benchmarks" / "cam_normalisation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import benchmark
 
 
 def test_each_normalisation_sets_its_own_scale():
-    norms = _bench().NORMS
+    norms = benchmark("cam_normalisation").NORMS
     strong = np.zeros((20, 20), np.float32)
     strong[:10] = 4.0
     weak = np.ones((20, 20), np.float32)
@@ -33,7 +24,7 @@ def test_each_normalisation_sets_its_own_scale():
 
 
 def test_masks_are_scored_against_the_ground_truth_with_the_images_class_keys():
-    bench = _bench()
+    bench = benchmark("cam_normalisation")
     cams = np.zeros((1, 4, 4), np.float32)
     cams[0, :2] = 1.0
     cams[0, 2] = 0.2  # below a threshold of 0.3 after the max normalisation: background

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, run, tiny_params
+from conftest import REPO, benchmark, run, tiny_params
 from isim.errors import IsimError
 from isim.paper import tables as tb
 
@@ -54,10 +54,7 @@ def test_assembler_on_recorded_runs():
 
 
 def test_seeds_report_has_the_random_walk_rows_when_every_seed_walked():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("table2", REPO / "benchmarks" / "table2.py")
-    table2 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table2)
+    table2 = benchmark("table2")
     results = _recorded()
     walks = [(70.0, 69.0), (72.0, 70.5), (71.0, 72.0)][:len(results)]
     for r, (raw, crf) in zip(results, walks):

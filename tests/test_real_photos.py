@@ -10,7 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import COCO_SAMPLE, HORSE_SAMPLE, MSRC_SAMPLE, REPO, bin_path, dvc_project, run
+from conftest import COCO_SAMPLE, HORSE_SAMPLE, MSRC_SAMPLE, REPO, benchmark, bin_path, dvc_project, run
 from isim.config import from_dict, merged
 from isim.inference import Predictor
 from isim.io import read_image, read_label_png
@@ -186,17 +186,8 @@ def _bench_run(seed: int, gain: float, segmenter: float = 45.0, ceiling: float =
             "anchor": {"iou": {"horse": anchor}}}
 
 
-def _bench():
-    """benchmarks/real_photos.py as a module (benchmarks/ is not a package)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("real_photos", REPO / "benchmarks" / "real_photos.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_real_photo_report_shows_every_seed_the_ceiling_and_the_anchor():
-    bench = _bench()
+    bench = benchmark("real_photos")
     runs = [_bench_run(0, 4.0, segmenter=45.0), _bench_run(1, 5.0, segmenter=48.0), _bench_run(2, 6.0, segmenter=51.0)]
     text = bench.tables(runs)
     assert "| preset | 1 | 18.00 | 19.00 | 17.00 | 24.00 | 22.00 | 23.00 | ISIM+RW+CRF | 48.00 | 41.00 (round 2) | " \
@@ -207,7 +198,7 @@ def test_real_photo_report_shows_every_seed_the_ceiling_and_the_anchor():
 
 
 def test_real_photo_targets_judge_each_figure_against_its_baseline():
-    bench = _bench()
+    bench = benchmark("real_photos")
     met = [_bench_run(s, g, segmenter=48.0, horse=52.0) for s, g in enumerate((4.0, 5.0, 6.0))]
     assert bench.target_lines(met) == [
         "[preset] final segmenter val / fully supervised ceiling: 80.0 ± 0.0 % over 3 seeds (segmenter 48.00 ± 0.00, "
