@@ -33,10 +33,11 @@ from isim import config, metrics
 from isim import run_layout as layout
 from isim.data.datasets import InferenceDataset
 from isim.data.layout import Prepared
-from isim.io import read_label_png, write_json
+from isim.io import write_json
 from isim.models import load_model
-from isim.pseudo.cam import multiscale_cam, same_size_batches, with_background
+from isim.pseudo.cam import multiscale_cam, normalise, same_size_batches
 from isim.pseudo.crf import DenseCRF
+from isim.pseudo.masks import MaskWriter, Truth
 
 EPS = 1e-5
 
@@ -55,42 +56,43 @@ THRESHOLDS = [round(t, 2) for t in np.arange(0.10, 0.71, 0.05)]
 
 
 def holdout_cams(checkpoint: Path, cfg: config.Config, data: Prepared, ids: list[str]) -> list[dict]:
-    """Per holdout photo: its RGB, ground truth, keys (0 then class indices) and raw CAMs."""
+    """Per holdout photo: its id, RGB, keys (0 then class indices) and raw CAMs (not normalised)."""
     model = load_model(checkpoint, "cpu").eval()
     out = []
     for items in same_size_batches(InferenceDataset(data, ids, cfg.transform, list(cfg.cam.scales)),
                                    cfg.runtime.cam_batch_size):
         cams, _ = multiscale_cam(model, items, torch.device("cpu"))
         for item, c in zip(items, cams):
-            present = torch.nonzero(item["label"] > 0.5).flatten()
-            out.append({"rgb": item["rgb"], "gt": read_label_png(data.mask_path(item["id"]), data.n_classes),
-                        "keys": np.concatenate([[0], present.numpy() + 1]), "cams": c[present].numpy()})
+            keys = normalise(c, item["label"])[1]  # the pipeline's keys; the maps stay raw here
+            present = torch.from_numpy(keys[1:] - 1)
+            out.append({"id": item["id"], "rgb": item["rgb"], "keys": keys, "cams": c[present].numpy()})
     return out
 
 
-def score(photos: list[dict], norm: Callable[[np.ndarray], np.ndarray], threshold: float, n: int,
-          crf: DenseCRF | None = None) -> np.ndarray:
-    """Confusion matrix of the masks at ``threshold`` (after ``crf`` when given)."""
-    conf = np.zeros((n, n), np.int64)
+def score(photos: list[dict], norm: Callable[[np.ndarray], np.ndarray], threshold: float, data: Prepared,
+          crf: DenseCRF, refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Confusion matrices of the pipeline's masks at ``threshold``: raw, and after ``crf`` (the raw
+    one again when not ``refine``), made and scored by the pipeline's own mask writer."""
+    writer = MaskWriter(crf, refine, threshold, None, Truth(data))
+    raw = np.zeros((data.n_classes, data.n_classes), np.int64)
+    refined = raw.copy()
     for p in photos:
         maps = norm(p["cams"]) if len(p["cams"]) else p["cams"]  # a photo of background only
-        scores = with_background(maps.astype(np.float32), threshold)
-        local = np.argmax(scores, axis=0)
-        if crf is not None:
-            local = crf.refine(p["rgb"], local, len(p["keys"]), scores)
-        conf += metrics.confusion(p["keys"][local].astype(np.uint8), p["gt"], n)
-    return conf
+        res = writer(p["id"], p["rgb"], maps.astype(np.float32), p["keys"])
+        raw += res["conf_raw"]
+        refined += res["conf_crf"]
+    return raw, refined
 
 
-def measure(photos: list[dict], cfg: config.Config, n: int) -> dict[str, dict]:
+def measure(photos: list[dict], cfg: config.Config, data: Prepared) -> dict[str, dict]:
     crf = DenseCRF(cfg.crf)
     res: dict[str, dict] = {}
     for name, norm in NORMS.items():
-        sweep = {t: metrics.miou(score(photos, norm, t, n)) * 100 for t in THRESHOLDS}
+        sweep = {t: metrics.miou(score(photos, norm, t, data, crf, refine=False)[0]) * 100 for t in THRESHOLDS}
         best = max(sweep, key=lambda t: sweep[t])
         row: dict = {"sweep": sweep, "best_threshold": best}
         for key, t in (("best", best), ("own", cfg.threshold)):
-            raw, refined = score(photos, norm, t, n), score(photos, norm, t, n, crf)
+            raw, refined = score(photos, norm, t, data, crf)
             prec, rec = metrics.object_precision_recall(refined)
             row[key] = {"threshold": t, "raw": metrics.miou(raw) * 100, "crf": metrics.miou(refined) * 100,
                         "crf_precision": prec * 100, "crf_recall": rec * 100}
@@ -131,7 +133,7 @@ def main() -> None:
     out: dict = {"project": str(args.project), "photos": len(ids), "split": cfg.holdout.split,
                  "threshold": cfg.threshold, "models": {}}
     for model, ckpt in models.items():
-        res = measure(holdout_cams(ckpt, cfg, data, ids), cfg, data.n_classes)
+        res = measure(holdout_cams(ckpt, cfg, data, ids), cfg, data)
         out["models"][model] = {"checkpoint": str(ckpt.relative_to(args.project)), "normalisations": res}
         print(table(model, res, cfg.threshold), "\n", flush=True)
     if args.json:

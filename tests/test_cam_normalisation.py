@@ -23,15 +23,24 @@ def test_each_normalisation_sets_its_own_scale():
     assert np.allclose(min_max.reshape(2, -1).min(1), 0) and np.allclose(min_max.reshape(2, -1).max(1), 1, atol=1e-4)
 
 
-def test_masks_are_scored_against_the_ground_truth_with_the_images_class_keys():
+def test_masks_are_made_and_scored_by_the_pipelines_writer(tiny_data, tiny_cfg):
+    from isim.io import read_label_png
+    from isim.pseudo.crf import DenseCRF
     bench = benchmark("cam_normalisation")
-    cams = np.zeros((1, 4, 4), np.float32)
-    cams[0, :2] = 1.0
-    cams[0, 2] = 0.2  # below a threshold of 0.3 after the max normalisation: background
-    gt = np.zeros((4, 4), np.uint8)
-    gt[:3] = 3  # class 3 covers three rows; the mask finds two
-    photo = {"rgb": np.zeros((4, 4, 3), np.uint8), "gt": gt, "keys": np.array([0, 3]), "cams": cams}
-    background_only = {**photo, "cams": np.zeros((0, 4, 4), np.float32), "gt": np.zeros((4, 4), np.uint8)}
-    conf = bench.score([photo, background_only], bench.NORMS["class max"], 0.3, 4)
-    assert conf[3, 3] == 8 and conf[3, 0] == 4 and conf[0, 0] == 4 + 16 and conf.sum() == 32
-    assert bench.score([photo], bench.NORMS["class max"], 0.1, 4)[3, 3] == 12  # a lower threshold takes row 3
+    id_ = next(i for i in tiny_data.ids("train") if tiny_data.label_vector(i).any())
+    gt = read_label_png(tiny_data.mask_path(id_), tiny_data.n_classes)
+    classes = [int(c) for c in np.unique(gt) if 0 < c < tiny_data.n_classes]
+    # each class's CAM is its ground truth, at 1 in the bottom half and 0.2 in the top half
+    top = np.arange(gt.shape[0])[:, None] < gt.shape[0] // 2
+    cams = np.stack([np.where(gt == c, np.where(top, 0.2, 1.0), 0.0) for c in classes]).astype(np.float32)
+    photo = {"id": id_, "rgb": np.zeros((*gt.shape, 3), np.uint8), "keys": np.array([0, *classes]), "cams": cams}
+    crf = DenseCRF(tiny_cfg.crf)
+    raw, same = bench.score([photo], bench.NORMS["class max"], 0.3, tiny_data, crf, refine=False)
+    assert np.array_equal(raw, same)  # no CRF: the refined matrix is the raw one
+    for c in classes:
+        assert raw[c, c] == ((gt == c) & ~top).sum()  # 0.2 falls below the threshold: background
+        assert raw[c, 0] == ((gt == c) & top).sum()
+    low, _ = bench.score([photo], bench.NORMS["class max"], 0.1, tiny_data, crf, refine=False)
+    assert all(low[c, c] == (gt == c).sum() for c in classes)  # a lower threshold takes the top half too
+    _, refined = bench.score([photo], bench.NORMS["class max"], 0.3, tiny_data, crf)
+    assert refined.sum() == raw.sum() and not np.array_equal(refined, raw)  # the CRF ran on the same pixels
