@@ -12,7 +12,7 @@ from isim.models import ModelError, build_model, model_spec
 from isim.models.encoder import train_mode
 from isim.training.baseline import train_baseline
 from isim.training.checkpoint import load_checkpoint
-from isim.training.engine import TrainingError, segmentation_loss
+from isim.training.engine import TrainingError, loader_workers, segmentation_loss
 from isim.training.isim import Schedule, train_isim
 
 
@@ -156,3 +156,10 @@ def test_frozen_bn_keeps_the_encoders_statistics_and_still_learns_its_scale(free
     assert enc and dec and all(dec)  # the new decoder always learns its statistics
     assert (not any(enc)) if freeze else all(enc)
     assert all(m.weight.grad is not None for n, m in bns.items() if n.startswith("encoder."))  # scale still learns
+
+
+def test_loader_workers_never_exceed_the_cpus_this_process_may_use():
+    import os
+    cpus = len(os.sched_getaffinity(0))
+    assert loader_workers(0) == 0 and loader_workers(1) == 1
+    assert loader_workers(cpus + 6) == cpus  # the VOC preset's 8 on a small machine

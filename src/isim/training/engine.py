@@ -6,6 +6,7 @@ is - comes in as a :class:`Task`."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,16 @@ from isim.training.checkpoint import load_checkpoint, save_checkpoint
 from isim.training.recovery import Recovery
 
 log = logging.getLogger(__name__)
+
+
+def loader_workers(asked: int) -> int:
+    """``asked`` DataLoader workers, at most one per CPU this process may use: a preset sized for
+    a GPU machine (VOC: 8) then runs on a laptop without PyTorch's warning and without
+    oversubscribing its cores."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if asked > cpus:
+        log.info("runtime.loader_workers %d > %d CPUs: %d DataLoader workers", asked, cpus, cpus)
+    return min(asked, cpus)
 
 
 class TrainingError(IsimError, RuntimeError):
@@ -161,7 +172,7 @@ class Engine:
         self.generator = torch.Generator()
         sampler = GlobalBatches(len(dataset), settings.batch_size, self.generator, distributed.rank(),
                                 distributed.world())
-        self.loader = DataLoader(dataset, batch_sampler=sampler, num_workers=settings.loader_workers,
+        self.loader = DataLoader(dataset, batch_sampler=sampler, num_workers=loader_workers(settings.loader_workers),
                                  generator=self.generator, pin_memory=device.type == "cuda")
         self.channels_last = settings.channels_last and device.type == "cuda"
         if self.channels_last:
