@@ -91,7 +91,8 @@ def _evaluate(a: argparse.Namespace, cfg: config_mod.Config) -> None:
 
 
 def _tune(a: argparse.Namespace, cfg: config_mod.Config) -> None:
-    _stage("tune").run(cfg, a.params, a.data, a.out, a.workdir, a.workers, a.worker)
+    from isim.tuning import command
+    command.run(cfg, a.params, a.data, a.out, a.workdir, a.workers, a.worker)
 
 
 def _tune_apply(a: argparse.Namespace) -> None:
