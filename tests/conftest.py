@@ -13,6 +13,14 @@ import yaml
 
 from isim.config import merged
 
+# Each xdist worker, and every process a test starts, gets its share of the cores as torch / BLAS
+# threads (set before anything imports torch). Left at torch's default, two busy workers run four
+# OpenMP threads on two cores, and threads waiting for a core spin: a stage then takes several
+# times as long. A run without xdist keeps the default.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VOC_SAMPLE = FIXTURES / "voc_sample" / "VOCdevkit" / "VOC2012"
