@@ -27,7 +27,8 @@ def image():
 
 
 def _in_image(prefix: list[str], project, command: str, timeout: int = 900):
-    return run([*prefix, "-v", f"{project}:/work", "-w", "/work", IMAGE, "bash", "-c", command], project,
+    threads = ["-e", "OMP_NUM_THREADS"] if "OMP_NUM_THREADS" in os.environ else []  # this worker's share (conftest)
+    return run([*prefix, *threads, "-v", f"{project}:/work", "-w", "/work", IMAGE, "bash", "-c", command], project,
                timeout=timeout)
 
 
