@@ -42,5 +42,8 @@ def test_masks_are_made_and_scored_by_the_pipelines_writer(tiny_data, tiny_cfg):
         assert raw[c, 0] == ((gt == c) & top).sum()
     low, _ = bench.score([photo], bench.NORMS["class max"], 0.1, tiny_data, crf, refine=False)
     assert all(low[c, c] == (gt == c).sum() for c in classes)  # a lower threshold takes the top half too
+    no_class = {**photo, "keys": np.array([0]), "cams": np.zeros((0, *gt.shape), np.float32)}
+    none, _ = bench.score([no_class], bench.NORMS["class max"], 0.3, tiny_data, crf, refine=False)
+    assert none[:, 1:].sum() == 0 and none[:, 0].sum() == raw.sum()  # a label without classes: all background
     _, refined = bench.score([photo], bench.NORMS["class max"], 0.3, tiny_data, crf)
     assert refined.sum() == raw.sum() and not np.array_equal(refined, raw)  # the CRF ran on the same pixels
