@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import random
 
 import numpy as np
@@ -22,6 +23,12 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DeviceError(f"runtime.device={name}, but CUDA is not available on this machine")
     return torch.device(name)
+
+
+def cpus() -> int:
+    """The CPUs this process may run on: a scheduler's cpuset (Slurm, Kubernetes, taskset), not
+    the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def keep_freed_memory() -> None:

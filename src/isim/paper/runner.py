@@ -165,6 +165,7 @@ def execute(run: Run, base: dict[str, Any], threads: int) -> dict[str, Any]:
 
 def execute_all(runs: list[Run], base: dict[str, Any], jobs: int = 1) -> list[dict[str, Any]]:
     """Every run, ``jobs`` at a time, the machine's cores split between them."""
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    from isim.runtime import cpus  # imports torch: only when runs are executed
+    threads = max(1, cpus() // max(jobs, 1))
     with ThreadPoolExecutor(max_workers=max(jobs, 1)) as ex:
         return list(ex.map(lambda r: execute(r, base, threads), runs))

@@ -72,7 +72,8 @@ class MaskWriter:
         gt = self.truth.read(id_, raw_mask.shape)
         if gt is not None:
             res["conf_raw"] = metrics.confusion(raw_mask, gt, self.truth.n)
-            res["conf_crf"] = metrics.confusion(crf_mask, gt, self.truth.n)
+            res["conf_crf"] = (metrics.confusion(crf_mask, gt, self.truth.n) if self.crf_on
+                               else res["conf_raw"])  # CRF off: the same mask, scored once
         return res
 
 

@@ -6,7 +6,6 @@ is - comes in as a :class:`Task`."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,14 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from isim import distributed, metrics
+from isim import distributed, metrics, runtime
 from isim.config import Config
 from isim.data.datasets import TrainDataset
 from isim.errors import IsimError
 from isim.io import IGNORE
 from isim.mask_scores import MaskSetSummary
 from isim.models.encoder import train_mode
-from isim.runtime import amp_dtype
 from isim.training.checkpoint import load_checkpoint, save_checkpoint
 from isim.training.recovery import Recovery
 
@@ -36,7 +34,7 @@ def loader_workers(asked: int) -> int:
     """``asked`` DataLoader workers, at most one per CPU this process may use: a preset sized for
     a GPU machine (VOC: 8) then runs on a laptop without PyTorch's warning and without
     oversubscribing its cores."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = runtime.cpus()
     if asked > cpus:
         log.info("runtime.loader_workers %d > %d CPUs: %d DataLoader workers", asked, cpus, cpus)
     return min(asked, cpus)
@@ -193,7 +191,7 @@ class Engine:
                                    weight_decay=settings.weight_decay)
         self.sched = torch.optim.lr_scheduler.PolynomialLR(
             self.opt, total_iters=max(1, settings.epochs * len(self.loader)), power=settings.poly_power)
-        self.amp = amp_dtype(settings.amp, device)
+        self.amp = runtime.amp_dtype(settings.amp, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.history: list[dict] = []
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from isim import runtime
 from isim.config import Config
 from isim.tuning.storage import budget_lock
 from isim.tuning.study import open_study
@@ -52,7 +53,7 @@ def launch(cfg: Config, params: Path, data: Path, out: Path, workdir: Path, work
     from isim.tuning.run import open_tracker  # the MLflow parent exists before workers start
     study, storage, url = open_study(cfg)
     open_tracker(cfg, study, storage, url)
-    gpu_ids, cpus = gpus(), os.cpu_count() or 1
+    gpu_ids, cpus = gpus(), runtime.cpus()
     log.info("study %r: %d worker(s) on %s", study.study_name, workers,
              f"GPUs {','.join(gpu_ids)}" if gpu_ids else f"CPU, {max(1, cpus // workers)} thread(s) each")
 
