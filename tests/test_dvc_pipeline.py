@@ -29,6 +29,7 @@ def test_repro_then_noop_then_targeted_exp(dvc_repo):
     report = json.loads((dvc_repo / "metrics/eval.json").read_text())
     assert {"baseline_miou", "isim_miou", "gain", "isim_rw_miou", "isim_rw_crf_miou"} <= set(report["summary"])
     assert {"val_miou", "val_crf_miou"} <= set(json.loads((dvc_repo / "metrics/segmenter.json").read_text()))
+    _chain_diagnostics_are_written_and_tracked(dvc_repo)
     # Fig. 5: one row per grid image, columns image | truth | CAM | every round | ISIM+RW
     from PIL import Image
     fig5 = Image.open(dvc_repo / "reports/fig5.jpg")
@@ -53,6 +54,33 @@ def test_repro_then_noop_then_targeted_exp(dvc_repo):
     # a random-walk knob reruns the walk and what reads its masks, nothing before it
     r = run([dvc, "exp", "run", "-S", "random_walk.beta=8"], dvc_repo)
     assert _ran(r.stdout) == {"check", "random_walk", "train_segmenter", "evaluate_segmenter", "evaluate"}, r.stdout
+
+
+def _chain_diagnostics_are_written_and_tracked(repo):
+    """The chain measured stage by stage against the ground truth, in its outputs and in MLflow:
+    the affinity labels' precision, AffinityNet's pair accuracy per epoch, every walk rule on the
+    holdout and the one chosen."""
+    from mlflow.tracking import MlflowClient
+    labels = json.loads((repo / "pseudo/affinity/summary.json").read_text())
+    assert 0 <= labels["bg_precision"] <= 100 and 0 < labels["fg_share"] + labels["bg_share"] <= 1
+    aff = json.loads((repo / "metrics/train_affinity.json").read_text())
+    assert 0 <= aff["pair_acc_neg"] <= 100
+    rows = (repo / "plots/train_affinity.csv").read_text().splitlines()
+    assert "pair_acc_bg" in rows[0] and len(rows) == 1 + aff["epochs"]
+    rw = json.loads((repo / "pseudo/rw/summary.json").read_text())
+    rules = rw["rules"]
+    assert rw["rule"] == rules[0]["rule"] and len(rules) == 8  # params.yaml: 4 alphas + 4 constants
+    assert [r["miou"] for r in rules] == sorted((r["miou"] for r in rules), reverse=True)
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("isim")
+    walk = client.search_runs([exp.experiment_id], filter_string="tags.dvc_stage = 'random_walk'")[0]
+    assert walk.data.params["walk_rule"] == rw["rule"]
+    history = client.get_metric_history(walk.info.run_id, "rule_psa_miou")
+    assert sorted(m.step for m in history) == [200, 400, 800, 1600]
+    train = client.search_runs([exp.experiment_id], filter_string="tags.dvc_stage = 'train_affinity'")[0]
+    assert len(client.get_metric_history(train.info.run_id, "affinity_pair_acc_neg")) == aff["epochs"]
+    labelled = client.search_runs([exp.experiment_id], filter_string="tags.dvc_stage = 'affinity_labels'")[0]
+    assert labelled.data.metrics["bg_precision"] == labels["bg_precision"]
 
 
 def test_queued_sweep_logs_to_one_tracking_store(dvc_repo):

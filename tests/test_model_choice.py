@@ -93,3 +93,4 @@ def test_collapse_warning_names_both_figures():
     assert text and "3.46" in text and "52.50" in text and "ISIM+RW+CRF" in text
     assert collapse_warning(on, 60.0) is None
     assert collapse_warning({"name": "given", "holdout_miou": None}, 3.0) is None
+    assert "mIoU with CRF on the holdout" in collapse_warning(on, 50.0, "with CRF")

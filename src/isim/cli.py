@@ -77,7 +77,8 @@ def _train_segmenter(a: argparse.Namespace, cfg: config_mod.Config) -> None:
     if _launched_elsewhere(a, cfg):
         return
     _stage("train_segmenter").run(cfg, a.data, a.checkpoint, a.metrics, a.plots, masks=a.masks,
-                                  isim_pseudo=a.isim_pseudo, rw_pseudo=a.rw_pseudo, recovery_dir=a.recovery)
+                                  isim_pseudo=a.isim_pseudo, rw_pseudo=a.rw_pseudo, recovery_dir=a.recovery,
+                                  isim_checkpoints=a.isim_checkpoints)
 
 
 def _evaluate_segmenter(a: argparse.Namespace, cfg: config_mod.Config) -> None:
@@ -216,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
             plots="losses per epoch (CSV)")
     s.add_argument("--isim-pseudo", type=Path, help="ISIM round pseudo labels (candidate: the last round's CRF masks)")
     s.add_argument("--rw-pseudo", type=Path, help="random-walk pseudo labels (candidates: raw/ and crf/)")
+    s.add_argument("--isim-checkpoints", type=Path, help="ISIM round checkpoints (segmenter.init: isim starts "
+                                                         "from the final one's encoder)")
     s.add_argument("--masks", type=Path, help="train on this folder of <id>.png masks instead (e.g. the ground "
                                               "truth, data/prepared/SegmentationClass: the fully supervised ceiling)")
     trained(s)

@@ -252,10 +252,15 @@ class AffinityCfg(Section):
     """AffinityNet and its labels (PSA; paper 4.1.6). Labels come from the final ISIM model's
     CAMs thresholded twice - at ``fg_threshold`` (confident objects) and ``bg_threshold``
     (confident background) - each refined with dense CRF; pixels where the two disagree are
-    ignored. The net learns from pixel pairs within ``radius`` on its stride-8 feature grid."""
+    ignored. ``fg_threshold`` should sit above the masks' ``threshold`` (IRN: twice it), so the
+    confident objects are the core of the masks, not the masks themselves. The net learns from
+    pairs of cells within ``radius`` on its stride-8 feature grid; a cell takes the label of at
+    least ``cell_purity`` of its block's pixels and is ignored if no label has that share
+    (0: the block's most frequent label, PSA's)."""
 
     fg_threshold: Prob = 0.3
     bg_threshold: Prob = 0.1
+    cell_purity: float = Field(0.75, ge=0, le=1)
     radius: int = Field(5, ge=2, le=16)
     feature_channels: int = Field(448, ge=8)  # PSA: 64 + 128 + 256 projected levels, fused to 448
     epochs: int = Field(3, ge=1)              # paper / IRN: 3 on VOC
@@ -269,12 +274,30 @@ class AffinityCfg(Section):
         return self
 
 
+def _listed(v: Any) -> Any:
+    """A single value where a list of candidates is expected (``-S random_walk.alpha=8``)."""
+    return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
 class RandomWalkCfg(Section):
-    """Random walk of the ISIM CAMs over AffinityNet's affinities (IRN defaults)."""
+    """Random walk of the ISIM CAMs over AffinityNet's affinities and how its maps become masks
+    (pseudo/walk.py): ``psa`` walks a background channel ``(1 - max CAM) ** alpha`` with the
+    classes and takes the argmax; ``irn`` divides the walked maps by their maximum and compares
+    them with a constant ``bg_threshold``. Each knob is a list of candidates; with more than one
+    candidate (``auto``: both modes') the stage picks the best on the holdout images."""
 
     beta: Pos = 10.0                          # affinities are raised to beta: sharper boundaries
     exp_times: int = Field(8, ge=0, le=12)    # the walk takes 2 ** exp_times steps
-    bg_threshold: Prob = 0.25                 # background score against the walked CAMs
+    mode: Literal["psa", "irn", "auto"] = "auto"
+    alpha: list[Pos] = Field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0], min_length=1)  # PSA
+    bg_threshold: list[Prob] = Field(default_factory=lambda: [0.25], min_length=1)  # IRN: 0.25
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {k: _listed(v) if k in ("alpha", "bg_threshold") else v for k, v in data.items()}
+        return data
 
 
 class SegmenterCfg(Section):
@@ -285,6 +308,9 @@ class SegmenterCfg(Section):
     # the masks it trains on: auto = the best of ISIM+CRF, ISIM+RW and ISIM+RW+CRF on the holdout
     # images (isim.pseudo.choice); or one of them by name (rw_crf is the paper's)
     masks: Literal["auto", "isim_crf", "rw", "rw_crf"] = "auto"
+    # the encoder's starting weights: "encoder" = as the encoder section says (ImageNet, a file or
+    # none); "isim" = the final ISIM model's encoder, which has already learnt these images' classes
+    init: Literal["encoder", "isim"] = "encoder"
     decoder_channels: int = Field(256, ge=1)   # DeepLabv3's ASPP width
     epochs: int = Field(50, ge=1)              # paper: 50
     batch_size: int = Field(16, ge=1)

@@ -6,7 +6,7 @@ gets with ``dvc get``; CAM sweeps and accuracy come from the final checkpoints.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +126,23 @@ def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseu
     if rw_pseudo is not None:  # paper Table 7: ISIM+RW and ISIM+RW+CRF
         rw = report["random_walk"] = score_set(data, ids, rw_pseudo)
         report["summary"].update(isim_rw_miou=rw["raw"]["miou"], isim_rw_crf_miou=rw["crf"]["miou"],
-                                 gain_rw=round(rw["raw"]["miou"] - final["raw"]["miou"], 3))
+                                 gain_rw=round(rw["raw"]["miou"] - final["raw"]["miou"], 3),
+                                 gain_rw_crf=round(rw["crf"]["miou"] - final["crf"]["miou"], 3),
+                                 isim_rw_crf_precision=rw["crf"]["precision"], isim_rw_crf_recall=rw["crf"]["recall"])
+        report["chain"] = chain_on_holdout(layout.rounds_of(isim_pseudo)[-1], rw_pseudo)
     return report
+
+
+def chain_on_holdout(last_round: Path, rw_pseudo: Path) -> dict:
+    """The walk as the random_walk stage decided it: every candidate rule's holdout mIoU, precision
+    and recall (before CRF), the rule chosen, and the holdout mIoU of the walk's masks beside the
+    final ISIM round's (the images never trained on)."""
+    walk, isim = layout.read_summary(rw_pseudo), layout.holdout_scores(last_round)
+    out: dict = {"walk_rule": walk.rule, "walk_rules": [asdict(r) for r in walk.rules or []]}
+    if walk.holdout is not None and isim is not None:
+        out["holdout"] = {"isim": isim.raw_miou, "isim_crf": isim.crf_miou,
+                          "isim_rw": walk.holdout.raw_miou, "isim_rw_crf": walk.holdout.crf_miou}
+    return out
 
 
 def compact(report: dict) -> dict:

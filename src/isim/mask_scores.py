@@ -47,6 +47,23 @@ class HoldoutScore:
         return cls(d["raw"]["miou"], d["crf"]["miou"], d["images"], d["crf_bg_only"], d["seconds"])
 
 
+@dataclass(frozen=True)
+class RuleScore:
+    """One of the random walk's decision rules (pseudo/walk.py) on the holdout images: its masks'
+    mIoU and object precision / recall before CRF, in percent."""
+
+    rule: str      # e.g. "psa alpha=8", "irn bg=0.25"
+    mode: str
+    value: float
+    miou: float
+    precision: float
+    recall: float
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RuleScore:
+        return cls(d["rule"], d["mode"], d["value"], d["miou"], d["precision"], d["recall"])
+
+
 @dataclass
 class MaskSetSummary:
     """One mask set: counts, timing, classification accuracy of the model that made it, and its
@@ -66,6 +83,8 @@ class MaskSetSummary:
     holdout: HoldoutScore | None = None
     round: int | None = None
     after_epoch: int | None = None
+    rule: str | None = None                 # the random walk's decision rule (its masks only)
+    rules: list[RuleScore] | None = None    # every candidate rule on the holdout, best first
 
     def to_json(self) -> dict[str, Any]:
         """The summary.json content (keys of unset parts left out)."""
@@ -80,7 +99,8 @@ class MaskSetSummary:
         holdout = HoldoutScore.from_json(d["holdout"]) if "holdout" in d else None
         return cls(d["images"], d["seconds"], d["images_per_s"], d["raw_bg_only"], d["crf_bg_only"], d["threshold"],
                    d["crf_enabled"], dict(d.get("classification", {})), scores.get("raw"), scores.get("crf"),
-                   holdout, d.get("round"), d.get("after_epoch"))
+                   holdout, d.get("round"), d.get("after_epoch"), d.get("rule"),
+                   [RuleScore.from_json(r) for r in d["rules"]] if "rules" in d else None)
 
     def mious(self) -> dict[str, float]:
         """mIoU before and after CRF, where scored (for log lines)."""

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from isim.io import IGNORE
 from isim.models.encoder import build_encoder
 
 STRIDE = 8
@@ -36,6 +37,25 @@ def crop_pairs(t: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor
     src = t[:, :, :ch, r:r + cw]
     dst = torch.stack([t[:, :, dy:dy + ch, r + dx:r + dx + cw] for dy, dx in pair_offsets(radius)], 2)
     return src.unsqueeze(2), dst
+
+
+def cell_labels(mask: torch.Tensor, grid: tuple[int, ...], purity: float) -> torch.Tensor:
+    """Labels B x H x W (255 ignored) brought to the feature ``grid`` (h, w), one block of pixels
+    per cell: the label at least ``purity`` of the block's pixels carry, 255 where none does
+    (a block across a boundary or mostly unlabelled teaches nothing); ``purity`` 0 takes the
+    block's most frequent label (PSA). Nearest sampling would read one pixel at a block's corner,
+    half a cell away from the cell the features describe."""
+    best = torch.zeros((mask.shape[0], *grid), device=mask.device)
+    out = torch.full((mask.shape[0], *grid), IGNORE, dtype=torch.long, device=mask.device)
+    for v in mask.unique().tolist():
+        if v == IGNORE:
+            continue
+        share = F.adaptive_avg_pool2d((mask == v).float()[:, None], (grid[0], grid[1]))[:, 0]
+        take = share > best
+        out[take] = v
+        best = torch.maximum(best, share)
+    out[(best < purity) | (best == 0)] = IGNORE
+    return out
 
 
 def affinity(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:

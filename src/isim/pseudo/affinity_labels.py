@@ -5,7 +5,8 @@ background score, so only confident object pixels stay foreground) and at
 ``affinity.bg_threshold`` (a low one, so only confident background stays background). Both are
 refined with dense CRF; where they agree the pixel keeps the label, elsewhere it is 255 and no
 pair that touches it is learnt. One palette PNG per image plus ``summary.json`` (the share of
-pixels labelled and, with ground truth, their accuracy).
+pixels labelled foreground and background and, with ground truth, the precision of each: what
+AffinityNet is taught). models/affinitynet.py's ``cell_labels`` brings them to its feature grid.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ class AffinityLabeller:
         lab = self.label(rgb, maps, keys)
         write_label_png(self.out / f"{id_}.png", lab)
         known = lab != IGNORE
-        res: dict[str, Any] = {"pixels": lab.size, "labelled": int(known.sum())}
+        res: dict[str, Any] = {"pixels": lab.size, "labelled": int(known.sum()),
+                               "fg": int((known & (lab > 0)).sum())}
         gt = self.truth.read(id_, lab.shape)
         if gt is not None:
             res["conf"] = metrics.confusion(lab[known], gt[known], self.truth.n)
@@ -66,7 +68,7 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, ca
     encoding); return the summary."""
     t0 = time.perf_counter()
     n = data.n_classes
-    totals: dict[str, Any] = {"pixels": 0, "labelled": 0, "conf": np.zeros((n, n), np.int64)}
+    totals: dict[str, Any] = {"pixels": 0, "labelled": 0, "fg": 0, "conf": np.zeros((n, n), np.int64)}
 
     task = AffinityLabeller(DenseCRF(crf), crf.enabled, fg_threshold, bg_threshold, Path(out), Truth(data))
     for res, _, _ in camlib.map_cams(model, data, ids, cam, device, task, workers, "affinity labels"):
@@ -75,9 +77,15 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, ca
     summary: dict[str, Any] = {
         "images": len(ids), "seconds": round(time.perf_counter() - t0, 3),
         "fg_threshold": fg_threshold, "bg_threshold": bg_threshold,
-        "labelled_share": round(totals["labelled"] / max(1, totals["pixels"]), 4)}
+        "labelled_share": round(totals["labelled"] / max(1, totals["pixels"]), 4),
+        "fg_share": round(totals["fg"] / max(1, totals["pixels"]), 4),
+        "bg_share": round((totals["labelled"] - totals["fg"]) / max(1, totals["pixels"]), 4)}
     if data.has_masks:
         # how right the labels are where they are given: what AffinityNet learns from
-        summary["labelled"] = metrics.summary(totals["conf"], data.classes)
+        conf = totals["conf"]
+        summary["labelled"] = metrics.summary(conf, data.classes)
+        summary["fg_precision"] = summary["labelled"]["precision"]  # confident objects that are that object
+        summary["bg_precision"] = round(100 * float(conf[0, 0] / max(1, conf[:, 0].sum())), 3)
     write_json(summary_path(out), summary)
     return summary
+

@@ -60,7 +60,8 @@ class MaskWriter:
     truth: Truth
 
     def __call__(self, id_: str, rgb: np.ndarray, maps: np.ndarray, keys: np.ndarray) -> dict:
-        scores = camlib.with_background(maps, self.threshold)
+        # K class maps get the constant background score; K+1 maps carry their own (the walk's)
+        scores = maps if len(maps) == len(keys) else camlib.with_background(maps, self.threshold)
         local = np.argmax(scores, axis=0)
         raw_mask = keys[local].astype(np.uint8)
         crf_mask = (keys[self.crf.refine(rgb, local, len(keys), scores)].astype(np.uint8) if self.crf_on

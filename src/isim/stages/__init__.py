@@ -53,10 +53,12 @@ def recovery_for(cfg: Any, data: Any, folder: Path | None, masks: Path | None = 
 
 
 def train_stage(cfg: Any, stage: str, train: Any, prefix: str, plot_keys: tuple[str, ...], metrics: Path,
-                plots: Path, recovery: Any = None, after: Any = None, extra: dict | None = None) -> dict:
+                plots: Path, recovery: Any = None, after: Any = None, extra: dict | None = None,
+                last: tuple[str, ...] = ()) -> dict:
     """What train_affinity and train_segmenter share: run ``train(on_epoch)`` in the stage's
-    MLflow run; rank 0 writes the per-epoch CSV and the metrics JSON (with ``extra``), then
-    calls ``after(tracker)`` and clears the ``recovery`` state; returns the summary."""
+    MLflow run; rank 0 writes the per-epoch CSV and the metrics JSON (with ``extra`` and the last
+    epoch's ``last`` keys), then calls ``after(tracker)`` and clears the ``recovery`` state;
+    returns the summary."""
     from isim import distributed
     from isim.io import write_csv, write_json
     from isim.tracking import stage_run
@@ -65,9 +67,10 @@ def train_stage(cfg: Any, stage: str, train: Any, prefix: str, plot_keys: tuple[
                                                   step=rec["epoch"]))
         hist = result.history
         summary = {"epochs": len(hist), "seconds": round(result.seconds, 3), "first_loss": hist[0]["loss"],
-                   "final_loss": hist[-1]["loss"], **(extra or {})}
+                   "final_loss": hist[-1]["loss"], **{k: hist[-1][k] for k in last if k in hist[-1]},
+                   **(extra or {})}
         if distributed.is_main():  # rank 0 alone writes
-            write_csv(plots, [{k: h[k] for k in plot_keys} for h in hist])
+            write_csv(plots, [{k: h.get(k) for k in plot_keys} for h in hist])
             write_json(metrics, summary)
             tr.log_metrics(summary)
             if after is not None:

@@ -27,8 +27,10 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, out: Path) -> None:
         ac = cfg.affinity
         summary = affinity_labels.generate(model, data, data.ids("train"), out, CamSettings.of(cfg), cfg.crf,
                                            ac.fg_threshold, ac.bg_threshold, device, cfg.runtime.crf_workers)
-        tr.log_metrics({"labelled_share": summary["labelled_share"],
-                        **({"labelled_miou": summary["labelled"]["miou"]} if "labelled" in summary else {})})
-    log.info("affinity labels from %s -> %s: %.1f%% of pixels labelled%s", checkpoint, out,
-             100 * summary["labelled_share"],
-             f", {summary['labelled']['miou']:.2f} mIoU where labelled" if "labelled" in summary else "")
+        tr.log_metrics({k: summary[k] for k in ("labelled_share", "fg_share", "bg_share", "fg_precision",
+                                                 "bg_precision") if k in summary}
+                       | ({"labelled_miou": summary["labelled"]["miou"]} if "labelled" in summary else {}))
+    log.info("affinity labels from %s -> %s: %.1f%% of pixels labelled (%.1f%% objects, %.1f%% background)%s",
+             checkpoint, out, 100 * summary["labelled_share"], 100 * summary["fg_share"], 100 * summary["bg_share"],
+             f"; precision of objects {summary['fg_precision']:.1f}%, of background {summary['bg_precision']:.1f}%"
+             if "labelled" in summary else "")

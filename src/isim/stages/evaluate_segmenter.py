@@ -19,13 +19,14 @@ from isim.tracking import stage_run
 log = logging.getLogger(__name__)
 
 
-def collapse_warning(trained_on: dict, holdout_miou: float | None) -> str | None:
+def collapse_warning(trained_on: dict, holdout_miou: float | None, how: str = "") -> str | None:
     """The warning for a final model below its own training masks (both on the holdout images),
-    or None."""
+    or None. ``how``: how the model's figure was made (e.g. "with CRF")."""
     masks_miou = trained_on.get("holdout_miou")
     if masks_miou is None or holdout_miou is None or holdout_miou >= masks_miou:
         return None
-    return (f"the final segmenter scores {holdout_miou:.2f} mIoU on the holdout images, below the "
+    return (f"the final segmenter scores {holdout_miou:.2f} mIoU{' ' + how if how else ''} on the holdout "
+            f"images, below the "
             f"{trained_on.get('name', 'pseudo')} masks it learnt from ({masks_miou:.2f} on the same images): "
             "training on them lost accuracy instead of generalising it; check the segmenter's epochs and "
             "learning rates (README \"Real photographs\")")
@@ -49,11 +50,17 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, report_pat
                 summary[key.replace("miou", "pixel_acc")] = report[kind]["pixel_acc"]
         trained_on = read_checkpoint(checkpoint).get("trained_on", {})
         report["trained_on"] = trained_on
+        # the masks it learnt from were refined with CRF: with segmenter.crf its own output is too
+        kept = "holdout_crf_miou" if sc.crf else "holdout_miou"
         if "subset" in report:
             summary["holdout_miou"] = report["subset"]["raw"]["miou"]
+            if "crf" in report["subset"]:
+                summary["holdout_crf_miou"] = report["subset"]["crf"]["miou"]
             if trained_on.get("holdout_miou") is not None:
                 summary["trained_on_holdout_miou"] = trained_on["holdout_miou"]
-        warning = collapse_warning(trained_on, summary.get("holdout_miou"))
+                # what share of its masks' quality the model keeps on images neither was made from
+                summary["keeps"] = round(summary[kept] / max(trained_on["holdout_miou"], 1e-9), 4)
+        warning = collapse_warning(trained_on, summary.get(kept), "with CRF" if sc.crf else "")
         if warning:
             log.warning("!" * 20 + " %s " + "!" * 20, warning)
             tr.warn(warning)

@@ -1,10 +1,13 @@
 """Stage ``random_walk``: the final ISIM model's CAMs walked over AffinityNet's affinities,
-thresholded and refined with CRF (paper Table 7: ISIM+RW, ISIM+RW+CRF). The walk's masks of the
-holdout images are scored too (``summary.json``'s ``holdout``), as every ISIM round's are, so the
-final segmenter can train on the best set (isim.pseudo.choice)."""
+decided by the rule that scores best on the holdout images, refined with CRF (paper Table 7:
+ISIM+RW, ISIM+RW+CRF). Every candidate rule's holdout mIoU, precision and recall go into
+``summary.json`` (``rules``) and MLflow; the walk's masks of the holdout images are scored too
+(``holdout``), as every ISIM round's are, so the final segmenter can train on the best set
+(isim.pseudo.choice)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from isim.config import Config
@@ -12,7 +15,7 @@ from isim.data.layout import Prepared
 from isim.io import write_json
 from isim.models import load_affinity, load_model
 from isim.pseudo import masks
-from isim.pseudo.walk import RandomWalk
+from isim.pseudo.walk import RandomWalk, score_rules
 from isim.run_layout import final_checkpoint, summary_path
 from isim.runtime import setup
 from isim.stages import remove_old_outputs
@@ -25,14 +28,34 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, affinity_checkpoint
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
     model = load_model(final_checkpoint(isim_checkpoints), device)
-    walker = RandomWalk.of(load_affinity(affinity_checkpoint, device), cfg, device)
-    settings = masks.MaskSettings.of(cfg, threshold=cfg.random_walk.bg_threshold)
+    walker = RandomWalk(load_affinity(affinity_checkpoint, device), cfg.transform, cfg.affinity.radius,
+                        cfg.random_walk, device)
+    # the walk's scores carry their own background: the threshold is the rule's value, for the record
+    settings = masks.MaskSettings.of(cfg, threshold=walker.rule.value)
+    holdout = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction) if data.has_masks else []
     remove_old_outputs(out)
     with stage_run(cfg, "random_walk") as tr:
+        rules = None
+        if holdout:
+            rules = score_rules(model, data, holdout, walker, settings.cam, settings.workers, device)
+            best = next(r for r in walker.rules if r.name == rules[0].rule)
+            walker = walker.with_rule(best)
+            settings = replace(settings, threshold=best.value)
+            for i, r in enumerate(rules):
+                log.info("walk rule %-16s holdout mIoU %.2f (precision %.1f, recall %.1f)%s", r.rule, r.miou,
+                         r.precision, r.recall, "  <- chosen" if i == 0 else "")
+        elif len(walker.rules) > 1:
+            log.warning("no holdout images with ground truth: the walk uses its first rule (%s) unchosen",
+                        walker.rule.name)
         summary = masks.generate(model, data, data.ids("train"), out, settings, device, "random walk", walker)
-        if data.has_masks and (holdout := data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction)):
+        summary.rule, summary.rules = walker.rule.name, rules
+        if holdout:
             summary.holdout = masks.score(model, data, holdout, settings, device, "random walk holdout", walker)
-            write_json(summary_path(out), summary.to_json())
+        write_json(summary_path(out), summary.to_json())
         tr.log_round(1, out, summary, data)
-    log.info("random walk -> %s: %s", out,
-             summary.mious() or summary.images)
+        if rules:
+            for r in rules:
+                tr.log_metrics({f"rule_{r.mode}_miou": r.miou, f"rule_{r.mode}_precision": r.precision,
+                                f"rule_{r.mode}_recall": r.recall}, step=int(round(100 * r.value)))
+            tr.log_params({"walk_rule": walker.rule.name})
+    log.info("random walk (%s) -> %s: %s", walker.rule.name, out, summary.mious() or summary.images)

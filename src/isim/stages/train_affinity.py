@@ -1,4 +1,6 @@
-"""Stage ``train_affinity``: AffinityNet on the affinity labels, its losses and checkpoint."""
+"""Stage ``train_affinity``: AffinityNet on the affinity labels, its losses and checkpoint; with
+ground truth, every epoch also measures its affinities on the holdout images' true pairs
+(training/affinitynet.py: PairProbe), in the metrics, the plots CSV and MLflow."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +10,7 @@ from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.stages import recovery_for, train_stage
-from isim.training.affinitynet import train_affinity
+from isim.training.affinitynet import PairProbe, train_affinity
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +21,11 @@ def run(cfg: Config, data_dir: Path, labels: Path, checkpoint: Path, metrics: Pa
     if distributed.is_main():
         checkpoint.unlink(missing_ok=True)
     recovery = recovery_for(cfg, data, recovery_dir, labels)
+    holdout = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction) if data.has_masks else []
+    probe = PairProbe(data, holdout, cfg.transform, cfg.affinity.radius, cfg.affinity.cell_purity) if holdout else None
+    pair_keys = ("pair_acc_bg", "pair_acc_fg", "pair_acc_neg") if probe else ()
     summary = train_stage(cfg, "train_affinity", lambda on_epoch: train_affinity(
-        cfg, data, labels, checkpoint, on_epoch=on_epoch, recovery=recovery), "affinity",
-        ("epoch", "loss", "bg_pos", "fg_pos", "neg"), metrics, plots, recovery)
+        cfg, data, labels, checkpoint, on_epoch=on_epoch, recovery=recovery, probe=probe), "affinity",
+        ("epoch", "loss", "bg_pos", "fg_pos", "neg", *pair_keys), metrics, plots, recovery,
+        last=pair_keys)
     log.info("trained AffinityNet: %s", summary)

@@ -9,7 +9,9 @@ from pathlib import Path
 from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
+from isim.errors import IsimError
 from isim.pseudo.choice import choose
+from isim.run_layout import final_checkpoint
 from isim.stages import recovery_for, train_stage
 from isim.training.segmenter import train_segmenter
 
@@ -17,10 +19,18 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Path, masks: Path | None = None,
-        isim_pseudo: Path | None = None, rw_pseudo: Path | None = None, recovery_dir: Path | None = None) -> None:
+        isim_pseudo: Path | None = None, rw_pseudo: Path | None = None, recovery_dir: Path | None = None,
+        isim_checkpoints: Path | None = None) -> None:
     """``masks``: train on this folder as it is; else choose among ``isim_pseudo``'s last round
-    and ``rw_pseudo``'s two sets."""
+    and ``rw_pseudo``'s two sets. ``isim_checkpoints``: where the final ISIM model is, for
+    ``segmenter.init: isim``."""
     data = Prepared.open(data_dir)
+    init_from = None
+    if cfg.segmenter.init == "isim":
+        if isim_checkpoints is None:
+            raise IsimError("segmenter.init: isim needs the ISIM checkpoints (--isim-checkpoints)")
+        init_from = final_checkpoint(isim_checkpoints)
+        log.info("the final segmenter's encoder starts from %s", init_from)
     if masks is not None:
         trained_on = {"key": "given", "name": str(masks), "masks": str(masks), "holdout_miou": None,
                       "why": "--masks"}
@@ -40,7 +50,8 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
         tr.log_segmenter(checkpoint)
 
     summary = train_stage(cfg, "train_segmenter", lambda on_epoch: train_segmenter(
-        cfg, data, masks, checkpoint, on_epoch=on_epoch, trained_on=trained_on, recovery=recovery), "segmenter",
+        cfg, data, masks, checkpoint, on_epoch=on_epoch, trained_on=trained_on, recovery=recovery,
+        init_from=init_from), "segmenter",
         ("epoch", "loss", "skipped_images"), metrics, plots, recovery, after=after,
         extra={"trained_on": trained_on["name"], "trained_on_holdout_miou": trained_on["holdout_miou"]})
     log.info("trained the final segmenter: %s", summary)

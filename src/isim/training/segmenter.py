@@ -14,6 +14,7 @@ from isim import distributed
 from isim.config import Config
 from isim.data.datasets import TrainDataset
 from isim.data.layout import Prepared
+from isim.models import ModelError, read_checkpoint
 from isim.models.segmenter import Segmenter, build_segmenter, segmenter_spec
 from isim.runtime import seed_everything, setup
 from isim.training.engine import Engine, Settings, Step, Task, TrainingResult, segmentation_loss
@@ -34,17 +35,34 @@ class SegmenterTask(Task):
                     counts={"skipped_images": int((~valid).sum())})
 
 
+def init_encoder(model: Segmenter, spec: dict[str, Any], isim_checkpoint: Path) -> None:
+    """Start ``model``'s encoder from the encoder of the ISIM model in ``isim_checkpoint``, which
+    must be the same network (backbone, its settings and output stride)."""
+    state = read_checkpoint(isim_checkpoint)
+    theirs = state["spec"]
+    for key in ("backbone", "backbone_kwargs", "output_stride"):
+        if theirs.get(key) != spec[key]:
+            raise ModelError(f"{isim_checkpoint}: its encoder has {key} {theirs.get(key)!r}, the segmenter's "
+                             f"{spec[key]!r}; segmenter.init: isim needs the same encoder")
+    enc = {k.removeprefix("encoder."): v for k, v in state["model"].items() if k.startswith("encoder.")}
+    model.encoder.load_state_dict(enc)
+
+
 def train_segmenter(cfg: Config, data: Prepared, masks_dir: Path, checkpoint: Path,
                     on_epoch: Callable[[dict], None] | None = None, trained_on: dict[str, Any] | None = None,
-                    recovery: Recovery | None = None) -> TrainingResult:
+                    recovery: Recovery | None = None, init_from: Path | None = None) -> TrainingResult:
     """Train on the masks in ``masks_dir`` (train split); save ``checkpoint`` (with ``trained_on``,
-    what those masks are)."""
+    what those masks are). ``init_from``: an ISIM checkpoint whose encoder the segmenter starts
+    from (``segmenter.init: isim``)."""
     seed_everything(cfg.seed)
     device = setup(cfg.runtime)
     sc, enc = cfg.segmenter, cfg.encoder
     spec = segmenter_spec(sc.arch, data.n_classes, enc.backbone, enc.backbone_kwargs, enc.output_stride,
                           sc.decoder_channels)
-    model = build_segmenter(spec, enc.pretrained, enc.weights).to(device)
+    model = build_segmenter(spec, enc.pretrained and init_from is None, enc.weights if init_from is None else "")
+    if init_from is not None:
+        init_encoder(model, spec, init_from)
+    model = model.to(device)
     dataset = TrainDataset(data, data.ids("train"), cfg.transform, seed=cfg.seed)
     dataset.set_pseudo(masks_dir)
     engine = Engine(SegmenterTask(model, spec, sc.lr_encoder, sc.lr_decoder),
