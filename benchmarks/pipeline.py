@@ -2,9 +2,10 @@
 no-op `dvc repro`, against the 10-minute target; prints where the time went, stage by stage
 (from the moment DVC starts each stage to the next), and the paper's Table 2 shape from the run.
 ``--baseline PRESET`` then runs the same in a second fresh clone with the preset applied (e.g.
-pipelines/embedded-long.yaml, the earlier default budget) and prints both side by side.
+pipelines/embedded-long.yaml, the earlier default budget), or ``--baseline-rev REV`` in a clone
+checked out at an earlier commit (its own sources run), and prints both side by side.
 
-    .venv/bin/python benchmarks/pipeline.py [--keep DIR] [--baseline pipelines/embedded-long.yaml]
+    .venv/bin/python benchmarks/pipeline.py [--keep DIR] [--baseline pipelines/embedded-long.yaml | --baseline-rev REV]
 """
 from __future__ import annotations
 
@@ -24,14 +25,18 @@ from table2 import print_table  # noqa: E402
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def repro(work: Path, preset: str | None = None) -> tuple[float, dict[str, float]]:
-    """Clone, apply ``preset``, `dvc repro` from scratch: (seconds, {stage: seconds})."""
+def repro(work: Path, preset: str | None = None, rev: str | None = None) -> tuple[float, dict[str, float]]:
+    """Clone (at ``rev``), apply ``preset``, `dvc repro` from scratch: (seconds, {stage: seconds}).
+    The clone's own sources run (PYTHONPATH), whatever the environment's editable install points to."""
     subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
+    if rev:
+        subprocess.run(["git", "checkout", "-q", rev], cwd=work, check=True)
+    env = {**ENV, "PYTHONPATH": str(work / "src")}
     if preset:
-        subprocess.run(["isim", "params", preset], cwd=work, env=ENV, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["isim", "params", preset], cwd=work, env=env, check=True, stdout=subprocess.DEVNULL)
     begin = time.perf_counter()
     starts: list[tuple[str, float]] = []
-    with subprocess.Popen(["dvc", "repro"], cwd=work, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    with subprocess.Popen(["dvc", "repro"], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                           text=True) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -60,18 +65,20 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--keep", help="clone into this directory (kept) instead of a temp dir")
     p.add_argument("--baseline", metavar="PRESET", help="also time a clone with this preset applied, after")
+    p.add_argument("--baseline-rev", metavar="REV", help="also time a clone checked out at REV, after")
     a = p.parse_args()
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp()) / "isim"
     full, stages = repro(work)
     t0 = time.perf_counter()
-    subprocess.run(["dvc", "repro"], cwd=work, env=ENV, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["dvc", "repro"], cwd=work, env={**ENV, "PYTHONPATH": str(work / "src")}, check=True,
+                   stdout=subprocess.DEVNULL)
     noop = time.perf_counter() - t0
     print(f"dvc repro from scratch: {full:.0f} s", flush=True)
     base: tuple[float, dict[str, float]] | None = None
-    if a.baseline:
+    if a.baseline or a.baseline_rev:
         base_work = work.with_name(work.name + "-baseline")
-        base = repro(base_work, a.baseline)
-        print(f"baseline ({a.baseline}): dvc repro from scratch {base[0]:.0f} s")
+        base = repro(base_work, a.baseline, a.baseline_rev)
+        print(f"baseline ({a.baseline or a.baseline_rev}): dvc repro from scratch {base[0]:.0f} s")
         print_table(base_work / "reports" / "evaluation.json")
     print(f"dvc repro from scratch: {full:.0f} s  ({full / TARGET_S:.2f}x the {TARGET_S:.0f} s target)"
           + (f"; baseline {base[0]:.0f} s, {base[0] / full:.2f}x faster" if base else ""))

@@ -38,7 +38,7 @@ def walk_images(n: int, height: int, width: int, backbone: str) -> dict:
                                      None, 21)).eval()
     if not kwargs:  # paper-sized: IRN's 2 ** 8 steps, the most any preset takes
         cfg = cfg.model_copy(update={"random_walk": cfg.random_walk.model_copy(update={"exp_times": 8})})
-    walker = RandomWalk.of(net, cfg, torch.device("cpu"))
+    walker = RandomWalk(net, cfg.transform, cfg.affinity.radius, cfg.random_walk, torch.device("cpu"))
     rng = np.random.default_rng(0)
     t_walk = t_cam = 0.0
     for _ in range(n):

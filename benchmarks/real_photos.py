@@ -93,7 +93,8 @@ def ceiling(work: Path) -> dict:
     isim = [str(BIN / "isim"), "--params", "ceiling/params.yaml"]
     t0 = time.perf_counter()
     sh([*isim, "train-segmenter", "--data", "data/prepared", "--masks", "data/prepared/SegmentationClass",
-        "--checkpoint", "ceiling/segmenter.pt", "--metrics", "ceiling/train.json", "--plots", "ceiling/train.csv"],
+        "--isim-checkpoints", "checkpoints/isim", "--checkpoint", "ceiling/segmenter.pt",
+        "--metrics", "ceiling/train.json", "--plots", "ceiling/train.csv"],
        work)
     sh([*isim, "evaluate-segmenter", "--data", "data/prepared", "--checkpoint", "ceiling/segmenter.pt",
         "--metrics", "ceiling/metrics.json", "--report", "ceiling/report.json"], work)

@@ -69,14 +69,14 @@ def _chain_diagnostics_are_written_and_tracked(repo):
     assert "pair_acc_bg" in rows[0] and len(rows) == 1 + aff["epochs"]
     rw = json.loads((repo / "pseudo/rw/summary.json").read_text())
     rules = rw["rules"]
-    assert rw["rule"] == rules[0]["rule"] and len(rules) == 8  # params.yaml: 4 alphas + 4 constants
+    assert rw["rule"] == rules[0]["rule"] and len(rules) == 9  # params.yaml: 4 alphas + 5 constants
     assert [r["miou"] for r in rules] == sorted((r["miou"] for r in rules), reverse=True)
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("isim")
     walk = client.search_runs([exp.experiment_id], filter_string="tags.dvc_stage = 'random_walk'")[0]
     assert walk.data.params["walk_rule"] == rw["rule"]
     history = client.get_metric_history(walk.info.run_id, "rule_psa_miou")
-    assert sorted(m.step for m in history) == [200, 400, 800, 1600]
+    assert sorted(m.step for m in history) == [800, 1600, 3200, 6400]
     train = client.search_runs([exp.experiment_id], filter_string="tags.dvc_stage = 'train_affinity'")[0]
     assert len(client.get_metric_history(train.info.run_id, "affinity_pair_acc_neg")) == aff["epochs"]
     labelled = client.search_runs([exp.experiment_id], filter_string="tags.dvc_stage = 'affinity_labels'")[0]
