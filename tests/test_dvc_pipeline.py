@@ -71,6 +71,9 @@ def _chain_diagnostics_are_written_and_tracked(repo):
     rules = rw["rules"]
     assert rw["rule"] == rules[0]["rule"] and len(rules) == 9  # params.yaml: 4 alphas + 5 constants
     assert [r["miou"] for r in rules] == sorted((r["miou"] for r in rules), reverse=True)
+    chain = json.loads((repo / "reports/evaluation.json").read_text())["chain"]
+    assert chain["walk_rule"] == rw["rule"] and chain["walk_rules"] == rules
+    assert chain["holdout"]["isim_rw_crf"] == rw["holdout"]["crf"]["miou"]
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("isim")
     walk = client.search_runs([exp.experiment_id], filter_string="tags.dvc_stage = 'random_walk'")[0]

@@ -92,5 +92,7 @@ def test_collapse_warning_names_both_figures():
     text = collapse_warning(on, 3.46)
     assert text and "3.46" in text and "52.50" in text and "ISIM+RW+CRF" in text
     assert collapse_warning(on, 60.0) is None
+    assert collapse_warning(on, 50.0) is None  # 0.95 of its masks: no collapse
+    assert "0.94 of the ISIM+RW+CRF" in collapse_warning(on, 49.5)
     assert collapse_warning({"name": "given", "holdout_miou": None}, 3.0) is None
-    assert "mIoU with CRF on the holdout" in collapse_warning(on, 50.0, "with CRF")
+    assert "mIoU with CRF on the holdout" in collapse_warning(on, 40.0, "with CRF")

@@ -19,17 +19,20 @@ from isim.tracking import stage_run
 log = logging.getLogger(__name__)
 
 
+KEEPS = 0.95  # published pipelines keep 0.91-1.03 of their masks' mIoU (IRN 66.5 -> 63.5, PSA 59.7 -> 61.7)
+
+
 def collapse_warning(trained_on: dict, holdout_miou: float | None, how: str = "") -> str | None:
-    """The warning for a final model below its own training masks (both on the holdout images),
-    or None. ``how``: how the model's figure was made (e.g. "with CRF")."""
+    """The warning for a final model that keeps less than ``KEEPS`` of its training masks' mIoU
+    (both on the holdout images), or None. ``how``: how the model's figure was made ("with CRF")."""
     masks_miou = trained_on.get("holdout_miou")
-    if masks_miou is None or holdout_miou is None or holdout_miou >= masks_miou:
+    if masks_miou is None or holdout_miou is None or holdout_miou >= KEEPS * masks_miou:
         return None
     return (f"the final segmenter scores {holdout_miou:.2f} mIoU{' ' + how if how else ''} on the holdout "
-            f"images, below the "
-            f"{trained_on.get('name', 'pseudo')} masks it learnt from ({masks_miou:.2f} on the same images): "
-            "training on them lost accuracy instead of generalising it; check the segmenter's epochs and "
-            "learning rates (README \"Real photographs\")")
+            f"images, {holdout_miou / max(masks_miou, 1e-9):.2f} of the "
+            f"{trained_on.get('name', 'pseudo')} masks it learnt from ({masks_miou:.2f} on the same images; "
+            f"below {KEEPS}): training on them lost accuracy instead of generalising it; check the segmenter's "
+            "epochs, learning rates and segmenter.init (README \"After ISIM\")")
 
 
 def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, report_path: Path,
