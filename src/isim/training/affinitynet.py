@@ -131,15 +131,8 @@ def train_affinity(cfg: Config, data: Prepared, labels_dir: Path, checkpoint: Pa
     dataset.set_pseudo(labels_dir)
     engine = Engine(AffinityTask(model, spec, ac.lr, ac.radius, ac.cell_purity),
                     Settings.of(cfg, ac.epochs, ac.batch_size), dataset, device, cfg.to_dict())
-
-    def epoch_done(rec: dict) -> None:
-        if probe is not None and distributed.is_main() and not any(k.startswith("pair_acc") for k in rec):
-            rec.update(probe(model, device))  # the record is the history's: the checkpoint keeps it
-        if on_epoch:
-            on_epoch(rec)
-
     t_start = time.perf_counter()
-    engine.fit(epoch_done, recovery)
+    engine.fit(on_epoch, recovery, measure=(lambda: probe(model, device)) if probe is not None else None)
     if distributed.is_main():
         engine.save(checkpoint, ac.epochs)
     return TrainingResult(engine.history, time.perf_counter() - t_start, engine.model)

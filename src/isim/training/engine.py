@@ -277,10 +277,11 @@ class Engine:
         return rec
 
     def fit(self, on_epoch: Callable[[dict], None] | None = None, recovery: Recovery | None = None,
-            **extra: Any) -> list[dict]:
+            measure: Callable[[], dict] | None = None, **extra: Any) -> list[dict]:
         """All epochs (``extra`` goes into every record); with ``recovery``, continue after the
         last epoch a killed run finished (its records are replayed to ``on_epoch``) and save the
-        state after every epoch."""
+        state after every epoch. ``measure()``: figures of the model after each epoch, added to
+        its record before the record is saved or reported (rank 0 only)."""
         start = 1
         if recovery is not None and (saved := recovery.load()) is not None:
             self.restore(saved)
@@ -292,6 +293,8 @@ class Engine:
                     on_epoch(rec)
         for epoch in range(start, self.settings.epochs + 1):
             rec = self.run_epoch(epoch, **extra)
+            if measure is not None and distributed.is_main():
+                rec.update(measure())
             if recovery is not None and distributed.is_main():
                 recovery.save(self.state(epoch))
             if on_epoch:
