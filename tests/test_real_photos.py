@@ -98,8 +98,8 @@ def test_the_fully_supervised_ceiling_on_the_same_photos(photo_repo):
     """The same segmenter on the ground-truth masks of the same train photos, scored on the same val."""
     repo = photo_repo
     run([bin_path("isim"), "train-segmenter", "--data", "data/prepared", "--masks",
-         "data/prepared/SegmentationClass", "--checkpoint", "ceiling/segmenter.pt", "--metrics", "ceiling/train.json",
-         "--plots", "ceiling/train.csv"], repo)
+         "data/prepared/SegmentationClass", "--isim-checkpoints", "checkpoints/isim", "--checkpoint",
+         "ceiling/segmenter.pt", "--metrics", "ceiling/train.json", "--plots", "ceiling/train.csv"], repo)
     run([bin_path("isim"), "evaluate-segmenter", "--data", "data/prepared", "--checkpoint", "ceiling/segmenter.pt",
          "--metrics", "ceiling/metrics.json", "--report", "ceiling/report.json"], repo)
     trained = json.loads((repo / "ceiling/train.json").read_text())

@@ -9,7 +9,6 @@ from pathlib import Path
 from isim import distributed
 from isim.config import Config
 from isim.data.layout import Prepared
-from isim.errors import IsimError
 from isim.pseudo.choice import choose
 from isim.run_layout import final_checkpoint
 from isim.stages import recovery_for, train_stage
@@ -26,9 +25,11 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
     ``segmenter.init: isim``."""
     data = Prepared.open(data_dir)
     init_from = None
-    if cfg.segmenter.init == "isim":
-        if isim_checkpoints is None:
-            raise IsimError("segmenter.init: isim needs the ISIM checkpoints (--isim-checkpoints)")
+    if cfg.segmenter.init == "isim" and isim_checkpoints is None:
+        log.warning("segmenter.init is isim but no --isim-checkpoints were given: the encoder starts from the "
+                    "encoder section's weights")
+    elif cfg.segmenter.init == "isim":
+        assert isim_checkpoints is not None
         init_from = final_checkpoint(isim_checkpoints)
         log.info("the final segmenter's encoder starts from %s", init_from)
     if masks is not None:
@@ -53,5 +54,6 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
         cfg, data, masks, checkpoint, on_epoch=on_epoch, trained_on=trained_on, recovery=recovery,
         init_from=init_from), "segmenter",
         ("epoch", "loss", "skipped_images"), metrics, plots, recovery, after=after,
-        extra={"trained_on": trained_on["name"], "trained_on_holdout_miou": trained_on["holdout_miou"]})
+        extra={"trained_on": trained_on["name"], "trained_on_holdout_miou": trained_on["holdout_miou"],
+               "encoder_from": str(init_from) if init_from is not None else "encoder section"})
     log.info("trained the final segmenter: %s", summary)
