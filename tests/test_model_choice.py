@@ -51,6 +51,11 @@ def test_best_round_is_the_best_on_the_holdout(tmp_path):
     assert best_round(isim) == (2, 50.0)
     isim, _ = _chain(tmp_path / "b", [None, None], None)
     assert best_round(isim) == (2, None)
+    # round 1's model never trained its segmentation branch: it competes only when alone
+    isim, _ = _chain(tmp_path / "c", [52.9, 51.0, 52.7], None)
+    assert best_round(isim) == (3, 52.7)
+    isim, _ = _chain(tmp_path / "d", [30.0], None)
+    assert best_round(isim) == (1, 30.0)
 
 
 def _write_best(tmp_path, seg_miou, isim_miou) -> Path:

@@ -231,8 +231,10 @@ class SegmenterScorer:
 
 def best_round(isim_pseudo: Path) -> tuple[int, float | None]:
     """The ISIM round whose CRF masks score best on the holdout images (the last round when no
-    round was scored), and that score."""
+    round was scored), and that score. Round 1 competes only when it is the only one: its model
+    made the first masks after the classification warm-up, so its segmentation branch never trained."""
     rounds = layout.rounds_of(isim_pseudo)
+    rounds = rounds[1:] if len(rounds) > 1 else rounds
     scores = [layout.holdout_scores(d) for d in rounds]
     if any(h is None for h in scores):
         return layout.round_number(rounds[-1]), None
