@@ -155,3 +155,26 @@ def test_segmenter_evaluation_is_the_same_batched_and_with_crf_workers(segmenter
                                 workers=2)
     assert pooled["raw"]["confusion"] == serial["raw"]["confusion"]
     assert pooled["crf"]["confusion"] == serial["crf"]["confusion"]
+
+
+def test_the_segmenter_can_start_from_the_isim_models_encoder(tiny_data, tiny_cfg, tmp_path):
+    """segmenter.init: isim copies the final ISIM model's encoder weights; another encoder is
+    refused with a message naming the difference."""
+    from isim.models import build_model, model_spec
+    from isim.training.checkpoint import save_checkpoint
+    from isim.training.segmenter import init_encoder
+    torch.manual_seed(0)
+    isim_spec = model_spec(tiny_cfg.encoder, tiny_cfg.model, tiny_data.n_classes)
+    isim = build_model(isim_spec)
+    opt = torch.optim.SGD(isim.parameters(), lr=0.1)
+    ck = tmp_path / "round_01.pt"
+    save_checkpoint(ck, isim_spec, isim, opt, torch.optim.lr_scheduler.StepLR(opt, 1), 1, 1, [], {})
+    enc = tiny_cfg.encoder
+    spec = segmenter_spec("deeplabv3", tiny_data.n_classes, enc.backbone, enc.backbone_kwargs, enc.output_stride, 16)
+    seg = build_segmenter(spec)
+    init_encoder(seg, spec, ck)
+    for (k, a), (_, b) in zip(seg.encoder.state_dict().items(), isim.encoder.state_dict().items()):
+        assert torch.equal(a, b), k
+    other = dict(spec, backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 128]})
+    with pytest.raises(ModelError, match="backbone_kwargs"):
+        init_encoder(build_segmenter(other), other, ck)
