@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,13 @@ class PairProbe:
     radius: int
     purity: float
 
+    @cached_property
+    def images(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(normalised image, ground truth) of every id, read once for all epochs."""
+        return [(normalize(read_image(self.data.image_path(i)), self.transform)[None],
+                 torch.from_numpy(read_label_png(self.data.mask_path(i), self.data.n_classes).astype(np.int64)))
+                for i in self.ids]
+
     @torch.no_grad()
     def __call__(self, net: AffinityNet, device: torch.device) -> dict[str, float]:
         was_training = net.training
@@ -94,10 +102,8 @@ class PairProbe:
         sums = {"bg": 0.0, "fg": 0.0, "neg": 0.0}
         counts = {"bg": 0, "fg": 0, "neg": 0}
         try:
-            for id_ in self.ids:
-                rgb = read_image(self.data.image_path(id_))
-                gt = torch.from_numpy(read_label_png(self.data.mask_path(id_), self.data.n_classes).astype(np.int64))
-                feats = net(normalize(rgb, self.transform)[None].to(device)).float().cpu()
+            for x, gt in self.images:
+                feats = net(x.to(device)).float().cpu()
                 grid = tuple(feats.shape[-2:])
                 if grid[0] < self.radius or grid[1] < 2 * self.radius - 1:
                     continue
