@@ -254,7 +254,7 @@ class AffinityCfg(Section):
     (confident background) - each refined with dense CRF; pixels where the two disagree are
     ignored. ``fg_threshold`` above the masks' ``threshold`` (IRN: twice it) keeps only the core
     of each mask as confident object: worth it where the CAMs over-cover (photos), a loss where
-    they sit inside the objects (the embedded images; README "The chain"). The net learns from
+    they sit inside the objects (the embedded images; docs/chain.md). The net learns from
     pairs of cells within ``radius`` on its stride-8 feature grid; a cell takes the label of at
     least ``cell_purity`` of its block's pixels and is ignored if no label has that share
     (0: the block's most frequent label, PSA's)."""
