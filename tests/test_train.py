@@ -10,6 +10,7 @@ from isim.config import from_dict
 from isim.io import write_label_png
 from isim.models import ModelError, build_model, model_spec
 from isim.models.encoder import train_mode
+from isim.run_layout import final_cams
 from isim.training.baseline import train_baseline
 from isim.training.checkpoint import load_checkpoint
 from isim.training.engine import TrainingError, loader_workers, segmentation_loss
@@ -78,6 +79,9 @@ def test_isim_rounds_write_addressable_outputs(tiny_data, tmp_path):
         assert (tmp_path / "ck" / f"round_{k:02d}.pt").is_file()
         for kind in ("raw", "crf"):
             assert sorted(p.stem for p in (tmp_path / "pseudo" / f"round_{k:02d}" / kind).glob("*.png")) == sorted(ids)
+    # the final model's CAMs are kept once, by the last round only, for the chain after ISIM
+    assert sorted(p.stem for p in final_cams(tmp_path / "pseudo").glob("*.npz")) == sorted(ids)
+    assert not any((tmp_path / "pseudo" / f"round_{k:02d}" / "cams").exists() for k in (1, 2))
     hist = r.history
     assert hist[0]["loss_seg"] == 0 and hist[1]["loss_seg"] > 0  # joint training after warm-up
     s = model_spec(cfg.encoder, cfg.model, tiny_data.n_classes)

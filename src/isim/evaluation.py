@@ -57,8 +57,10 @@ class SweepScorer:
 
 
 @torch.no_grad()
-def sweep_and_accuracy(model: ISIMNet, data: Prepared, cfg: Config, device: torch.device) -> dict:
-    """CAM mIoU (no CRF) at every eval threshold on train; classification accuracy on train/val."""
+def sweep_and_accuracy(model: ISIMNet, data: Prepared, cfg: Config, device: torch.device,
+                       train_cams: Path | None = None) -> dict:
+    """CAM mIoU (no CRF) at every eval threshold on train; classification accuracy on train/val.
+    ``train_cams``: the model's CAMs of the train images, kept when its masks were made."""
     n = data.n_classes
     thresholds = tuple(cfg.eval.thresholds)
     confs = [np.zeros((n, n), np.int64) for _ in thresholds]
@@ -69,7 +71,9 @@ def sweep_and_accuracy(model: ISIMNet, data: Prepared, cfg: Config, device: torc
             continue
         cam = camlib.CamSettings.of(cfg)
         sweep = split == "train" and data.has_masks
-        if not sweep:  # accuracy alone: the scale-1.0 logits
+        if split == "train" and train_cams is not None:
+            cam = replace(cam, source=train_cams)
+        elif not sweep:  # accuracy alone: the scale-1.0 logits
             cam = replace(cam, scales=[1.0])
         task = SweepScorer(thresholds, Truth(data if sweep else None))
         logits, targets = [], []
@@ -100,8 +104,9 @@ def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseu
     CAMs when ``rw_pseudo`` is given), pseudo masks before (raw) and after CRF."""
     ids = data.ids("train")
     report: dict = {"classes": data.classes,
-                    "baseline": sweep_and_accuracy(baseline_model, data, cfg, device),
-                    "isim": sweep_and_accuracy(isim_model, data, cfg, device)}
+                    "baseline": sweep_and_accuracy(baseline_model, data, cfg, device,
+                                                   layout.kept_cams(baseline_pseudo)),
+                    "isim": sweep_and_accuracy(isim_model, data, cfg, device, layout.final_cams(isim_pseudo))}
     accuracy = {f"{name}_{split}_label_acc": report[name].get(f"{split}_classification", {}).get("label_acc")
                 for name in ("baseline", "isim") for split in ("train", "val")}
     if not data.has_masks:

@@ -6,6 +6,8 @@
         raw/<id>.png                   thresholded CAM, before CRF
         crf/<id>.png                   after dense CRF: the labels the next training phase learns from
         summary.json                   counts, timings, mIoU against ground truth, holdout scores
+        cams/<id>.npz                  the CAMs the set was made from (the CAM baseline's and the
+                                       last ISIM round's only): later stages read them, not the model
 
 Everything else asks this module for these paths, so a change of layout is a change here.
 """
@@ -67,6 +69,25 @@ def raw_dir(mask_set: str | Path) -> Path:
 def crf_dir(mask_set: str | Path) -> Path:
     """The masks after CRF: what the next training phase learns from."""
     return Path(mask_set) / "crf"
+
+
+def cams_dir(mask_set: str | Path) -> Path:
+    """The CAMs a mask set was made from (pseudo/cam.py: ``save_cams``)."""
+    return Path(mask_set) / "cams"
+
+
+def kept_cams(mask_set: str | Path) -> Path:
+    """:func:`cams_dir` of a mask set; a clear error when the set kept none."""
+    found = cams_dir(mask_set)
+    if not found.is_dir():
+        raise DataError(f"{found}: missing; the mask set kept no CAMs (made by an older release?): rerun "
+                        "the stage that made it")
+    return found
+
+
+def final_cams(pseudo_root: str | Path) -> Path:
+    """The final ISIM model's CAMs of the train and holdout images: kept by its last round."""
+    return kept_cams(rounds_of(pseudo_root)[-1])
 
 
 def summary_path(mask_set: str | Path) -> Path:

@@ -62,10 +62,10 @@ class AffinityLabeller:
         return res
 
 
-def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path, cam: CamSettings, crf: CrfCfg,
+def generate(model: ISIMNet | None, data: Prepared, ids: list[str], out: str | Path, cam: CamSettings, crf: CrfCfg,
              fg_threshold: float, bg_threshold: float, device: torch.device, workers: int = 0) -> dict:
     """Write the affinity labels of ``ids`` into ``out`` (``workers`` processes for CRF and PNG
-    encoding); return the summary."""
+    encoding); return the summary. ``model``: None when ``cam.source`` holds the CAMs."""
     t0 = time.perf_counter()
     n = data.n_classes
     totals: dict[str, Any] = {"pixels": 0, "labelled": 0, "fg": 0, "conf": np.zeros((n, n), np.int64)}

@@ -1,10 +1,16 @@
 """Class activation maps: multi-scale + flip inference, restricted to the image's classes,
-normalised per class, thresholded against a constant background score."""
+normalised per class, thresholded against a constant background score.
+
+A mask set can keep the CAMs it was made from (``CamSettings.keep``: one ``<id>.npz`` per
+image, maps in float16), and later stages read them back (``CamSettings.source``) instead of
+running the model again: the final ISIM round's CAMs serve affinity labels, the random walk and
+the evaluation, computed once."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +19,7 @@ import torch.nn.functional as F
 
 from isim.config import Config, TransformCfg
 from isim.data.layout import Prepared
+from isim.io import DataError, atomic_path, read_image
 from isim.models.net import ISIMNet
 from isim.pseudo import pool
 
@@ -20,11 +27,15 @@ from isim.pseudo import pool
 @dataclass(frozen=True)
 class CamSettings:
     """How a split's CAMs are computed: the images' resizing and normalisation (``transform``),
-    the inference ``scales`` (each with its flip) and how many equal-size images share a pass."""
+    the inference ``scales`` (each with its flip) and how many equal-size images share a pass;
+    ``keep``: a folder to save every computed image's CAMs in; ``source``: a folder of kept CAMs
+    to read instead of running the model (made with the same scales)."""
 
     transform: TransformCfg
     scales: list[float] = field(default_factory=lambda: [1.0])
     batch_size: int = 8
+    keep: Path | None = None
+    source: Path | None = None
 
     @classmethod
     def of(cls, cfg: Config) -> CamSettings:
@@ -72,17 +83,62 @@ def multiscale_cam(model: ISIMNet, items: list[dict], device: torch.device
     return total.cpu(), logits.cpu()
 
 
-def dataset_cams(model: ISIMNet, data: Prepared, ids: list[str], cam: CamSettings, device: torch.device,
+def save_cams(root: Path, id_: str, maps: np.ndarray, keys: np.ndarray, logits: np.ndarray,
+              scales: list[float]) -> None:
+    """One image's normalised CAMs, written atomically (a killed run leaves no half file)."""
+    with atomic_path(root / f"{id_}.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, maps=maps.astype(np.float16), keys=keys, logits=logits.astype(np.float32),
+                 scales=np.asarray(scales, np.float32))
+
+
+def load_cams(root: Path, id_: str, scales: list[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(maps float32, keys, scale-1.0 logits) saved by :func:`save_cams`; a clear error when the
+    file is missing or was made with other scales."""
+    path = root / f"{id_}.npz"
+    try:
+        with np.load(path) as z:
+            maps, keys, logits, made = z["maps"].astype(np.float32), z["keys"], z["logits"], z["scales"]
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; the kept CAMs do not cover image {id_!r} (rerun the stage "
+                        "that made them)") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{path}: not a CAM file this project wrote ({e}); rerun the stage that made it") from e
+    if not np.allclose(made, np.asarray(scales, np.float32)):
+        raise DataError(f"{path}: made at scales {made.tolist()}, asked for {list(scales)} (cam.scales changed "
+                        "since; rerun the stage that made them)")
+    return maps, keys, logits
+
+
+def stored_cams(data: Prepared, ids: list[str], cam: CamSettings, desc: str | None
+                ) -> Iterator[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`dataset_cams`' items read from ``cam.source``; an item has the id, image and label."""
+    from tqdm import tqdm
+
+    assert cam.source is not None
+    for id_ in tqdm(ids, desc=desc, unit="img", mininterval=2.0, leave=False, disable=desc is None):
+        maps, keys, lg = load_cams(cam.source, id_, cam.scales)
+        item = {"id": id_, "rgb": read_image(data.image_path(id_)),
+                "label": torch.from_numpy(data.label_vector(id_))}
+        yield item, maps, keys, lg
+
+
+def dataset_cams(model: ISIMNet | None, data: Prepared, ids: list[str], cam: CamSettings, device: torch.device,
                  desc: str | None = "CAMs") -> Iterator[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
     """CAMs of a whole split, image by image: (item, maps, keys, scale-1.0 logits), where
     ``maps``/``keys`` are :func:`normalise`'s. Equal-size images share forward passes; the
     model is in eval mode meanwhile and gets its previous mode back afterwards. ``desc``: the
-    progress bar's name (None: no bar)."""
+    progress bar's name (None: no bar). With ``cam.source`` they are read from there, and
+    ``model`` may be None; with ``cam.keep`` each image's are saved there as they come."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from isim.data.datasets import InferenceDataset, no_collate
 
+    if cam.source is not None:
+        yield from stored_cams(data, ids, cam, desc)
+        return
+    if model is None:
+        raise ValueError("dataset_cams: no model and no kept CAMs (cam.source) to read")
     loader = DataLoader(InferenceDataset(data, ids, cam.transform, cam.scales), batch_size=None,
                         collate_fn=no_collate)
     was_training = model.training
@@ -94,6 +150,8 @@ def dataset_cams(model: ISIMNet, data: Prepared, ids: list[str], cam: CamSetting
             progress.update(len(items))
             for item, c, lg in zip(items, cams, logits):
                 maps, keys = normalise(c, item["label"])
+                if cam.keep is not None:
+                    save_cams(cam.keep, item["id"], maps, keys, lg.numpy(), cam.scales)
                 yield item, maps, keys, lg.numpy()
     finally:
         progress.close()
@@ -108,7 +166,7 @@ Propagate = Callable[[dict, np.ndarray], np.ndarray]            # (item, maps) -
 class CamsThen:
     """A pool job on a CPU: the CAMs of a chunk of ids, computed in the worker itself with
     ``threads`` torch threads, then ``task`` on each image. Returns [(result, logits, label)]."""
-    model: ISIMNet
+    model: ISIMNet | None
     data: Prepared
     cam: CamSettings
     task: Task
@@ -124,7 +182,7 @@ class CamsThen:
         return out
 
 
-def map_cams(model: ISIMNet, data: Prepared, ids: list[str], cam: CamSettings, device: torch.device,
+def map_cams(model: ISIMNet | None, data: Prepared, ids: list[str], cam: CamSettings, device: torch.device,
              task: Task, workers: int, desc: str = "CAMs", propagate: Propagate | None = None
              ) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
     """``task(id, rgb, maps, keys)`` on every image's CAMs (``propagate``d first when given), in

@@ -95,7 +95,7 @@ class MaskSettings:
                    cfg.runtime.crf_workers)
 
 
-def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | None, settings: MaskSettings,
+def generate(model: ISIMNet | None, data: Prepared, ids: list[str], out: str | Path | None, settings: MaskSettings,
              device: torch.device, desc: str = "pseudo labels",
              propagate: Callable[[dict, np.ndarray], np.ndarray] | None = None) -> MaskSetSummary:
     """Write one round of pseudo labels for ``ids`` into ``out`` (None: score them only, write
@@ -132,7 +132,7 @@ def generate(model: ISIMNet, data: Prepared, ids: list[str], out: str | Path | N
     return summary
 
 
-def score(model: ISIMNet, data: Prepared, ids: list[str], settings: MaskSettings, device: torch.device,
+def score(model: ISIMNet | None, data: Prepared, ids: list[str], settings: MaskSettings, device: torch.device,
           desc: str = "holdout", propagate: Callable[[dict, np.ndarray], np.ndarray] | None = None) -> HoldoutScore:
     """mIoU (before and after CRF) of the pseudo masks ``generate`` would write for ``ids``,
     without writing them: the tuning objective's measurement."""

@@ -169,8 +169,8 @@ class CandidateScorer:
         return np.stack([metrics.confusion(keys[np.argmax(s, 0)].astype(np.uint8), gt, n) for s in scores])
 
 
-def score_rules(model: ISIMNet, data: Prepared, ids: list[str], walker: RandomWalk, cam: CamSettings, workers: int,
-                device: torch.device) -> list[RuleScore]:
+def score_rules(model: ISIMNet | None, data: Prepared, ids: list[str], walker: RandomWalk, cam: CamSettings,
+                workers: int, device: torch.device) -> list[RuleScore]:
     """Every candidate rule of ``walker`` on the masks (before CRF) of ``ids``, which must have
     ground truth: best mIoU first (ties keep params order). One walk per image serves all rules."""
     n = data.n_classes

@@ -3,6 +3,7 @@ Under torchrun (``--nproc``) every rank writes its share of the masks; rank 0 th
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from isim import distributed
@@ -10,6 +11,7 @@ from isim.config import Config
 from isim.data.layout import Prepared
 from isim.models import load_model
 from isim.pseudo import masks
+from isim.run_layout import cams_dir
 from isim.runtime import setup
 from isim.stages import remove_old_outputs
 from isim.tracking import stage_run
@@ -25,7 +27,9 @@ def run(cfg: Config, checkpoint: Path, data_dir: Path, split: str, out: Path, st
         remove_old_outputs(out)
     distributed.barrier()
     with stage_run(cfg, stage) as tr:
-        summary = masks.generate(model, data, data.ids(split), out, masks.MaskSettings.of(cfg), device)
+        settings = masks.MaskSettings.of(cfg)  # the CAMs kept for evaluate's threshold sweep
+        settings = replace(settings, cam=replace(settings.cam, keep=cams_dir(out)))
+        summary = masks.generate(model, data, data.ids(split), out, settings, device)
         tr.log_round(1, out, summary, data)
     log.info("pseudo labels %s -> %s: %s", checkpoint, out,
              summary.mious() or summary.images)

@@ -1,4 +1,4 @@
-"""Stage ``random_walk``: the final ISIM model's CAMs walked over AffinityNet's affinities,
+"""Stage ``random_walk``: the final ISIM model's CAMs (kept by its last round) walked over AffinityNet's affinities,
 decided by the rule that scores best on the holdout images, refined with CRF (paper Table 7:
 ISIM+RW, ISIM+RW+CRF). Every candidate rule's holdout mIoU, precision and recall go into
 ``summary.json`` (``rules``) and MLflow; the walk's masks of the holdout images are scored too
@@ -13,10 +13,10 @@ from pathlib import Path
 from isim.config import Config
 from isim.data.layout import Prepared
 from isim.io import write_json
-from isim.models import load_affinity, load_model
+from isim.models import load_affinity
 from isim.pseudo import masks
 from isim.pseudo.walk import RandomWalk, score_rules
-from isim.run_layout import final_checkpoint, summary_path
+from isim.run_layout import final_cams, summary_path
 from isim.runtime import setup
 from isim.stages import remove_old_outputs
 from isim.tracking import stage_run
@@ -24,20 +24,21 @@ from isim.tracking import stage_run
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, affinity_checkpoint: Path, out: Path) -> None:
+def run(cfg: Config, data_dir: Path, isim_pseudo: Path, affinity_checkpoint: Path, out: Path) -> None:
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
-    model = load_model(final_checkpoint(isim_checkpoints), device)
+    cams = final_cams(isim_pseudo)
     walker = RandomWalk(load_affinity(affinity_checkpoint, device), cfg.transform, cfg.affinity.radius,
                         cfg.random_walk, device)
     # the walk's scores carry their own background: the threshold is the rule's value, for the record
     settings = masks.MaskSettings.of(cfg, threshold=walker.rule.value)
+    settings = replace(settings, cam=replace(settings.cam, source=cams))
     holdout = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction) if data.has_masks else []
     remove_old_outputs(out)
     with stage_run(cfg, "random_walk") as tr:
         rules = None
         if holdout:
-            rules = score_rules(model, data, holdout, walker, settings.cam, settings.workers, device)
+            rules = score_rules(None, data, holdout, walker, settings.cam, settings.workers, device)
             best = next(r for r in walker.rules if r.name == rules[0].rule)
             walker = walker.with_rule(best)
             settings = replace(settings, threshold=best.value)
@@ -47,10 +48,10 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, affinity_checkpoint
         elif len(walker.rules) > 1:
             log.warning("no holdout images with ground truth: the walk uses its first rule (%s) unchosen",
                         walker.rule.name)
-        summary = masks.generate(model, data, data.ids("train"), out, settings, device, "random walk", walker)
+        summary = masks.generate(None, data, data.ids("train"), out, settings, device, "random walk", walker)
         summary.rule, summary.rules = walker.rule.name, rules
         if holdout:
-            summary.holdout = masks.score(model, data, holdout, settings, device, "random walk holdout", walker)
+            summary.holdout = masks.score(None, data, holdout, settings, device, "random walk holdout", walker)
         write_json(summary_path(out), summary.to_json())
         tr.log_round(1, out, summary, data)
         if rules:

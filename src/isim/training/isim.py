@@ -14,7 +14,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from isim import distributed
@@ -127,10 +127,13 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         distributed.broadcast_module(engine.model)  # every rank's shard from rank 0's model
         if distributed.is_main():
             engine.save(ckpt, epoch, r)
-        summary = masks.generate(net, data, engine.dataset.ids, partial, settings, device, f"round {r}")
+        made = settings
+        if epoch == epochs:  # the final model's CAMs, kept for the chain after ISIM (run_layout.final_cams)
+            made = replace(settings, cam=replace(settings.cam, keep=layout.cams_dir(partial)))
+        summary = masks.generate(net, data, engine.dataset.ids, partial, made, device, f"round {r}")
         summary.round, summary.after_epoch = r, epoch
         if holdout:
-            summary.holdout = masks.score(net, data, holdout, settings, device, f"round {r} holdout")
+            summary.holdout = masks.score(net, data, holdout, made, device, f"round {r} holdout")
         distributed.barrier()  # every shard written
         if distributed.is_main():
             write_json(layout.summary_path(partial), summary.to_json())
