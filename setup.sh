@@ -8,10 +8,11 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 # Debian packages the tests start for real: PostgreSQL's server binaries (a throwaway server on
 # 127.0.0.1 for the tuning tests; the project itself needs none, its default study storage is
-# a journal file), and podman, runc and debootstrap (the worker image is built and run here)
+# a journal file), podman, runc and debootstrap (the worker image is built and run here), and
+# chromium (headless: the MLflow UI and the dvc plots page as a browser shows them)
 need=()
 command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-for tool in podman runc debootstrap; do command -v "$tool" >/dev/null || need+=("$tool"); done
+for tool in podman runc debootstrap chromium; do command -v "$tool" >/dev/null || need+=("$tool"); done
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get install -y -q "${need[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" >/dev/null; }

@@ -130,3 +130,21 @@ def dvc_project(repo: Path, params: dict) -> Path:
                 ["git", "commit", "-qm", "init"]):
         run(cmd, repo)
     return repo
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browser_dom(url: str, tmp: Path, budget_ms: int = 15000) -> str:
+    """The page as a fresh browser (a new profile) shows it after ``budget_ms`` of its scripts'
+    time: headless Chromium's DOM, with no network beyond this machine."""
+    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
+                       capture_output=True, text=True, timeout=120)
+    return r.stdout
+
+
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (setup.sh installs "
+                                                              "Debian's chromium where it runs as root)")

@@ -149,6 +149,20 @@ def _params(a: argparse.Namespace) -> None:
     print(f"{a.params}: {a.preset} applied and validated")
 
 
+def _ui(a: argparse.Namespace, cfg: config_mod.Config) -> None:
+    """MLflow's UI on this project's runs, sized for a laptop: one web worker and no job runner
+    (``mlflow ui`` starts four workers and seven job consumers), opening on model training."""
+    from isim.tracking import tracking_uri
+    uri = tracking_uri(cfg)
+    if uri.startswith(("http://", "https://")):
+        print(f"runs are tracked on the server {uri}: open {uri}/#/experiments?workflowType=machine_learning")
+        return
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--app-name", "isim", "--workers", "1",
+           "--backend-store-uri", uri, "--host", a.host, "--port", str(a.port)]
+    print(f"MLflow UI on {uri}: http://{a.host}:{a.port} (Ctrl-C stops it)", flush=True)
+    os.execve(sys.executable, cmd, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+
+
 def _schema(a: argparse.Namespace) -> None:
     text = config_mod.schema()
     if a.out:
@@ -291,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("params", help="apply a preset (e.g. pipelines/voc.yaml) onto the params file")
     s.add_argument("preset", type=Path)
     s.set_defaults(func=_params, no_config=True)
+    s = sub.add_parser("ui", help="MLflow's UI on this project's runs (one worker, model-training view)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    s.add_argument("--port", type=int, default=5000)
+    s.set_defaults(func=_ui)
     s = sub.add_parser("schema", help="JSON schema of params.yaml (for editors)")
     s.add_argument("--out", type=Path, help="write here instead of stdout")
     s.set_defaults(func=_schema, no_config=True)

@@ -56,15 +56,16 @@ def retrying(fn, *a, wait_s: float = 120.0, **kw):
 
 
 def ui_links(uri: str, experiment_id: str, run_id: str) -> str:
-    """Where a person looks at ``run_id``: the experiment's runs table (a fresh browser opens the
-    experiment itself on MLflow's GenAI overview) and the run's page, in the MLflow UI of a
-    tracking server, or of `mlflow ui` started on a local store."""
+    """Where a person looks at ``run_id``: the experiment's runs table and the run's page, in
+    MLflow's model-training view (``workflowType``: a plain `mlflow ui` opens a fresh browser on
+    its GenAI view), on a tracking server or in `isim ui` on a local store."""
     if uri.startswith(("http://", "https://")):
         base, start = uri.rstrip("/"), ""
     else:
-        base, start = "http://127.0.0.1:5000", f" after `mlflow ui --backend-store-uri {uri}`"
+        base, start = "http://127.0.0.1:5000", " after `isim ui`"
     runs = f"{base}/#/experiments/{experiment_id}/runs"
-    return f"{runs} (this run: {runs}/{run_id}){start}"
+    view = "?workflowType=machine_learning"
+    return f"{runs}{view} (this run: {runs}/{run_id}{view}){start}"
 
 
 def source_tags(name: str) -> dict[str, str]:

@@ -281,8 +281,11 @@ def stage_run(cfg: Config, stage: str) -> Iterator[Tracker | NullTracker]:
             try:
                 retrying(tracker.client.set_terminated, tracker.run_id, status=status)
                 if tracker.parent:
-                    retrying(tracker.client.set_tag, tracker.parent, "failed_stage",
-                             stage if status == "FAILED" else "")
+                    if status == "FAILED":
+                        retrying(tracker.client.set_tag, tracker.parent, "failed_stage", stage)
+                    elif "failed_stage" in retrying(tracker.client.get_run, tracker.parent).data.tags:
+                        # a stage that failed before has run again: no tag at all, not an empty one
+                        retrying(tracker.client.delete_tag, tracker.parent, "failed_stage")
                     retrying(tracker.client.set_terminated, tracker.parent, status=status)
                 # the last stage's line is the last thing `dvc repro` prints: where to look
                 log.info("MLflow: runs table %s", ui_links(tracker.uri, tracker.experiment_id,
