@@ -20,6 +20,10 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "setup: not found: ${need[*]} (Debian packages; the tests need them)" >&2
   fi
 fi
+# dvc plots' page with vega inline (DVC's own page loads it from a CDN: blank without internet)
+if [ ! -f .dvc/plots.html ]; then
+  "$PY" deploy/plots_template.py || echo "setup: no .dvc/plots.html (npm registry unreachable?): dvc plots show needs it" >&2
+fi
 stamp=.venv/.isim-installed
 want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha1sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

@@ -105,6 +105,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="append this run's record to FILE (a JSON list)")
     ap.add_argument("--summarize", type=Path, help="only print the table of FILE")
     a = ap.parse_args()
+    from machine import print_reference  # benchmarks/machine.py: what the times below scale by
+    machine = print_reference()
     if a.summarize:
         print(summarize(json.loads(a.summarize.read_text())))
         return
@@ -116,7 +118,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.perf_counter()
     rec = measure(a.project, a.label, parse_sets(a.set), a.work or a.project / ".chain" / a.label, a.reuse_labels)
-    rec["seconds"] = round(time.perf_counter() - t0, 1)
+    rec["seconds"], rec["machine"] = round(time.perf_counter() - t0, 1), machine
     print(summarize([rec]))
     if a.json:
         records = json.loads(a.json.read_text()) if a.json.exists() else []

@@ -39,6 +39,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--seeds", type=int, default=1)
     a = p.parse_args()
+    from machine import print_reference  # benchmarks/machine.py: what the times below scale by
+    print_reference()
     diffs, noise = [], []
     for seed in range(a.seeds):
         work = Path(tempfile.mkdtemp())

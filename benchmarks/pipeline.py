@@ -67,6 +67,8 @@ def main() -> None:
     p.add_argument("--baseline", metavar="PRESET", help="also time a clone with this preset applied, after")
     p.add_argument("--baseline-rev", metavar="REV", help="also time a clone checked out at REV, after")
     a = p.parse_args()
+    from machine import print_reference  # benchmarks/machine.py: what the times below scale by
+    print_reference()
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp()) / "isim"
     full, stages = repro(work)
     t0 = time.perf_counter()

@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--backbone", default="resnet50")
     ap.add_argument("--crf", action="store_true", help="with dense CRF (isim predict --crf)")
     a = ap.parse_args()
+    from machine import print_reference  # benchmarks/machine.py: what the times below scale by
+    print_reference()
     from isim.config import load
     cfg = load(ROOT / "params.yaml")
     measure("128 px", (128, 128), cfg.encoder.backbone, dict(cfg.encoder.backbone_kwargs),

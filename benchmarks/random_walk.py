@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--backbone", default="resnet50", help="the paper's; the embedded run uses the params' own")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    from machine import print_reference  # benchmarks/machine.py: what the times below scale by
+    print_reference()
     if a.child:
         n, h, w = (int(x) for x in a.child.split(","))
         print(json.dumps(walk_images(n, h, w, a.backbone)))

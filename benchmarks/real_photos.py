@@ -262,6 +262,8 @@ def main() -> None:
                     "already: add its anchor, ceiling and figures (with --seconds, the repro's measured wall time)")
     ap.add_argument("--seconds", type=float, help="with --from-project")
     a = ap.parse_args()
+    from machine import print_reference  # benchmarks/machine.py: what the times below scale by
+    machine = print_reference()
     if a.summarize:
         summarize([run for f in a.summarize for run in json.loads(f.read_text())])
         return
@@ -288,7 +290,8 @@ def main() -> None:
         sh([str(BIN / "isim"), "imagenet-cam", "--data", "data/prepared", "--out", "reports/imagenet_cam.json"], work)
         anchor = json.loads((work / "reports/imagenet_cam.json").read_text()) | {
             "seconds": round(time.perf_counter() - t1, 1)}
-        run = {"label": a.label, "seed": seed, "overrides": overrides, "seconds": seconds, "project": str(work),
+        run = {"label": a.label, "seed": seed, "overrides": overrides, "seconds": seconds, "machine": machine,
+               "project": str(work),
                **collect(work), "ceiling": ceiling(work), "anchor": anchor}
         runs.append(run)
         s = run["summary"]

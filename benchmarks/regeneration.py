@@ -155,6 +155,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the CAMs run")
     p.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     a = p.parse_args()
+    from machine import print_reference  # benchmarks/machine.py: what the times below scale by
+    print_reference()
     if a.one:
         print(json.dumps(one(Path(a.one[0]), int(a.one[1]), a.one[2], a.one[3])))
         return

@@ -28,6 +28,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=10)
     a = p.parse_args()
+    from machine import print_reference  # benchmarks/machine.py: what the times below scale by
+    print_reference()
     work = Path(tempfile.mkdtemp())
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"]["epochs"] = a.epochs

@@ -75,6 +75,8 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a params.yaml override")
     a = p.parse_args()
+    from machine import print_reference  # benchmarks/machine.py: what the times below scale by
+    print_reference()
     import yaml
 
     from isim.config import from_dict, merged, overridden, parse_sets, with_preset

@@ -25,6 +25,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--trials", type=int, default=4)
     a = p.parse_args()
+    from machine import print_reference  # benchmarks/machine.py: what the times below scale by
+    print_reference()
     from isim.config import merged
     work = Path(tempfile.mkdtemp())
     params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), {

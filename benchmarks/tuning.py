@@ -191,6 +191,8 @@ def main() -> None:
     a = argparse.ArgumentParser()
     a.add_argument("--quick", action="store_true", help="smaller figures, for a smoke run")
     args = a.parse_args()
+    from machine import print_reference  # benchmarks/machine.py: what the times below scale by
+    print_reference()
     scaling(args.quick)
     mean_trial = pruning(args.quick)
     storage_overhead(mean_trial, args.quick)

@@ -53,8 +53,8 @@ def mlflow_server(s3, tmp_path_factory):
     env = {**os.environ, **CREDS, "MLFLOW_S3_ENDPOINT_URL": endpoint}
     log = open(work / "server.log", "w")  # noqa: SIM115 - the server writes to it until teardown
     proc = subprocess.Popen(
-        [bin_path("mlflow"), "server", "--app-name", "isim", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--artifacts-destination", "s3://isim/mlartifacts"],
+        [bin_path("mlflow"), "server", "--app-name", "isim", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--artifacts-destination", "s3://isim/mlartifacts"],
         cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
@@ -145,10 +145,35 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     artifacts = {a.path for a in client.list_artifacts(ev.info.run_id)}
     assert artifacts >= {"confusion_isim_final.png", "eval.json", "fig5.jpg"}
     # the artifacts are objects in the bucket behind the server
-    # the final segmenter: registered, @candidate, and in a fresh process the masks `isim predict` gives
+    # the registry holds what `isim predict` uses: @candidate is the validated best of the run
+    # (the final segmenter or the best ISIM round), both ways, and serves the masks predict writes
+    ev_seg = next(r for r in children if r.info.run_name == "evaluate_segmenter")
+    _served_is_predicted(client, work, env, ev_seg.info.run_id)
+    cmd = STAGE_CMDS["evaluate_segmenter"][1:]
+    alone = [a for i, a in enumerate(cmd) if not {a, cmd[i - 1]} & {"--isim-checkpoints", "--isim-pseudo"}]
+    run([bin_path("isim"), *alone], work, env=env)  # no ISIM round to compare: the segmenter
+    assert _served_is_predicted(client, work, env)["model"] == "final segmenter"
+    state = torch.load(work / "checkpoints/segmenter.pt", weights_only=True)
+    for k, v in state["model"].items():  # a segmenter that calls every pixel class 1 loses to any round
+        if "head" in k and k.endswith("bias"):
+            v.zero_()[1] = 1e4
+    torch.save(state, work / "checkpoints/bad.pt")
+    run([bin_path("isim"), *[("checkpoints/bad.pt" if a == "checkpoints/segmenter.pt" else a) for a in cmd]],
+        work, env=env)
+    tags = _served_is_predicted(client, work, env)
+    assert tags["model"].startswith("ISIM round") and tags["other_model"] == "final segmenter", tags
+    assert float(tags["val_miou"]) > float(tags["other_val_miou"]), tags
+    keys = [o["Key"] for o in s3client.list_objects_v2(Bucket="isim", Prefix="mlartifacts/").get("Contents", [])]
+    assert any(k.endswith("rounds/round_01.png") for k in keys)
+    assert any(k.endswith("confusion_isim_final.png") for k in keys)
+    _pipeline_run_reads_back_over_rest(mlflow_server, work, env)
+
+
+def _served_is_predicted(client, work: Path, env: dict, run_id: str | None = None) -> dict:
+    """@candidate's version: made by ``run_id`` (when given), and in a fresh process its masks of
+    a photo are those `isim predict` writes in the project. Returns the version's tags."""
     version = client.get_model_version_by_alias("isim-segmenter", "candidate")
-    seg_run = next(r for r in children if r.info.run_name == "train_segmenter")
-    assert version.run_id == seg_run.info.run_id
+    assert run_id is None or version.run_id == run_id
     image = sorted((work / "data/prepared/JPEGImages").glob("*.jpg"))[0]
     code = ("import sys, numpy as np, mlflow.pyfunc; from PIL import Image;"
             "m = mlflow.pyfunc.load_model('models:/isim-segmenter@candidate');"
@@ -156,14 +181,13 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
             "np.save(sys.argv[2], out)")
     env = {**env, "TQDM_DISABLE": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     run([sys.executable, "-c", code, str(image), str(work / "served.npy")], work, env=env)
-    from isim.inference import Predictor
-    from isim.io import read_image
-    expected = Predictor(work / "checkpoints/segmenter.pt").segment(read_image(image), crf=True)
-    np.testing.assert_array_equal(np.load(work / "served.npy"), expected)
-    keys = [o["Key"] for o in s3client.list_objects_v2(Bucket="isim", Prefix="mlartifacts/").get("Contents", [])]
-    assert any(k.endswith("rounds/round_01.png") for k in keys)
-    assert any(k.endswith("confusion_isim_final.png") for k in keys)
-    _pipeline_run_reads_back_over_rest(mlflow_server, work, env)
+    run([bin_path("isim"), "predict", str(image), "--out", "predicted", "--crf", "--workers", "0"], work, env=env)
+    from isim.io import read_label_png
+    predicted = read_label_png(work / "predicted" / f"{image.stem}.png")
+    np.testing.assert_array_equal(np.load(work / "served.npy"), predicted)
+    chosen = json.loads((work / "reports/best_model.json").read_text())
+    assert version.tags["model"] == chosen["name"] and version.tags["checkpoint"] == chosen["checkpoint"]
+    return version.tags
 
 
 def _rest(url: str, path: str, body: dict | None = None) -> dict:

@@ -351,7 +351,7 @@ class TrackingCfg(Section):
     uri: str = ""                 # "" = sqlite:///<repo>/mlflow.db (MLFLOW_TRACKING_URI wins)
     experiment: str = "isim"
     strict: bool = False          # True: an unreachable tracking server fails the stage
-    registered_model: str = "isim-segmenter"  # Model Registry name of the final segmenter ("" = do not register)
+    registered_model: str = "isim-segmenter"  # Model Registry name of the model `isim predict` uses ("" = none)
     alias: str = "candidate"      # alias the newest version gets (promote with `mlflow` / the UI)
 
 

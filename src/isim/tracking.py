@@ -112,7 +112,7 @@ class NullTracker(NullSession):
     def log_round(self, r: int, round_dir: Path, summary: MaskSetSummary, data: Any) -> None: ...
     def log_evaluation(self, report: dict) -> None: ...
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None: ...
-    def log_segmenter(self, checkpoint: Path) -> None: ...
+    def log_served(self, checkpoint: Path, tags: dict[str, str]) -> None: ...
 
 
 class Tracker(Session, NullTracker):
@@ -176,21 +176,26 @@ class Tracker(Session, NullTracker):
                                          signature=signature, serialization_format="pt2", pip_requirements=[])
         self.guard("log_model", _log)
 
-    def log_segmenter(self, checkpoint: Path) -> None:
-        """The final segmenter as a pyfunc model (isim.serving), registered as
-        ``tracking.registered_model`` with ``tracking.alias`` on the new version."""
+    def log_served(self, checkpoint: Path, tags: dict[str, str]) -> None:
+        """The model `isim predict` uses (the final segmenter or an ISIM round) as a pyfunc model
+        (isim.serving), registered as ``tracking.registered_model`` with ``tracking.alias`` on
+        the new version, which carries ``tags`` (its val mIoU and the other model's)."""
         def _log() -> None:
             import mlflow
 
             from isim.serving import log_segmenter
             tc = self.cfg.tracking
             with mlflow.start_run(run_id=self.run_id):
-                info = log_segmenter(checkpoint, "segmenter", tc.registered_model)
-            if tc.registered_model and tc.alias and info.registered_model_version:
-                self.client.set_registered_model_alias(tc.registered_model, tc.alias, info.registered_model_version)
-                log.info("registered %s version %s as @%s", tc.registered_model, info.registered_model_version,
-                         tc.alias)
-        self.guard("log_segmenter", _log)
+                info = log_segmenter(checkpoint, "served_model", tc.registered_model)
+            version = info.registered_model_version
+            if tc.registered_model and version:
+                for k, v in tags.items():
+                    self.client.set_model_version_tag(tc.registered_model, version, k, v)
+                if tc.alias:
+                    self.client.set_registered_model_alias(tc.registered_model, tc.alias, version)
+                log.info("registered %s (%s) as %s version %s%s", checkpoint, tags.get("model", ""),
+                         tc.registered_model, version, f" @{tc.alias}" if tc.alias else "")
+        self.guard("log_served", _log)
 
 
 def experiment(cfg: Config, uri: str) -> tuple[Any, str]:

@@ -1,6 +1,7 @@
 """Stage ``evaluate_segmenter``: the final model's mIoU on val (paper Tables 8-11), compared
 with the best ISIM round's segmentation branch on the same photos. Writes which of the two
-`isim predict` uses by default (``--best``), and warns loudly (log and MLflow) when the final
+`isim predict` uses by default (``--best``), registers that one in MLflow's Model Registry
+(``tracking.registered_model`` @ ``tracking.alias``), and warns loudly (log and MLflow) when the final
 model scores below the masks it learnt from."""
 from __future__ import annotations
 
@@ -33,6 +34,19 @@ def collapse_warning(trained_on: dict, holdout_miou: float | None, how: str = ""
             f"{trained_on.get('name', 'pseudo')} masks it learnt from ({masks_miou:.2f} on the same images; "
             f"below {KEEPS}): training on them lost accuracy instead of generalising it; check the segmenter's "
             "epochs, learning rates and segmenter.init (README \"After ISIM\")")
+
+
+def served_tags(chosen: dict) -> dict[str, str]:
+    """The registered version's tags: which model it is, its val mIoU, the other model's, and why."""
+    tags = {"model": chosen["name"], "checkpoint": chosen["checkpoint"], "why": chosen["why"]}
+    if chosen.get("miou") is not None:
+        tags["val_miou"] = f"{chosen['miou']:.2f}"
+    other = chosen.get("runner_up")
+    if other:
+        tags["other_model"] = other["name"]
+        if other.get("miou") is not None:
+            tags["other_val_miou"] = f"{other['miou']:.2f}"
+    return tags
 
 
 def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, report_path: Path,
@@ -90,5 +104,6 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, report_pat
             write_json(best, chosen)
         tr.log_metrics(summary, headline=True)
         tr.log_params({"best_model": chosen["name"], "best_model_why": chosen["why"]})
+        tr.log_served(Path(chosen["checkpoint"]), served_tags(chosen))
     log.info("final segmenter on val: %s; `isim predict` will use %s (%s)", summary, chosen["checkpoint"],
              chosen["why"])

@@ -48,7 +48,6 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
         tr.log_params({"trained_on": trained_on["name"], "trained_on_why": trained_on["why"]})
         if trained_on["holdout_miou"] is not None:
             tr.log_metrics({"trained_on_holdout_miou": trained_on["holdout_miou"]})
-        tr.log_segmenter(checkpoint)
 
     summary = train_stage(cfg, "train_segmenter", lambda on_epoch: train_segmenter(
         cfg, data, masks, checkpoint, on_epoch=on_epoch, trained_on=trained_on, recovery=recovery,
