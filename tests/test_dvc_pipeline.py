@@ -49,11 +49,15 @@ def test_repro_then_noop_then_targeted_exp(dvc_repo):
     # changing the threshold reruns exactly what depends on it
     r = run([dvc, "exp", "run", "-S", "threshold=0.25"], dvc_repo)
     assert _ran(r.stdout) == PIPELINE - {"prepare", "train_baseline"}, r.stdout
-    shown = run([dvc, "metrics", "show", "--json"], dvc_repo).stdout
-    assert "isim_miou" in shown and "val_miou" in shown
+    # DVC shows the run's headline alone (per-round and per-epoch figures stay in their files)
+    shown = json.loads(run([dvc, "metrics", "show", "--json"], dvc_repo).stdout)
+    headline = next(iter(shown.values()))["data"]["metrics/headline.json"]["data"]
+    assert set(headline) == {"cam", "isim", "walk", "final", "minutes"}
+    assert headline["minutes"] > 0
     # a random-walk knob reruns the walk and what reads its masks, nothing before it
     r = run([dvc, "exp", "run", "-S", "random_walk.beta=8"], dvc_repo)
-    assert _ran(r.stdout) == {"check", "random_walk", "train_segmenter", "evaluate_segmenter", "evaluate"}, r.stdout
+    assert _ran(r.stdout) == {"check", "random_walk", "train_segmenter", "evaluate_segmenter", "evaluate",
+                              "headline"}, r.stdout
 
 
 def _chain_diagnostics_are_written_and_tracked(repo):
@@ -90,6 +94,10 @@ def test_queued_sweep_logs_to_one_tracking_store(dvc_repo):
     dvc = bin_path("dvc")
     # a random-walk knob: each queued run repeats only the walk and what follows it (the threshold
     # sweep above already showed what a threshold reruns)
+    # the sweep starts from the committed params, alone in the table (the experiments above go)
+    run([dvc, "exp", "remove", "--all-commits"], dvc_repo)
+    run(["git", "checkout", "params.yaml", "dvc.lock"], dvc_repo)
+    run([dvc, "checkout", "--force"], dvc_repo)
     run([dvc, "exp", "run", "--queue", "-S", "random_walk.beta=6,12"], dvc_repo)
     run([dvc, "queue", "start", "-j", "1"], dvc_repo)
     deadline = time.time() + 400
@@ -103,7 +111,19 @@ def test_queued_sweep_logs_to_one_tracking_store(dvc_repo):
     assert status.count("Success") >= 2, status
     exps = json.loads(run([dvc, "exp", "show", "--json"], dvc_repo).stdout)
     text = json.dumps(exps)
-    assert '"beta": 6' in text and '"beta": 12' in text and "isim_miou" in text
+    assert '"beta": 6' in text and '"beta": 12' in text and '"walk"' in text
+    # the sweep table a person reads: the headline metrics, then the swept knob, first
+    rows = run([dvc, "exp", "show", "--csv", "--only-changed"], dvc_repo).stdout.splitlines()
+    header = rows[0].split(",")
+    first = header[:header.index("random_walk.beta") + 1]
+    # what a walk knob changes: the walk's masks (the tiny final model may score the same each time)
+    assert "walk" in first and len(first) <= 13, header  # DVC's 7 (Experiment, rev, typ, ...), then ours
+    # README's line, in a 120-column terminal: every headline metric and the swept knob, whole
+    table = run([dvc, "exp", "show", "--only-changed", "--drop", ".*/"], dvc_repo, env={"COLUMNS": "120"}).stdout
+    assert "…" not in table and "!" not in table, table
+    cols = table.splitlines()[1].split()
+    assert cols[:4] == ["Experiment", "Created", "State", "Executor"] and cols[-1] == "random_walk.beta", table
+    assert "walk" in cols and set(cols[4:-1]) <= {"cam", "isim", "walk", "final", "minutes"}, table
     # queued runs execute in .dvc/tmp/exps/...: they must log to the repository's own store
     from mlflow.tracking import MlflowClient
     db = dvc_repo / "mlflow.db"

@@ -86,6 +86,10 @@ def _evaluate_segmenter(a: argparse.Namespace, cfg: config_mod.Config) -> None:
                                      a.isim_pseudo, a.best)
 
 
+def _headline(a: argparse.Namespace, cfg: config_mod.Config) -> None:
+    _stage("headline").run(cfg, a.eval, a.segmenter, a.times, a.out)
+
+
 def _evaluate(a: argparse.Namespace, cfg: config_mod.Config) -> None:
     _stage("evaluate").run(cfg, a.data, a.baseline_checkpoint, a.baseline_pseudo, a.isim_checkpoints,
                            a.isim_pseudo, a.metrics, a.report, a.plots, a.rw_pseudo, a.figure)
@@ -249,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
         report="full report JSON (per-class IoU, confusion)", plots="folder for rounds.csv and thresholds.csv")
     s.add_argument("--rw-pseudo", type=Path, help="random-walk pseudo labels (adds the ISIM+RW rows)")
     s.add_argument("--figure", type=Path, help="paper Fig. 5: images, ground truth, the masks of every round (JPEG)")
+    s = cmd("headline", _headline, "the run in one line: CAM, ISIM, the walk, the final model, minutes",
+            eval="evaluate's metrics JSON", segmenter="evaluate-segmenter's metrics JSON",
+            out="headline metrics JSON (what dvc exp show compares)")
+    s.add_argument("--times", type=Path, nargs="*", default=[],
+                   help="JSON files whose top-level 'seconds' add up to the run's minutes")
     s = cmd("tune", _tune, "Optuna study over tune.space (README \"Tuning\")", data="prepared dataset",
             out="folder for best.yaml, trials.csv, plots/")
     s.add_argument("--workers", type=int, help="worker processes on this host (default: tune.workers)")

@@ -151,8 +151,11 @@ def chain_on_holdout(last_round: Path, rw_pseudo: Path) -> dict:
 
 
 def compact(report: dict) -> dict:
-    """The headline numbers for `dvc metrics show` / `dvc exp show` (details stay in the report)."""
+    """metrics/eval.json: the comparison's figures and the stage's seconds (details stay in the
+    report; the run's headline is the headline stage's)."""
     out: dict = {"summary": report.get("summary", {})}
+    if "seconds" in report:
+        out["seconds"] = report["seconds"]
     for name in ("baseline", "isim"):
         part = report.get(name, {})
         out[name] = {k: part[k] for k in ("train_classification", "val_classification") if k in part}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from isim import evaluation
@@ -33,7 +34,9 @@ def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo:
     baseline = load_model(baseline_checkpoint, device)
     isim = load_model(final_checkpoint(isim_checkpoints), device)
     with stage_run(cfg, "evaluate") as tr:
+        t0 = time.perf_counter()
         report = evaluation.evaluate(cfg, data, baseline, baseline_pseudo, isim, isim_pseudo, device, rw_pseudo)
+        report["seconds"] = round(time.perf_counter() - t0, 1)
         evaluation.write_outputs(report, metrics, report_path, plots)
         tr.log_evaluation(report)
         if figure is not None:

@@ -6,6 +6,7 @@ model scores below the masks it learnt from."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from isim import evaluation
@@ -57,6 +58,7 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, report_pat
     # the holdout images (part of val) are scored in the same pass, to set the model beside its masks
     on_val = data.has_masks and cfg.holdout.split == "val"
     holdout = data.holdout_ids("val", cfg.holdout.fraction) if on_val else []
+    t0 = time.perf_counter()
     with stage_run(cfg, "evaluate_segmenter") as tr:
         report = evaluation.evaluate_segmenter(checkpoint, data, "val", device, sc.crf, sc.scales,
                                                 rt.cam_batch_size, rt.crf_workers, subset=holdout)
@@ -98,11 +100,12 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, report_pat
         chosen = evaluation.pick_model(seg, isim)
         report["best_model"] = chosen
         summary["best_is_segmenter"] = int(chosen["checkpoint"] == str(checkpoint))
+        summary["seconds"] = round(time.perf_counter() - t0, 1)
         write_json(report_path, report)
         write_json(metrics, summary)
         if best is not None:
             write_json(best, chosen)
-        tr.log_metrics(summary, headline=True)
+        tr.log_metrics({k: v for k, v in summary.items() if k != "seconds"}, headline=True)
         tr.log_params({"best_model": chosen["name"], "best_model_why": chosen["why"]})
         tr.log_served(Path(chosen["checkpoint"]), served_tags(chosen))
     log.info("final segmenter on val: %s; `isim predict` will use %s (%s)", summary, chosen["checkpoint"],
