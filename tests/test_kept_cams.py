@@ -68,3 +68,23 @@ def test_final_cams_says_when_the_last_round_kept_none(tmp_path):
     (tmp_path / "round_01" / "crf").mkdir(parents=True)
     with pytest.raises(DataError, match=r"round_01/cams: missing; .* rerun the stage"):
         final_cams(tmp_path)
+
+
+def test_without_keep_the_chain_computes_the_cams_from_the_final_model(tiny_data, tmp_path):
+    """cam.keep false (the VOC preset: gigabytes of CAMs): no round keeps them, and the chain's
+    stages run the final model instead; with keep the same outputs are refused, naming the folder."""
+    from conftest import tiny_params
+    from isim.config import from_dict
+    from isim.stages import affinity_labels as stage
+    from isim.stages import final_cams_or_model
+    from isim.training.isim import train_isim
+
+    cfg = from_dict(tiny_params(cam={"keep": False}))
+    train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps")
+    assert not list((tmp_path / "ps").glob("round_*/cams"))
+    model, cams = final_cams_or_model(cfg, tmp_path / "ck", tmp_path / "ps", CPU)
+    assert model is not None and cams is None
+    stage.run(cfg, tiny_data.root, tmp_path / "ck", tmp_path / "ps", tmp_path / "aff")
+    assert sorted(p.stem for p in (tmp_path / "aff").glob("*.png")) == sorted(tiny_data.ids("train"))
+    with pytest.raises(DataError, match=r"round_\d\d/cams: missing"):
+        final_cams_or_model(from_dict(tiny_params()), tmp_path / "ck", tmp_path / "ps", CPU)

@@ -58,7 +58,7 @@ def _pseudo(a: argparse.Namespace, cfg: config_mod.Config) -> None:
 
 
 def _affinity_labels(a: argparse.Namespace, cfg: config_mod.Config) -> None:
-    _stage("affinity_labels").run(cfg, a.data, a.isim_pseudo, a.out)
+    _stage("affinity_labels").run(cfg, a.data, a.isim_checkpoints, a.isim_pseudo, a.out)
 
 
 def _train_affinity(a: argparse.Namespace, cfg: config_mod.Config) -> None:
@@ -68,7 +68,7 @@ def _train_affinity(a: argparse.Namespace, cfg: config_mod.Config) -> None:
 
 
 def _random_walk(a: argparse.Namespace, cfg: config_mod.Config) -> None:
-    _stage("random_walk").run(cfg, a.data, a.isim_pseudo, a.affinity_checkpoint, a.out)
+    _stage("random_walk").run(cfg, a.data, a.isim_checkpoints, a.isim_pseudo, a.affinity_checkpoint, a.out)
 
 
 def _train_segmenter(a: argparse.Namespace, cfg: config_mod.Config) -> None:
@@ -220,15 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="train")
     s.add_argument("--stage-name", default="pseudo", help="name of the MLflow run")
     s.add_argument("--nproc", type=int, help=nproc_help)
+    final_model = "ISIM round checkpoints (cam.keep false: the last one computes the CAMs)"
+    kept_cams = "ISIM rounds (cam.keep: the CAMs the last round kept are read)"
     cmd("affinity-labels", _affinity_labels, "affinity labels: confident CAM regions of the final ISIM model",
-        data="prepared dataset", isim_pseudo="ISIM rounds (the last round's kept CAMs are used)",
+        data="prepared dataset", isim_checkpoints=final_model, isim_pseudo=kept_cams,
         out="output folder (<id>.png, summary.json)")
     s = cmd("train-affinity", _train_affinity, "train AffinityNet on the affinity labels",
             data="prepared dataset", labels="affinity labels folder", checkpoint="checkpoint file to write",
             metrics="metrics JSON", plots="losses per epoch (CSV)")
     trained(s)
     cmd("random-walk", _random_walk, "pseudo labels: ISIM CAMs walked over AffinityNet's affinities + CRF",
-        data="prepared dataset", isim_pseudo="ISIM rounds (the last round's kept CAMs are used)",
+        data="prepared dataset", isim_checkpoints=final_model, isim_pseudo=kept_cams,
         affinity_checkpoint="AffinityNet checkpoint", out="output folder ({raw,crf}/, summary.json)")
     s = cmd("train-segmenter", _train_segmenter, "train the final DeepLab model on the best pseudo masks",
             data="prepared dataset", checkpoint="checkpoint file to write", metrics="metrics JSON",

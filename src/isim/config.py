@@ -183,6 +183,10 @@ class CamCfg(Section):
     """Class activation maps for pseudo labels: multi-scale + flip inference (paper 4.1)."""
 
     scales: list[Pos] = Field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0], min_length=1)
+    # the CAM baseline's masks and ISIM's last round keep the CAMs they are made from (float16,
+    # 2 bytes per pixel per class of the image), which the chain reads instead of running the
+    # model again; false: each stage computes them (a GPU run on VOC: gigabytes saved)
+    keep: bool = True
 
 
 class EncoderCfg(Section):

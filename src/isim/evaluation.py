@@ -105,8 +105,9 @@ def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseu
     ids = data.ids("train")
     report: dict = {"classes": data.classes,
                     "baseline": sweep_and_accuracy(baseline_model, data, cfg, device,
-                                                   layout.kept_cams(baseline_pseudo)),
-                    "isim": sweep_and_accuracy(isim_model, data, cfg, device, layout.final_cams(isim_pseudo))}
+                                                   layout.kept_cams(baseline_pseudo) if cfg.cam.keep else None),
+                    "isim": sweep_and_accuracy(isim_model, data, cfg, device,
+                                               layout.final_cams(isim_pseudo) if cfg.cam.keep else None)}
     accuracy = {f"{name}_{split}_label_acc": report[name].get(f"{split}_classification", {}).get("label_acc")
                 for name in ("baseline", "isim") for split in ("train", "val")}
     if not data.has_masks:

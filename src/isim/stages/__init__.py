@@ -18,6 +18,16 @@ def remove_old_outputs(*dirs: Path) -> None:
             shutil.rmtree(d)
 
 
+def final_cams_or_model(cfg: Any, isim_checkpoints: Path, isim_pseudo: Path, device: Any) -> tuple[Any, Path | None]:
+    """Where the chain gets the final ISIM model's CAMs: (None, the last round's kept CAMs) with
+    ``cam.keep``, else (the final model, None) to compute them."""
+    from isim import run_layout as layout
+    if cfg.cam.keep:
+        return None, layout.final_cams(isim_pseudo)
+    from isim.models import load_model
+    return load_model(layout.final_checkpoint(isim_checkpoints), device), None
+
+
 def model_example(crop: int):
     """An input batch for exporting a model (batch 2 keeps the batch dimension dynamic)."""
     import numpy as np

@@ -27,8 +27,9 @@ def run(cfg: Config, checkpoint: Path, data_dir: Path, split: str, out: Path, st
         remove_old_outputs(out)
     distributed.barrier()
     with stage_run(cfg, stage) as tr:
-        settings = masks.MaskSettings.of(cfg)  # the CAMs kept for evaluate's threshold sweep
-        settings = replace(settings, cam=replace(settings.cam, keep=cams_dir(out)))
+        settings = masks.MaskSettings.of(cfg)
+        if cfg.cam.keep:  # the CAMs kept for evaluate's threshold sweep
+            settings = replace(settings, cam=replace(settings.cam, keep=cams_dir(out)))
         summary = masks.generate(model, data, data.ids(split), out, settings, device)
         tr.log_round(1, out, summary, data)
     log.info("pseudo labels %s -> %s: %s", checkpoint, out,

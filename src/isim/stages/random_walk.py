@@ -16,18 +16,19 @@ from isim.io import write_json
 from isim.models import load_affinity
 from isim.pseudo import masks
 from isim.pseudo.walk import RandomWalk, score_rules
-from isim.run_layout import final_cams, summary_path
+from isim.run_layout import summary_path
 from isim.runtime import setup
-from isim.stages import remove_old_outputs
+from isim.stages import final_cams_or_model, remove_old_outputs
 from isim.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, data_dir: Path, isim_pseudo: Path, affinity_checkpoint: Path, out: Path) -> None:
+def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, isim_pseudo: Path, affinity_checkpoint: Path,
+        out: Path) -> None:
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
-    cams = final_cams(isim_pseudo)
+    model, cams = final_cams_or_model(cfg, isim_checkpoints, isim_pseudo, device)
     walker = RandomWalk(load_affinity(affinity_checkpoint, device), cfg.transform, cfg.affinity.radius,
                         cfg.random_walk, device)
     # the walk's scores carry their own background: the threshold is the rule's value, for the record
@@ -38,7 +39,7 @@ def run(cfg: Config, data_dir: Path, isim_pseudo: Path, affinity_checkpoint: Pat
     with stage_run(cfg, "random_walk") as tr:
         rules = None
         if holdout:
-            rules = score_rules(None, data, holdout, walker, settings.cam, settings.workers, device)
+            rules = score_rules(model, data, holdout, walker, settings.cam, settings.workers, device)
             best = next(r for r in walker.rules if r.name == rules[0].rule)
             walker = walker.with_rule(best)
             settings = replace(settings, threshold=best.value)
@@ -48,10 +49,10 @@ def run(cfg: Config, data_dir: Path, isim_pseudo: Path, affinity_checkpoint: Pat
         elif len(walker.rules) > 1:
             log.warning("no holdout images with ground truth: the walk uses its first rule (%s) unchosen",
                         walker.rule.name)
-        summary = masks.generate(None, data, data.ids("train"), out, settings, device, "random walk", walker)
+        summary = masks.generate(model, data, data.ids("train"), out, settings, device, "random walk", walker)
         summary.rule, summary.rules = walker.rule.name, rules
         if holdout:
-            summary.holdout = masks.score(None, data, holdout, settings, device, "random walk holdout", walker)
+            summary.holdout = masks.score(model, data, holdout, settings, device, "random walk holdout", walker)
         write_json(summary_path(out), summary.to_json())
         tr.log_round(1, out, summary, data)
         if rules:

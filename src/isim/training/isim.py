@@ -128,7 +128,7 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
         if distributed.is_main():
             engine.save(ckpt, epoch, r)
         made = settings
-        if epoch == epochs:  # the final model's CAMs, kept for the chain after ISIM (run_layout.final_cams)
+        if epoch == epochs and cfg.cam.keep:  # the final model's CAMs, for the chain (run_layout.final_cams)
             made = replace(settings, cam=replace(settings.cam, keep=layout.cams_dir(partial)))
         summary = masks.generate(net, data, engine.dataset.ids, partial, made, device, f"round {r}")
         summary.round, summary.after_epoch = r, epoch
