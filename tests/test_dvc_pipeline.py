@@ -121,6 +121,11 @@ def test_queued_sweep_logs_to_one_tracking_store(dvc_repo):
     # README's line, in a 120-column terminal: every headline metric and the swept knob, whole
     table = run([dvc, "exp", "show", "--only-changed", "--drop", ".*/"], dvc_repo, env={"COLUMNS": "120"}).stdout
     assert "…" not in table and "!" not in table, table
+    # and their curves side by side: every experiment committed its plots' files
+    names = run([dvc, "exp", "ls", "--names-only"], dvc_repo).stdout.split()
+    r = run([dvc, "plots", "diff", *names, "-o", "diffed"], dvc_repo)
+    assert len(names) == 2 and "failed to load" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert all(n in (dvc_repo / "diffed" / "index.html").read_text() for n in names)
     cols = table.splitlines()[1].split()
     assert cols[:4] == ["Experiment", "Created", "State", "Executor"] and cols[-1] == "random_walk.beta", table
     assert "walk" in cols and set(cols[4:-1]) <= {"cam", "isim", "walk", "final", "minutes"}, table
