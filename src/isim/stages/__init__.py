@@ -18,7 +18,8 @@ def remove_old_outputs(*dirs: Path) -> None:
             shutil.rmtree(d)
 
 
-def final_cams_or_model(cfg: Any, isim_checkpoints: Path, isim_pseudo: Path, device: Any) -> tuple[Any, Path | None]:
+def final_cams_or_model(cfg: Any, isim_checkpoints: Path, isim_pseudo: Path, device: Any
+                        ) -> tuple[Any, Path | None]:
     """Where the chain gets the final ISIM model's CAMs: (None, the last round's kept CAMs) with
     ``cam.keep``, else (the final model, None) to compute them."""
     from isim import run_layout as layout

@@ -1,9 +1,9 @@
-"""Stage ``random_walk``: the final ISIM model's CAMs (kept by its last round) walked over AffinityNet's affinities,
-decided by the rule that scores best on the holdout images, refined with CRF (paper Table 7:
-ISIM+RW, ISIM+RW+CRF). Every candidate rule's holdout mIoU, precision and recall go into
-``summary.json`` (``rules``) and MLflow; the walk's masks of the holdout images are scored too
-(``holdout``), as every ISIM round's are, so the final segmenter can train on the best set
-(isim.pseudo.choice)."""
+"""Stage ``random_walk``: the final ISIM model's CAMs (kept by its last round, or computed when
+``cam.keep`` is false) walked over AffinityNet's affinities, decided by the rule that scores
+best on the holdout images, refined with CRF (paper Table 7: ISIM+RW, ISIM+RW+CRF). Every
+candidate rule's holdout mIoU, precision and recall go into ``summary.json`` (``rules``) and
+MLflow; the walk's masks of the holdout images are scored too (``holdout``), as every ISIM
+round's are, so the final segmenter can train on the best set (isim.pseudo.choice)."""
 from __future__ import annotations
 
 import logging
