@@ -132,6 +132,27 @@ def dvc_project(repo: Path, params: dict) -> Path:
     return repo
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, log: Path, what: str, tries: int = 120) -> None:
+    """Until ``url`` answers (a server ``proc`` started); else kill it and show the end of its ``log``."""
+    import time
+    import urllib.request
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"{what} did not start:\n" + log.read_text()[-3000:])
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -1,25 +1,17 @@
 """`isim ui`: MLflow's UI on the project's runs, sized for a laptop, opening on model training."""
 import os
 import re
-import socket
 import subprocess
-import time
 import urllib.request
 
 import psutil
 import pytest
 import yaml
 
-from conftest import bin_path, browser_dom, needs_chromium, run, stage_cmds, tiny_params
+from conftest import bin_path, browser_dom, free_port, needs_chromium, run, stage_cmds, tiny_params, wait_for_http
 
 pytestmark = pytest.mark.slow
 STAGE_CMDS = stage_cmds()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,20 +23,12 @@ def ui(tmp_path_factory):
     r = run([bin_path("isim"), *STAGE_CMDS["prepare"][1:]], work, env=env)
     link = re.search(r"MLflow: runs table (\S+) \(this run: (\S+)\) after `isim ui`", r.stderr)
     assert link, r.stderr[-2000:]
-    port = _free_port()
+    port = free_port()
     log = open(work / "ui.log", "w")  # noqa: SIM115 - the server writes to it until teardown
     proc = subprocess.Popen([bin_path("isim"), "ui", "--port", str(port)], cwd=work, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("isim ui did not start:\n" + (work / "ui.log").read_text()[-3000:])
+    wait_for_http(url + "/health", proc, work / "ui.log", "isim ui")
     # the printed links name MLflow's default port; this server listens on another
     yield {"url": url, "proc": proc, "work": work, "links": [u.replace(":5000", f":{port}") for u in link.groups()]}
     proc.terminate()

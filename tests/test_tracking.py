@@ -5,10 +5,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,23 +16,17 @@ import pytest
 import torch
 import yaml
 
-from conftest import bin_path, dvc_project, run, stage_cmds, tiny_params
+from conftest import bin_path, dvc_project, free_port, run, stage_cmds, tiny_params, wait_for_http
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 STAGE_CMDS = stage_cmds()
 STAGES = [s for s in STAGE_CMDS if s != "check"]  # check validates params and tracks nothing
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3():
     from moto.server import ThreadedMotoServer
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
@@ -49,7 +41,7 @@ def s3():
 def mlflow_server(s3, tmp_path_factory):
     endpoint, _ = s3
     work = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **CREDS, "MLFLOW_S3_ENDPOINT_URL": endpoint}
     log = open(work / "server.log", "w")  # noqa: SIM115 - the server writes to it until teardown
     proc = subprocess.Popen(
@@ -57,16 +49,7 @@ def mlflow_server(s3, tmp_path_factory):
          "--workers", "1", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--artifacts-destination", "s3://isim/mlartifacts"],
         cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("mlflow server did not start:\n" + (work / "server.log").read_text()[-3000:])
+    wait_for_http(url + "/health", proc, work / "server.log", "mlflow server")
     yield url
     proc.terminate()
     proc.wait(10)
@@ -249,7 +232,7 @@ def _pipeline_run_reads_back_over_rest(url: str, work: Path, env: dict) -> None:
 
 def test_unreachable_tracking_costs_no_results(tmp_path):
     work = _workdir(tmp_path, tracking={"enabled": True})
-    env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}"}
+    env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
     r = run([bin_path("isim"), *STAGE_CMDS["prepare"][1:]], work, env=env)
     assert r.stderr.count("unreachable") == 1
     assert (work / "data/prepared/image_labels.json").is_file()

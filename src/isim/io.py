@@ -68,6 +68,20 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object written by a stage; a clear error naming the file when it is missing or broken."""
+    path = Path(path)
+    try:
+        out = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; the stage that writes it has not run") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not JSON ({e}); rerun the stage that writes it") from None
+    if not isinstance(out, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return out
+
+
 def write_csv(path: str | Path, rows: list[dict]) -> None:
     """Rows of equal keys as CSV (DVC plots read these)."""
     buf = io.StringIO()

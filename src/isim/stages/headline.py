@@ -7,13 +7,11 @@ Executor); the figures without CRF, the gains, per-round and per-epoch figures s
 stages' own metrics files (metrics/eval.json, ...), reports/, MLflow and ``dvc plots``."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from isim.config import Config
-from isim.io import DataError, write_json
+from isim.io import read_json, write_json
 from isim.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -21,18 +19,6 @@ log = logging.getLogger(__name__)
 # headline key -> (file kind, key in that file): evaluate's summary, evaluate_segmenter's metrics
 COLUMNS = {"cam": ("eval", "baseline_crf_miou"), "isim": ("eval", "isim_crf_miou"),
            "walk": ("eval", "isim_rw_crf_miou"), "final": ("segmenter", "val_miou")}
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        out = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing; the stage that writes it has not run") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not JSON ({e}); rerun the stage that writes it") from None
-    if not isinstance(out, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return out
 
 
 def headline(eval_metrics: dict, segmenter_metrics: dict, seconds: list[float]) -> dict[str, float]:
@@ -52,8 +38,8 @@ def table(h: dict[str, float]) -> str:
 def run(cfg: Config, eval_metrics: Path, segmenter_metrics: Path, times: list[Path], out: Path) -> None:
     """``times``: the JSON files whose top-level ``seconds`` add up to the run's minutes (the
     stages' metrics and the mask sets' summaries)."""
-    seconds = [float(_read(p).get("seconds", 0.0)) for p in times]
-    h = headline(_read(eval_metrics), _read(segmenter_metrics), seconds)
+    seconds = [float(read_json(p).get("seconds", 0.0)) for p in times]
+    h = headline(read_json(eval_metrics), read_json(segmenter_metrics), seconds)
     write_json(out, h)
     with stage_run(cfg, "headline") as tr:
         tr.log_metrics({f"headline_{k}": v for k, v in h.items()}, headline=True)
