@@ -1,4 +1,5 @@
-"""The final segmenter as an MLflow pyfunc model: what the Model Registry holds and serves.
+"""The model `isim predict` uses (the final segmenter or an ISIM round) as an MLflow pyfunc model:
+what the Model Registry holds and serves.
 
 ``mlflow.pyfunc.load_model("models:/isim-segmenter@candidate")`` loads it in any process with
 MLflow and torch installed (the isim code travels with the model); ``predict`` takes one RGB
@@ -29,7 +30,7 @@ class SegmenterModel(PythonModel):
         return self.predictor.segment(rgb.astype(np.uint8), crf=bool((params or {}).get("crf", False)))
 
 
-def log_segmenter(checkpoint: Path, name: str, registered_name: str) -> Any:
+def log_served(checkpoint: Path, name: str, registered_name: str) -> Any:
     """Log ``checkpoint`` as a pyfunc model in the active run and register a new version."""
     import mlflow.pyfunc
     from mlflow.models import ModelSignature

@@ -183,10 +183,10 @@ class Tracker(Session, NullTracker):
         def _log() -> None:
             import mlflow
 
-            from isim.serving import log_segmenter
+            from isim.serving import log_served
             tc = self.cfg.tracking
             with mlflow.start_run(run_id=self.run_id):
-                info = log_segmenter(checkpoint, "served_model", tc.registered_model)
+                info = log_served(checkpoint, "served_model", tc.registered_model)
             version = info.registered_model_version
             if tc.registered_model and version:
                 for k, v in tags.items():

@@ -25,13 +25,13 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
     ``segmenter.init: isim``."""
     data = Prepared.open(data_dir)
     init_from = None
-    if cfg.segmenter.init == "isim" and isim_checkpoints is None:
-        log.warning("segmenter.init is isim but no --isim-checkpoints were given: the encoder starts from the "
-                    "encoder section's weights")
-    elif cfg.segmenter.init == "isim":
-        assert isim_checkpoints is not None
-        init_from = final_checkpoint(isim_checkpoints)
-        log.info("the final segmenter's encoder starts from %s", init_from)
+    if cfg.segmenter.init == "isim":
+        if isim_checkpoints is None:
+            log.warning("segmenter.init is isim but no --isim-checkpoints were given: the encoder starts from the "
+                        "encoder section's weights")
+        else:
+            init_from = final_checkpoint(isim_checkpoints)
+            log.info("the final segmenter's encoder starts from %s", init_from)
     if masks is not None:
         trained_on = {"key": "given", "name": str(masks), "masks": str(masks), "holdout_miou": None,
                       "why": "--masks"}
