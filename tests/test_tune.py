@@ -320,3 +320,23 @@ def test_every_pruner_choice_is_built_and_decides(choice, tiny_cfg):
         study.tell(t, state=TrialState.PRUNED) if pruned else study.tell(t, value)
     if choice in ("median", "none"):  # the default prunes the clearly worse trial; none never does
         assert pruned == (choice == "median")
+
+
+@pytest.mark.slow
+def test_the_chain_objective_tunes_the_walk_on_the_mask_set_the_segmenter_would_train_on(tmp_path, tiny_data):
+    work = _work(tmp_path, tiny_data, tune={
+        "n_trials": 2, "pruner": "none", "sampler": "random", "objective": "chain",
+        "space": {"random_walk.beta": {"type": "categorical", "choices": [4.0, 10.0]},
+                  "affinity.fg_threshold": {"type": "float", "low": 0.1, "high": 0.3}}})
+    _tune(work)
+    trials = _study(work, None).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2, [t.user_attrs for t in trials]
+    for t in trials:
+        chain = t.user_attrs["chain"]
+        assert set(chain) == {"isim_crf", "rw", "rw_crf"}
+        assert t.value == max(chain.values())  # the set the segmenter would choose
+        # ISIM's share of the chain is the last round's holdout mIoU the pruner saw
+        assert chain["isim_crf"] == t.intermediate_values[max(t.intermediate_values)]
+    assert len({t.user_attrs["chain"]["rw"] for t in trials}) == 2  # the walk's knobs changed the walk
+    best = yaml.safe_load((work / "results/best.yaml").read_text())
+    assert set(best["best"]["params"]) == {"random_walk.beta", "affinity.fg_threshold"}

@@ -426,6 +426,8 @@ class TuneCfg(Section):
     seed: int = 0                        # sampler seed (worker k uses seed + k)
     retries: int = Field(2, ge=0)        # reruns of a trial whose worker died
     heartbeat_s: int = Field(20, ge=1)   # RDB storages: a trial silent for 3x this is failed and rerun
+    objective: Literal["isim", "chain"] = "isim"  # holdout mIoU of ISIM's last round after CRF, or of
+                                         # the mask set the final segmenter would train on (walk included)
     overrides: dict[str, Any] = Field(default_factory=dict)  # dotted key -> value, for trials only
     space: dict[str, DistCfg] = Field(default_factory=_default_space)
 

@@ -34,6 +34,11 @@ class Choice:
         return asdict(self) | {"name": self.name}
 
 
+def best(scores: dict[str, float]) -> str:
+    """The candidate with the best holdout mIoU (ties: the later one in CANDIDATES)."""
+    return max(reversed(CANDIDATES), key=lambda k: scores[k])
+
+
 def choose(isim_pseudo: Path, rw_pseudo: Path, override: str = "auto") -> Choice:
     """The set with the best holdout mIoU (ties: the later one in CANDIDATES), or ``override``."""
     last = rounds_of(isim_pseudo)[-1]
@@ -46,6 +51,6 @@ def choose(isim_pseudo: Path, rw_pseudo: Path, override: str = "auto") -> Choice
     elif len(scores) < len(CANDIDATES):
         key, why = PAPER, "no holdout scores (no ground-truth masks on the holdout): the paper's choice"
     else:
-        key = max(reversed(CANDIDATES), key=lambda k: scores[k])
+        key = best(scores)
         why = "best holdout mIoU: " + ", ".join(f"{NAMES[k]} {scores[k]:.2f}" for k in CANDIDATES)
     return Choice(key, str(folders[key]), scores.get(key), scores, why)

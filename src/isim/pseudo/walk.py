@@ -183,3 +183,12 @@ def score_rules(model: ISIMNet | None, data: Prepared, ids: list[str], walker: R
         s = metrics.summary(cm, data.classes)
         scores.append(RuleScore(rule.name, rule.mode, rule.value, s["miou"], s["precision"], s["recall"]))
     return sorted(scores, key=lambda r: -r.miou)
+
+
+def best_rule(model: ISIMNet | None, data: Prepared, holdout: list[str], walker: RandomWalk, cam: CamSettings,
+              workers: int, device: torch.device) -> tuple[RandomWalk, list[RuleScore]]:
+    """``walker`` set to the candidate rule that scores best on the ``holdout`` images, and every
+    candidate's scores (best first)."""
+    rules = score_rules(model, data, holdout, walker, cam, workers, device)
+    return walker.with_rule(next(r for r in walker.rules if r.name == rules[0].rule)), rules
+

@@ -15,7 +15,7 @@ from isim.data.layout import Prepared
 from isim.io import write_json
 from isim.models import load_affinity
 from isim.pseudo import masks
-from isim.pseudo.walk import RandomWalk, score_rules
+from isim.pseudo.walk import RandomWalk, best_rule
 from isim.run_layout import summary_path
 from isim.runtime import setup
 from isim.stages import final_cams_or_model, remove_old_outputs
@@ -39,10 +39,8 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, isim_pseudo: Path, 
     with stage_run(cfg, "random_walk") as tr:
         rules = None
         if holdout:
-            rules = score_rules(model, data, holdout, walker, settings.cam, settings.workers, device)
-            best = next(r for r in walker.rules if r.name == rules[0].rule)
-            walker = walker.with_rule(best)
-            settings = replace(settings, threshold=best.value)
+            walker, rules = best_rule(model, data, holdout, walker, settings.cam, settings.workers, device)
+            settings = replace(settings, threshold=walker.rule.value)
             for i, r in enumerate(rules):
                 log.info("walk rule %-16s holdout mIoU %.2f (precision %.1f, recall %.1f)%s", r.rule, r.miou,
                          r.precision, r.recall, "  <- chosen" if i == 0 else "")

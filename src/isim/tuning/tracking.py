@@ -26,6 +26,10 @@ class TrialRun:
     def round(self, r: int, summary: MaskSetSummary) -> None:
         self.t.log_metrics(round_metrics(summary, per_class=False), step=r)
 
+    def chain(self, scores: dict[str, float]) -> None:
+        """The holdout mIoU of each mask set the segmenter chooses from (``tune.objective: chain``)."""
+        self.t.log_metrics({f"holdout_{k}_miou": v for k, v in scores.items()})
+
     def end(self, state: str, reason: str, value: float | None, seconds: float) -> None:
         self.t.log_metrics({"seconds": seconds, **({"objective": value} if value is not None else {})})
         tags = {"state": state.lower(), **({"reason": reason[:5000]} if reason else {})}

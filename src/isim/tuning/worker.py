@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,12 @@ from isim.config import Config
 from isim.data.layout import Prepared
 from isim.errors import IsimError
 from isim.mask_scores import MaskSetSummary
+from isim.models import load_affinity, load_model
+from isim.pseudo import affinity_labels, choice, masks
+from isim.pseudo.cam import CamSettings
+from isim.pseudo.walk import RandomWalk, best_rule
+from isim.runtime import setup
+from isim.training.affinitynet import train_affinity
 from isim.training.engine import TrainingError
 from isim.training.isim import train_isim
 from isim.tuning import space
@@ -230,7 +237,33 @@ class Worker:
                             on_round=lambda r, d, s: report(r, s))
         final = result.rounds[-1].holdout
         assert final is not None  # every round of a trial scores the holdout
-        return float(final.crf_miou)
+        if tcfg.tune.objective == "isim":
+            return float(final.crf_miou)
+        scores = chain_scores(tcfg, self.data, tdir, self.holdout)
+        trial.set_user_attr("chain", scores)
+        if run:
+            run.chain(scores)
+        return scores[choice.best(scores)]
+
+
+def chain_scores(tcfg: Config, data: Prepared, tdir: Path, holdout: list[str]) -> dict[str, float]:
+    """The holdout mIoU of every mask set the final segmenter chooses from (isim.pseudo.choice),
+    after the trial's ISIM training in ``tdir``: its last round after CRF, and the walk's masks
+    before and after CRF, with AffinityNet trained and the walk's rule chosen as the stages do."""
+    pseudo, device, ac = tdir / "pseudo", setup(tcfg.runtime), tcfg.affinity
+    model = None if tcfg.cam.keep else load_model(layout.final_checkpoint(tdir / "checkpoints"), device)
+    cam = replace(CamSettings.of(tcfg), source=layout.final_cams(pseudo) if tcfg.cam.keep else None)
+    affinity_labels.generate(model, data, data.ids("train"), tdir / "affinity", cam, tcfg.crf, ac.fg_threshold,
+                             ac.bg_threshold, device, tcfg.runtime.crf_workers)
+    train_affinity(tcfg, data, tdir / "affinity", tdir / "affinity.pt")
+    walker = RandomWalk(load_affinity(tdir / "affinity.pt", device), tcfg.transform, ac.radius, tcfg.random_walk,
+                        device)
+    walker, _ = best_rule(model, data, holdout, walker, cam, tcfg.runtime.crf_workers, device)
+    settings = replace(masks.MaskSettings.of(tcfg, threshold=walker.rule.value), cam=cam)
+    walked = masks.score(model, data, holdout, settings, device, "random walk holdout", walker)
+    isim = layout.holdout_scores(layout.rounds_of(pseudo)[-1])
+    assert isim is not None  # every round of a trial scores the holdout
+    return {"isim_crf": isim.miou("crf"), "rw": walked.raw_miou, "rw_crf": walked.crf_miou}
 
 
 def install_sigterm() -> None:
