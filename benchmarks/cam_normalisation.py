@@ -1,7 +1,7 @@
 """How the CAM is normalised, measured on the holdout photos of a finished run.
 
 The pipeline divides each class's CAM by its own maximum (PSA, IRN) and thresholds it against a
-constant background score. On photos the masks over-cover (README "Real photographs"), which
+constant background score. On photos the masks over-cover (docs/real-photos.md), which
 this could cause: a flat map is stretched to 1 as much as a peaked one. This script computes a
 run's CAMs once on its holdout photos (the tuning objective's photos, never the train photos the
 tables report, never trained on) and scores the masks of each normalisation over a threshold

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check in one call (README "GPU check"): the CUDA tests, then the GPU figures, each
+# Every GPU check in one call (docs/scale-out.md "GPU check"): the CUDA tests, then the GPU figures, each
 # step under its own time limit; the limits add up to 8 minutes. Prints one table; exits
 # non-zero when a step fails (a failing CUDA test fails its step).
 #

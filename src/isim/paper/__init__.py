@@ -1,2 +1,2 @@
 """The paper's comparisons as commands: runs over seeds and variants, tables beside the paper's
-numbers (README "Results on the embedded dataset")."""
+numbers (docs/results.md)."""

@@ -2,9 +2,9 @@
 
     isim paper table3 --seeds 1 --jobs 2        -> reports/paper/table3.{md,png,json}
 
-Every run is the pipeline's own commands in ``<workdir>/<variant>/seed_<k>/`` (README "Results
-on the embedded dataset"); finished runs are reused, by this table and by any other that needs
-the same variant, so an interrupted command continues where it stopped.
+Every run is the pipeline's own commands in ``<workdir>/<variant>/seed_<k>/`` (docs/results.md);
+finished runs are reused, by this table and by any other that needs the same variant, so an
+interrupted command continues where it stopped.
 """
 from __future__ import annotations
 
