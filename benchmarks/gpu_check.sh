@@ -13,7 +13,7 @@ PY=${PYTHON:-.venv/bin/python}
 
 # name | time limit (s) | command | the output line that holds the step's figure (grep -E)
 STEPS=(
-  "cuda_tests|90|$PY -m pytest -n 0 -q -p no:cacheprovider -rs tests/test_cuda.py|passed|failed"
+  "cuda_tests|90|$PY -m pytest -n 0 -q -p no:cacheprovider -rs tests/unit/test_cuda.py|passed|failed"
   "train_step|60|$PY benchmarks/train_throughput.py --device cuda --steps 5|official-style step$"
   "train_step_amp_off|50|$PY benchmarks/train_throughput.py --device cuda --steps 5 --set train.amp=false|official-style step$"
   "train_step_compile|90|$PY benchmarks/train_throughput.py --device cuda --steps 5 --set runtime.compile=true|official-style step$"

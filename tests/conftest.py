@@ -23,8 +23,17 @@ if _WORKERS > 1:
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+INTEGRATION = Path(__file__).resolve().parent / "integration"
 VOC_SAMPLE = FIXTURES / "voc_sample" / "VOCdevkit" / "VOC2012"
 COCO_SAMPLE = FIXTURES / "coco_sample"
+# the COCO sample's classes onto VOC's
+VOC_MAP = {"airplane": "aeroplane", "bicycle": "bicycle", "bird": "bird", "boat": "boat", "bottle": "bottle",
+           "bus": "bus", "car": "car", "cat": "cat", "chair": "chair", "cow": "cow",
+           "dining table": "diningtable", "dog": "dog", "horse": "horse", "motorcycle": "motorbike",
+           "person": "person", "potted plant": "pottedplant", "sheep": "sheep", "couch": "sofa",
+           "train": "train", "tv": "tvmonitor"}
+VOC = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+       "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
 HORSE_SAMPLE = FIXTURES / "horse_sample"
 MSRC_SAMPLE = FIXTURES / "msrc_sample"
 
@@ -48,12 +57,18 @@ TINY = {
 
 
 def pytest_collection_modifyitems(items):
-    """The two workers take whole files in collection order (pyproject: ``--dist loadfile
-    --no-loadscope-reorder``; xdist's own order hands out the files with the most tests first, so
-    the longest file, three tests of `dvc repro`, came among the last). The files with slow tests
-    go first, so the many quick files even out the end. Within a file the order stays."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)  # stable
+    """The folder is the tier: every test under ``tests/integration`` (real servers, `dvc repro`,
+    torchrun, whole studies) is marked ``slow``; ``tests/unit`` is the edit-test tier
+    (``pytest -m "not slow"``). The two workers take whole files in collection order (pyproject:
+    ``--dist loadfile --no-loadscope-reorder``; xdist's own order hands out the files with the most
+    tests first, so the longest file came among the last): the slow files go first, so the many
+    quick files even out the end. Within a file the order stays."""
+    for item in items:
+        if INTEGRATION in item.path.parents:
+            item.add_marker(pytest.mark.slow)
+        elif item.get_closest_marker("slow"):
+            raise pytest.UsageError(f"{item.nodeid}: a slow test belongs under tests/integration")
+    items.sort(key=lambda item: INTEGRATION not in item.path.parents)  # stable
 
 
 def stage_cmds(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, list[str]]:

@@ -7,19 +7,11 @@ import pytest
 from matplotlib.path import Path as MplPath
 from PIL import Image
 
-from conftest import COCO_SAMPLE, HORSE_SAMPLE
+from conftest import COCO_SAMPLE, HORSE_SAMPLE, VOC, VOC_MAP
 from isim.config import from_dict
 from isim.data import own
 from isim.data.layout import Prepared
 from isim.io import DataError, read_image, read_label_png
-
-VOC_MAP = {"airplane": "aeroplane", "bicycle": "bicycle", "bird": "bird", "boat": "boat", "bottle": "bottle",
-           "bus": "bus", "car": "car", "cat": "cat", "chair": "chair", "cow": "cow",
-           "dining table": "diningtable", "dog": "dog", "horse": "horse", "motorcycle": "motorbike",
-           "person": "person", "potted plant": "pottedplant", "sheep": "sheep", "couch": "sofa",
-           "train": "train", "tv": "tvmonitor"}
-VOC = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-       "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
 
 
 def _cfg(unmapped="background", **over):

@@ -17,8 +17,6 @@ import yaml
 
 from conftest import bin_path, run, tiny_params
 
-pytestmark = pytest.mark.slow  # torchrun ranks: the whole-suite tier
-
 ENV = {"OMP_NUM_THREADS": "1"}
 
 

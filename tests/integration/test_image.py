@@ -11,8 +11,6 @@ import yaml
 
 from conftest import REPO, dvc_project, run, tiny_params
 
-pytestmark = pytest.mark.slow  # builds a ~7.5 GB image (minutes the first time, cached after)
-
 IMAGE = os.environ.get("ISIM_IMAGE", "localhost/isim:test")
 
 

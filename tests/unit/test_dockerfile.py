@@ -1,4 +1,4 @@
-"""The worker image's Dockerfile, linted and checked against the project's pins (tests/test_image.py
+"""The worker image's Dockerfile, linted and checked against the project's pins (tests/integration/test_image.py
 builds and runs it with podman)."""
 import re
 

@@ -2,11 +2,8 @@
 vega-lite and vega-embed inline (deploy/plots_template.py, run by setup.sh)."""
 import shutil
 
-import pytest
-
 from conftest import REPO, bin_path, browser_dom, dvc_project, needs_chromium, run, tiny_params
 
-pytestmark = pytest.mark.slow
 TEMPLATE = REPO / ".dvc" / "plots.html"
 
 

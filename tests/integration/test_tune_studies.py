@@ -74,7 +74,6 @@ def _counted(study: optuna.Study) -> list:
 SHORT = {"tune": {"n_trials": 5, "pruner": "none", "sampler": "random"}}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["journal", "postgres"])
 def test_two_workers_share_one_budget_and_a_rerun_continues(backend, tmp_path, tiny_data, postgres):
     storage = postgres.create_db("two_workers") if backend == "postgres" else None
@@ -148,7 +147,6 @@ LONG = {"train": {"epochs": 10}, "rounds": {"warmup_epochs": 1},
                            "crf_freq": {"type": "categorical", "choices": [2]}}}}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["journal", "postgres"])
 def test_a_worker_killed_mid_trial_is_rerun_from_its_last_round(backend, tmp_path, tiny_data, postgres):
     storage = postgres.create_db("killed") if backend == "postgres" else None
@@ -188,7 +186,6 @@ def test_a_worker_killed_mid_trial_is_rerun_from_its_last_round(backend, tmp_pat
     assert len(counted) == 3 and all(t.state == TrialState.COMPLETE for t in counted)
 
 
-@pytest.mark.slow
 def test_four_workers_log_every_trial_to_one_sqlite_mlflow_store(tmp_path, tiny_data):
     db = tmp_path / "mlflow.db"
     work = _work(tmp_path, tiny_data, tracking={"enabled": True, "uri": f"sqlite:///{db}"},
@@ -218,7 +215,6 @@ def test_four_workers_log_every_trial_to_one_sqlite_mlflow_store(tmp_path, tiny_
     assert {"study/optimization_history.png", "study/best.yaml"} <= arts
 
 
-@pytest.mark.slow
 def test_the_pruner_stops_clearly_worse_trials_early(tmp_path, tiny_data):
     # half the trials get a threshold that leaves the holdout masks mostly background
     work = _work(tmp_path, tiny_data, train={"epochs": 6}, rounds={"warmup_epochs": 1}, crf_freq=1,
@@ -234,7 +230,6 @@ def test_the_pruner_stops_clearly_worse_trials_early(tmp_path, tiny_data):
     assert "below the median pruner" in pruned[0].user_attrs["reason"]
 
 
-@pytest.mark.slow
 def test_bad_space_or_storage_fails_before_any_trial(tmp_path, tiny_data):
     work = _work(tmp_path, tiny_data)
     cases = [
@@ -256,7 +251,6 @@ def test_bad_space_or_storage_fails_before_any_trial(tmp_path, tiny_data):
         assert not (work / "tune/optuna.journal").exists()  # no study was started
 
 
-@pytest.mark.slow
 def test_tuned_params_reproduce_the_objective_with_dvc_exp_run(tmp_path_factory):
     params = tiny_params(runtime={"threads": 1}, tune={"n_trials": 2, "pruner": "none", "sampler": "random"})
     repo = dvc_project(tmp_path_factory.mktemp("tunerepo"), params)
@@ -273,28 +267,6 @@ def test_tuned_params_reproduce_the_objective_with_dvc_exp_run(tmp_path_factory)
     assert "evaluate" in run([bin_path("dvc"), "exp", "show", "--json"], repo).stdout
 
 
-def test_workers_get_their_own_gpu_round_robin_or_a_share_of_the_cpu_threads(monkeypatch):
-    from isim.tuning.launcher import gpus, worker_env
-    envs = [worker_env(k, 3, ["0", "1"], 16) for k in range(3)]
-    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0"]
-    assert {e["ISIM_WORKER_THREADS"] for e in envs} == {"5"}
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    cpu = [worker_env(k, 2, [], 2) for k in range(2)]
-    assert all(e["ISIM_WORKER_THREADS"] == "1" and e["OMP_NUM_THREADS"] == "1" for e in cpu)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
-    assert gpus() == ["2", "5"]  # a scheduler's allocation is respected
-
-
-def test_a_worker_takes_its_thread_share_and_a_crf_pool_no_larger(tiny_cfg, monkeypatch):
-    from isim.tuning.run import worker_config
-    monkeypatch.setenv("ISIM_WORKER_THREADS", "4")
-    cfg = tiny_cfg.model_copy(update={"tune": tiny_cfg.tune.model_copy(update={"workers": 4}),
-                                      "runtime": tiny_cfg.runtime.model_copy(update={"threads": 0, "crf_workers": 8})})
-    rt = worker_config(cfg).runtime
-    assert (rt.threads, rt.crf_workers) == (4, 3)
-
-
-@pytest.mark.slow
 def test_diverging_trials_are_failed_with_their_reason_and_the_study_finishes(tmp_path, tiny_data):
     work = _work(tmp_path, tiny_data, tune={"n_trials": 2, "pruner": "none", "overrides": {
         "lr_encoder": 1e12, "lr_classifier": 1e12}, "space": {"threshold": {"type": "float", "low": 0.1, "high": 0.2}}})
@@ -307,22 +279,6 @@ def test_diverging_trials_are_failed_with_their_reason_and_the_study_finishes(tm
     assert r.returncode == 2 and "no complete trial" in r.stderr
 
 
-@pytest.mark.parametrize("choice", ["median", "hyperband", "wilcoxon", "none"])
-def test_every_pruner_choice_is_built_and_decides(choice, tiny_cfg):
-    from isim.tuning.study import pruner, sampler
-    cfg = tiny_cfg.model_copy(update={"tune": tiny_cfg.tune.model_copy(update={"pruner": choice, "n_trials": 8})})
-    study = optuna.create_study(direction="maximize", pruner=pruner(cfg), sampler=sampler(cfg, 0))
-    for value in (50.0, 52.0, 51.0, 10.0):  # the last trial is clearly worse at every step
-        t = study.ask()
-        for step in range(2, 5):
-            t.report(value + step, step)
-        pruned = t.should_prune()
-        study.tell(t, state=TrialState.PRUNED) if pruned else study.tell(t, value)
-    if choice in ("median", "none"):  # the default prunes the clearly worse trial; none never does
-        assert pruned == (choice == "median")
-
-
-@pytest.mark.slow
 def test_the_chain_objective_tunes_the_walk_on_the_mask_set_the_segmenter_would_train_on(tmp_path, tiny_data):
     work = _work(tmp_path, tiny_data, tune={
         "n_trials": 2, "pruner": "none", "sampler": "random", "objective": "chain",

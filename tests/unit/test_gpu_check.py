@@ -25,7 +25,7 @@ def test_the_dry_run_lists_every_step_within_eight_minutes_and_starts_nothing():
                      "tune_2_workers", "voc_round"]
     assert sum(int(s[1].rstrip("s")) for s in steps) <= 8 * 60  # the time limits of all steps together
     commands = r.stdout
-    assert "tests/test_cuda.py" in commands and "--set train.amp=false" in commands
+    assert "tests/unit/test_cuda.py" in commands and "--set train.amp=false" in commands
     assert "--set runtime.compile=true" in commands and "--workers 2" in commands
     for script in ("train_throughput.py", "regeneration.py", "tune_smoke.py", "voc_round.py"):
         assert (REPO / "benchmarks" / script).is_file() and script in commands

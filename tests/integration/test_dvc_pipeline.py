@@ -8,8 +8,6 @@ import yaml
 from conftest import PIPELINE, bin_path, dvc_project, run, tiny_params
 from isim.visualize import GRID_HEADER
 
-pytestmark = pytest.mark.slow  # dvc repro of the tiny pipeline: the whole-suite tier
-
 
 @pytest.fixture(scope="module")
 def dvc_repo(tmp_path_factory):

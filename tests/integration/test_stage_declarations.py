@@ -4,12 +4,9 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from conftest import REPO, run, tiny_params
-
-pytestmark = pytest.mark.slow  # dvc repro of the tiny pipeline: the whole-suite tier
 
 # where and how a stage runs, never what it computes (README: "Parameters and experiments")
 UNLISTED_PARAMS = ("runtime", "tracking")
@@ -35,7 +32,7 @@ def test_stages_declare_the_params_and_modules_they_use(tmp_path):
     problems = []
     for name, (stage, argv) in _stages().items():
         out = tmp_path / f"{name}.json"
-        run([sys.executable, str(Path(__file__).parent / "stage_probe.py"), str(out), "--", *argv], tmp_path)
+        run([sys.executable, str(Path(__file__).parents[1] / "stage_probe.py"), str(out), "--", *argv], tmp_path)
         used = json.loads(out.read_text())
         declared = [p if isinstance(p, str) else next(iter(p)) for p in stage.get("params", [])]
         whole_file = "params.yaml" in declared  # `- params.yaml:` lists every key (the check stage)
@@ -60,7 +57,7 @@ def test_the_probe_sees_an_undeclared_read(tmp_path):
     """The check above can fail: a stage reading a key its entry omits is reported."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     out = tmp_path / "probe.json"
-    run([sys.executable, str(Path(__file__).parent / "stage_probe.py"), str(out), "--",
+    run([sys.executable, str(Path(__file__).parents[1] / "stage_probe.py"), str(out), "--",
          "prepare", "--out", "data/prepared"], tmp_path)
     used = json.loads(out.read_text())
     assert "data.synthetic.n_train" in used["params"] and "threshold" not in used["params"]

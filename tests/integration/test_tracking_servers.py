@@ -68,7 +68,6 @@ def _workdir(tmp_path: Path, **over) -> Path:
     return tmp_path
 
 
-@pytest.mark.slow
 def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_path):
     _, s3client = s3
     work = _workdir(tmp_path, tracking={"enabled": True, "experiment": "tracked"})
@@ -230,17 +229,6 @@ def _pipeline_run_reads_back_over_rest(url: str, work: Path, env: dict) -> None:
     assert p["info"]["status"] == "FINISHED" and "failed_stage" not in {t["key"] for t in p["data"]["tags"]}
 
 
-def test_unreachable_tracking_costs_no_results(tmp_path):
-    work = _workdir(tmp_path, tracking={"enabled": True})
-    env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
-    r = run([bin_path("isim"), *STAGE_CMDS["prepare"][1:]], work, env=env)
-    assert r.stderr.count("unreachable") == 1
-    assert (work / "data/prepared/image_labels.json").is_file()
-    strict = _workdir(tmp_path / "strict", tracking={"enabled": True, "strict": True})
-    r = run([bin_path("isim"), *STAGE_CMDS["prepare"][1:]], strict, env=env, check=False)
-    assert r.returncode == 2 and "unreachable (tracking.strict is true)" in r.stderr
-
-
 def _digest(paths: list[Path]) -> dict:
     out = {}
     for root in paths:
@@ -250,7 +238,6 @@ def _digest(paths: list[Path]) -> dict:
     return out
 
 
-@pytest.mark.slow
 def test_dvc_push_pull_through_s3(s3, tmp_path):
     endpoint, s3client = s3
     repo = dvc_project(tmp_path / "repo", tiny_params())

@@ -10,7 +10,6 @@ import yaml
 
 from conftest import bin_path, browser_dom, free_port, needs_chromium, run, stage_cmds, tiny_params, wait_for_http
 
-pytestmark = pytest.mark.slow
 STAGE_CMDS = stage_cmds()
 
 
