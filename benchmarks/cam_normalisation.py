@@ -35,6 +35,7 @@ from isim.data.datasets import InferenceDataset
 from isim.data.layout import Prepared
 from isim.io import write_json
 from isim.models import load_model
+from isim.project import Project
 from isim.pseudo.cam import multiscale_cam, normalise, same_size_batches
 from isim.pseudo.crf import DenseCRF
 from isim.pseudo.masks import MaskWriter, Truth
@@ -126,10 +127,11 @@ def main() -> None:
     cfg = config.load(args.project / "params.yaml")
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
-    data = Prepared.open(args.project / "data/prepared")
+    paths = Project(args.project)  # the project's own dvc.yaml says where its outputs are
+    data = Prepared.open(paths.arg("prepare", "--out"))
     ids = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction)
-    models = {"CAM baseline": args.project / "checkpoints/baseline.pt",
-              "ISIM (last round)": layout.final_checkpoint(args.project / "checkpoints/isim")}
+    models = {"CAM baseline": paths.arg("train_baseline", "--checkpoint"),
+              "ISIM (last round)": layout.final_checkpoint(paths.arg("train_isim", "--checkpoints"))}
     out: dict = {"project": str(args.project), "photos": len(ids), "split": cfg.holdout.split,
                  "threshold": cfg.threshold, "models": {}}
     for model, ckpt in models.items():

@@ -28,6 +28,7 @@ def measure(project: Path, label: str, sets: dict, work: Path, reuse_labels: Pat
     from isim.config import from_dict, overridden
     from isim.data.layout import Prepared
     from isim.models import load_model
+    from isim.project import Project
     from isim.pseudo import affinity_labels, masks
     from isim.pseudo.cam import CamSettings
     from isim.pseudo.walk import RandomWalk, score_rules
@@ -37,11 +38,12 @@ def measure(project: Path, label: str, sets: dict, work: Path, reuse_labels: Pat
 
     raw = yaml.safe_load((project / "params.yaml").read_text())
     cfg = from_dict(overridden(raw, {**sets, "tracking.enabled": False}))
-    data = Prepared.open(project / "data/prepared")
+    paths = Project(project)  # the project's own dvc.yaml says where its outputs are
+    data = Prepared.open(paths.arg("prepare", "--out"))
     device = setup(cfg.runtime)
     holdout = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction)
-    model = load_model(final_checkpoint(project / "checkpoints/isim"), device)
-    last = rounds_of(project / "pseudo/isim")[-1]
+    model = load_model(final_checkpoint(paths.arg("train_isim", "--checkpoints")), device)
+    last = rounds_of(paths.arg("train_isim", "--pseudo"))[-1]
     ref = holdout_scores(last)
     out: dict = {"label": label, "sets": sets, "holdout_images": len(holdout),
                  "isim_holdout": {"raw": ref.raw_miou, "crf": ref.crf_miou} if ref else None}

@@ -29,12 +29,14 @@ def main() -> None:
     from isim.data.layout import Prepared
     from isim.io import read_label_png
     from isim.models import load_model
+    from isim.project import Project
     from isim.pseudo import cam as camlib
     from isim.pseudo.crf import DenseCRF
 
     cfg = load(a.project / "params.yaml")
-    data = Prepared.open(a.data or a.project / "data/prepared")
-    model = load_model(a.checkpoint or a.project / "checkpoints/baseline.pt")
+    paths = Project(a.project)  # the project's own dvc.yaml says where its outputs are
+    data = Prepared.open(a.data or paths.arg("prepare", "--out"))
+    model = load_model(a.checkpoint or paths.arg("train_baseline", "--checkpoint"))
     items = [(it["rgb"], maps, keys, read_label_png(data.mask_path(it["id"]), data.n_classes))
              for it, maps, keys, _ in camlib.dataset_cams(model, data, data.ids("train")[: a.images],
                                                           camlib.CamSettings.of(cfg), torch.device("cpu"))]

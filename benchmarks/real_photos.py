@@ -34,6 +34,7 @@ import yaml
 
 from isim.config import parse_sets
 from isim.paper.tables import mean_std
+from isim.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -103,10 +104,11 @@ def ceiling(work: Path) -> dict:
 
 
 def collect(work: Path) -> dict:
-    report = json.loads((work / "reports/evaluation.json").read_text())
+    paths = Project(work)
+    report = json.loads(paths.arg("evaluate", "--report").read_text())
     base, rounds, walk = report["baseline"]["pseudo"], report["isim"]["rounds"], report["random_walk"]
-    seg = json.loads((work / "reports/segmenter.json").read_text())
-    best = json.loads((work / "reports/best_model.json").read_text())
+    seg = json.loads(paths.arg("evaluate_segmenter", "--report").read_text())
+    best = json.loads(paths.arg("evaluate_segmenter", "--best").read_text())
 
     def row(name: str, masks: dict) -> dict:
         return {"name": name, "miou": masks["raw"]["miou"], "crf_miou": masks["crf"]["miou"],
@@ -132,8 +134,9 @@ def figures(work: Path) -> None:
     from isim.data.layout import Prepared
     from isim.io import read_image
     from isim.visualize import example_ids
-    data = Prepared.open(work / "data/prepared")
-    shutil.copy(work / "reports/fig5.jpg", REPO / "docs/real_photos_rounds.jpg")
+    paths = Project(work)
+    data = Prepared.open(paths.arg("prepare", "--out"))
+    shutil.copy(paths.arg("evaluate", "--figure"), REPO / "docs/real_photos_rounds.jpg")
     picks = example_ids(data, "val", 6)
     folder = work / "predict-in"
     folder.mkdir(exist_ok=True)

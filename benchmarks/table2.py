@@ -22,6 +22,7 @@ from isim.config import overridden, parse_sets
 from isim.errors import IsimError
 from isim.paper import tables as tb
 from isim.paper.runner import Run, execute_all
+from isim.project import Project
 
 
 def print_table(path: Path) -> None:
@@ -79,7 +80,7 @@ def seeds_report(results: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("report", nargs="?", default="reports/evaluation.json")
+    ap.add_argument("report", nargs="?", default=str(Project().arg("evaluate", "--report")))
     ap.add_argument("--seeds", type=int, default=0, help="run seeds 0..K-1 instead of reading one report")
     ap.add_argument("--jobs", type=int, default=1, help="seeds at a time, the cores split between them")
     ap.add_argument("--params", default="params.yaml")

@@ -107,10 +107,18 @@ def _tune_apply(a: argparse.Namespace) -> None:
         raise SystemExit(rc)
 
 
+def _project_models() -> tuple[Path, Path, Path]:
+    """The final segmenter, ISIM's round checkpoints and the model choice, where dvc.yaml puts them."""
+    from isim.project import Project
+    p = Project()
+    return (p.arg("train_segmenter", "--checkpoint"), p.arg("train_isim", "--checkpoints"),
+            p.arg("evaluate_segmenter", "--best"))
+
+
 def _predict(a: argparse.Namespace) -> None:
     from isim.inference import latest_checkpoint, predict
     from isim.runtime import resolve_device
-    ck, why = (a.checkpoint, "--checkpoint") if a.checkpoint else latest_checkpoint()
+    ck, why = (a.checkpoint, "--checkpoint") if a.checkpoint else latest_checkpoint(*_project_models())
     print(f"model: {ck} ({why})")
     report = predict(ck, a.paths, a.out, crf=a.crf, device=resolve_device(a.device), max_pixels=a.max_pixels,
                      batch_size=a.batch_size, workers=a.workers)
@@ -133,7 +141,7 @@ def _imagenet_cam(a: argparse.Namespace) -> None:
 def _export_voc(a: argparse.Namespace) -> None:
     from isim.inference import export_voc, latest_checkpoint
     from isim.runtime import resolve_device
-    ck = a.checkpoint or latest_checkpoint()[0]
+    ck = a.checkpoint or latest_checkpoint(*_project_models())[0]
     archive = export_voc(ck, a.voc_root, a.out, a.split, a.comp, crf=a.crf, device=resolve_device(a.device),
                          batch_size=a.batch_size, workers=a.workers)
     print(f"{archive}: predictions of {a.voc_root}/ImageSets/Segmentation/{a.split}.txt by {ck}, ready to upload "

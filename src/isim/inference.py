@@ -46,11 +46,10 @@ MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger ones are skipped (`isim 
 CPU_PASS_PIXELS = 1 << 18
 
 
-def latest_checkpoint(root: Path = Path("checkpoints"), best: Path = Path("reports/best_model.json")
-                      ) -> tuple[Path, str]:
+def latest_checkpoint(segmenter: Path, isim_checkpoints: Path, best: Path) -> tuple[Path, str]:
     """What ``isim predict`` uses by default, and why: the better of the final segmenter and the
     best ISIM round on val, as the last ``dvc repro`` measured it (``best``); without that
-    record, the final segmenter, else the last ISIM round."""
+    record, the final ``segmenter``, else the last ISIM round in ``isim_checkpoints``."""
     if best.is_file():
         try:
             chosen = json.loads(best.read_text())
@@ -61,11 +60,11 @@ def latest_checkpoint(root: Path = Path("checkpoints"), best: Path = Path("repor
         if path.is_file():
             return path, why
         log.warning("%s names %s, which does not exist; falling back to the newest checkpoint", best, path)
-    if (root / "segmenter.pt").is_file():
-        return root / "segmenter.pt", "the final segmenter (no model comparison on val recorded)"
-    found = last_checkpoint(root / "isim")
+    if segmenter.is_file():
+        return segmenter, "the final segmenter (no model comparison on val recorded)"
+    found = last_checkpoint(isim_checkpoints)
     if found is None:
-        raise ModelError(f"{root}: neither segmenter.pt nor isim/round_XX.pt; run `dvc repro` first or pass "
+        raise ModelError(f"neither {segmenter} nor {isim_checkpoints}/round_XX.pt; run `dvc repro` first or pass "
                          "--checkpoint")
     return found, "the last ISIM round (no final segmenter)"
 

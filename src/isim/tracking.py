@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 
 from isim.config import Config, flatten
+from isim.errors import IsimError
 from isim.mlflow_session import (
     NullSession,
     Session,
@@ -35,6 +36,7 @@ from isim.mlflow_session import (
     source_tags,
     ui_links,
 )
+from isim.project import Project
 
 if TYPE_CHECKING:  # a type only: stages that log no round do not run the summary's module
     from isim.mask_scores import MaskSetSummary
@@ -75,10 +77,21 @@ def pipeline_key(cfg: Config) -> str:
     return f"{git_commit()[:12]}-{params_hash}"
 
 
-def dataset_hash(root: Path = Path("data/prepared")) -> str:
-    """DVC's recorded hash of the prepared dataset (from dvc.lock); outside a DVC run, a hash
-    of its label file and split lists (prefixed ``labels:``); "" when there is no dataset."""
-    lock = Path("dvc.lock")
+def prepared_root() -> Path | None:
+    """The prepared dataset of the project in the working folder (dvc.yaml's ``prepare --out``);
+    None outside a project."""
+    try:
+        return Project().arg("prepare", "--out")
+    except IsimError:
+        return None
+
+
+def dataset_hash(root: Path | None) -> str:
+    """DVC's recorded hash of the prepared dataset ``root`` (from dvc.lock); outside a DVC run, a
+    hash of its label file and split lists (prefixed ``labels:``); "" when there is no dataset."""
+    if root is None:
+        return ""
+    lock = Project().root / "dvc.lock"
     if lock.is_file():
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
         for out in stages.get("prepare", {}).get("outs", []):
@@ -235,7 +248,8 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
         client, exp_id = experiment(cfg, uri)
         key = pipeline_key(cfg)
         found = retrying(client.search_runs, [exp_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)
-        data_hash = dataset_hash()
+        data_root = prepared_root()
+        data_hash = dataset_hash(data_root)
         tags = {"git_commit": git_commit(), "dataset_hash": data_hash}
         if found:
             parent = found[0].info.run_id
@@ -252,7 +266,8 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
             "mlflow.parentRunId": parent, "dvc_stage": stage, "isim.kind": "stage",
             **source_tags(f"dvc.yaml:{stage}"), **tags}).info.run_id
         if data_hash:
-            log_dataset(client, [child] if found else [parent, child], data_hash)
+            assert data_root is not None  # a hash comes from a dataset
+            log_dataset(client, [child] if found else [parent, child], data_hash, data_root)
         return Tracker(client, child, cfg, parent, uri, exp_id)
     except Exception as e:  # noqa: BLE001
         if cfg.tracking.strict:
@@ -262,11 +277,11 @@ def _start(cfg: Config, stage: str) -> Tracker | NullTracker:
         return NullTracker()
 
 
-def log_dataset(client: Any, run_ids: list[str], digest: str) -> None:
-    """The prepared dataset as the runs' input: name + DVC hash (MLflow's Dataset column)."""
+def log_dataset(client: Any, run_ids: list[str], digest: str, root: Path) -> None:
+    """The prepared dataset ``root`` as the runs' input: name + DVC hash (MLflow's Dataset column)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
     ds = DatasetInput(Dataset(name="prepared", digest=digest[:36], source_type="dvc", source=json.dumps(
-        {"path": "data/prepared", "dvc_hash": digest})), tags=[InputTag("mlflow.data.context", "training")])
+        {"path": str(root), "dvc_hash": digest})), tags=[InputTag("mlflow.data.context", "training")])
     for run_id in run_ids:
         retrying(client.log_inputs, run_id, datasets=[ds])
 

@@ -73,23 +73,23 @@ def _write_best(tmp_path, seg_miou, isim_miou) -> Path:
 
 def test_predict_uses_the_segmenter_when_it_validates_better(tmp_path):
     best = _write_best(tmp_path, 60.0, 55.0)
-    path, why = latest_checkpoint(tmp_path / "checkpoints", best)
+    path, why = latest_checkpoint(tmp_path / "checkpoints/segmenter.pt", tmp_path / "checkpoints/isim", best)
     assert path.name == "segmenter.pt"
     assert "final segmenter 60.00 vs ISIM round 2 55.00" in why and str(best) in why
 
 
 def test_predict_uses_the_isim_round_when_it_validates_better(tmp_path):
     best = _write_best(tmp_path, 3.5, 40.0)
-    path, why = latest_checkpoint(tmp_path / "checkpoints", best)
+    path, why = latest_checkpoint(tmp_path / "checkpoints/segmenter.pt", tmp_path / "checkpoints/isim", best)
     assert path.name == "round_02.pt"
     assert "ISIM round 2 40.00 vs final segmenter 3.50" in why
     # a record naming a checkpoint that is gone falls back to the newest, and says so in `why`
     (tmp_path / "checkpoints/isim/round_02.pt").unlink()
-    path, why = latest_checkpoint(tmp_path / "checkpoints", best)
+    path, why = latest_checkpoint(tmp_path / "checkpoints/segmenter.pt", tmp_path / "checkpoints/isim", best)
     assert path.name == "segmenter.pt" and "no model comparison" in why
     best.write_text("{")
     with pytest.raises(Exception, match="best_model.json: not a model choice"):
-        latest_checkpoint(tmp_path / "checkpoints", best)
+        latest_checkpoint(tmp_path / "checkpoints/segmenter.pt", tmp_path / "checkpoints/isim", best)
 
 
 def test_collapse_warning_names_both_figures():

@@ -43,3 +43,19 @@ def test_no_other_module_spells_a_round_folder_or_checkpoint_name():
     offenders = [str(p.relative_to(REPO)) for p in (REPO / "src/isim").rglob("*.py")
                  if p.name != "run_layout.py" and spelled.search(p.read_text())]
     assert offenders == []
+
+
+def test_project_paths_come_from_dvc_yaml_and_a_missing_one_is_named(tmp_path):
+    from isim.errors import IsimError
+    from isim.project import Project
+    here = Project(REPO)
+    assert here.arg("evaluate_segmenter", "--best") == REPO / "reports/best_model.json"
+    assert here.arg("prepare", "--out") == REPO / "data/prepared"
+    (tmp_path / "dvc.yaml").write_text("stages:\n  prepare:\n    cmd: isim prepare --out elsewhere/data\n")
+    assert Project(tmp_path).arg("prepare", "--out") == tmp_path / "elsewhere/data"  # a project's own layout
+    with pytest.raises(IsimError, match="passes no --best"):
+        Project(tmp_path).arg("prepare", "--best")
+    with pytest.raises(IsimError, match="no stage 'evaluate'"):
+        Project(tmp_path).arg("evaluate", "--report")
+    with pytest.raises(IsimError, match="dvc.yaml: not found"):
+        Project(tmp_path / "nowhere").command("prepare")

@@ -37,7 +37,7 @@ def test_segmenter_learns_from_masks_and_is_scored_on_val(tiny_data, tmp_path):
     train_segmenter(cfg0, tiny_data, masks, untrained)
     before = evaluate_segmenter(untrained, tiny_data, "val", torch.device("cpu"), crf=False, scales=[1.0])
     assert report["raw"]["miou"] > before["raw"]["miou"]
-    assert latest_checkpoint(tmp_path / "checkpoints", tmp_path / "none.json")[0] == ck
+    assert latest_checkpoint(ck, tmp_path / "isim", tmp_path / "none.json")[0] == ck
     out = predict(ck, [tiny_data.image_path(i) for i in tiny_data.ids("val")[:2]], tmp_path / "pred")
     assert len(out["images"]) == 2
     first = tiny_data.ids("val")[0]

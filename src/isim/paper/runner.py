@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from isim.config import ConfigError, from_dict, overridden
 from isim.errors import IsimError
 from isim.io import write_json, write_text
 from isim.mask_scores import MaskSetSummary
+from isim.project import Project
 
 log = logging.getLogger(__name__)
 
@@ -67,30 +67,15 @@ class Run:
 # the stages of dvc.yaml a run executes, in order: their commands, outputs and code come from there
 STAGES = ("prepare", "train_baseline", "pseudo_baseline", "train_isim")
 RW_STAGES = ("affinity_labels", "train_affinity", "random_walk")  # Table 7's rows
-DVC_YAML = Path(__file__).resolve().parents[3] / "dvc.yaml"
-
-
-def pipeline() -> dict[str, dict[str, Any]]:
-    """dvc.yaml's stages: the one definition of the pipeline `dvc repro` and a run both follow."""
-    try:
-        return yaml.safe_load(DVC_YAML.read_text())["stages"]
-    except FileNotFoundError:
-        raise IsimError(f"{DVC_YAML}: not found; `isim paper` runs the stages of the project's dvc.yaml, "
-                        "so run it from a checkout of the project") from None
-
-
-def _output(stage: str, i: int = 0) -> str:
-    out = pipeline()[stage]["outs"][i]
-    return out if isinstance(out, str) else next(iter(out))
+PROJECT = Project(Path(__file__).resolve().parents[3])  # the checkout's own dvc.yaml
 
 
 def _steps(params: Path, random_walk: bool) -> list[tuple[str, list[str]]]:
     """(stage, command) for the run: dvc.yaml's commands, run inside the run's folder (their paths
     are relative) with its params file."""
-    stages = pipeline()
     steps = []
     for name in STAGES + (RW_STAGES if random_walk else ()):
-        cmd = shlex.split(stages[name]["cmd"])
+        cmd = PROJECT.command(name)
         assert cmd[0] == "isim", f"dvc.yaml stage {name}: expected an isim command"
         steps.append((name, [sys.executable, "-m", "isim.cli", "--params", str(params), *cmd[1:]]))
     return steps
@@ -101,20 +86,25 @@ def _masks(summary: MaskSetSummary) -> dict[str, float]:
             if score is not None for m in ("miou", "precision", "recall")}
 
 
+def _in(run: Path, stage: str, flag: str) -> Path:
+    """A stage's output inside a run's folder (its commands' paths are relative)."""
+    return run / PROJECT.arg(stage, flag).relative_to(PROJECT.root)
+
+
 def collect(r: Path) -> dict[str, Any]:
     """The run's figures: the baseline's masks and every ISIM round's (mIoU, object precision and
     recall, before and after CRF)."""
-    base = layout.read_summary(r / _output("pseudo_baseline"))
+    base = layout.read_summary(_in(r, "pseudo_baseline", "--out"))
     if base.raw is None:
         raise IsimError(f"{r}: the dataset has no masks to score pseudo labels against")
-    isim = r / _output("train_isim", 1)
+    isim = _in(r, "train_isim", "--pseudo")
     rounds = [{"round": layout.round_number(p), **_masks(layout.read_summary(p))}
               for p in layout.rounds_of(isim, required=False) if layout.summary_path(p).is_file()]
     if not rounds:
         raise IsimError(f"{isim}: no finished round")
     out = {"baseline": _masks(base), "rounds": rounds,
            "baseline_label_acc": base.classification.get("label_acc")}
-    walk = layout.summary_path(r / _output("random_walk"))
+    walk = layout.summary_path(_in(r, "random_walk", "--out"))
     if walk.is_file():
         out["random_walk"] = _masks(layout.read_summary(walk.parent))
     return out
@@ -122,7 +112,7 @@ def collect(r: Path) -> dict[str, Any]:
 
 def method_code() -> str:
     """Hash of the code that makes a run's figures: the source files its dvc.yaml stages declare."""
-    stages, root = pipeline(), DVC_YAML.parent
+    stages, root = PROJECT.stages, PROJECT.root
     deps = {d for n in STAGES + RW_STAGES for d in stages[n]["deps"] if d.startswith("src/")}
     files = {f for d in deps for f in ((root / d).rglob("*.py") if (root / d).is_dir() else [root / d])}
     h = hashlib.sha256()

@@ -52,7 +52,7 @@ def launch(cfg: Config, params: Path, data: Path, out: Path, workdir: Path, work
     """Run the study with ``workers`` processes; returns how many worker restarts were needed."""
     from isim.tuning.run import open_tracker  # the MLflow parent exists before workers start
     study, storage, url = open_study(cfg)
-    open_tracker(cfg, study, storage, url)
+    open_tracker(cfg, study, storage, url, data)
     gpu_ids, cpus = gpus(), runtime.cpus()
     log.info("study %r: %d worker(s) on %s", study.study_name, workers,
              f"GPUs {','.join(gpu_ids)}" if gpu_ids else f"CPU, {max(1, cpus // workers)} thread(s) each")

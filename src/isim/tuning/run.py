@@ -21,11 +21,13 @@ log = logging.getLogger(__name__)
 PARENT_ATTR = "isim:mlflow_parent"
 
 
-def open_tracker(cfg: Config, study: optuna.Study, storage: Any, url: str) -> StudyTracker | None:
-    """The study's MLflow parent run: made once (under the budget lock), found by every worker."""
+def open_tracker(cfg: Config, study: optuna.Study, storage: Any, url: str, data_dir: Path | None = None
+                 ) -> StudyTracker | None:
+    """The study's MLflow parent run: made once (under the budget lock, with ``data_dir`` as its
+    input dataset), found by every worker."""
     with budget_lock(url, storage, study.study_name):
         parent = study.user_attrs.get(PARENT_ATTR)
-        tracker = StudyTracker.open(cfg, study.study_name, parent, redact(url))
+        tracker = StudyTracker.open(cfg, study.study_name, parent, redact(url), data_dir)
         if tracker is not None and parent is None:
             study.set_user_attr(PARENT_ATTR, tracker.parent)
     return tracker
@@ -43,7 +45,7 @@ def run_worker(cfg: Config, data_dir: Path, workdir: Path, index: int) -> int:
     install_sigterm()
     cfg = worker_config(cfg)
     study, storage, url = open_study(cfg, worker=index)
-    tracker = open_tracker(cfg, study, storage, url)
+    tracker = open_tracker(cfg, study, storage, url, data_dir)
     n = Worker(cfg, study, storage, url, Prepared.open(data_dir), workdir / cfg.tune.study, tracker).run()
     log.info("worker %d: %d trial(s) run; study budget spent", index, n)
     return n

@@ -50,7 +50,8 @@ class StudyTracker:
         self.cfg, self.client, self.exp_id, self.parent = cfg, client, exp_id, parent
 
     @classmethod
-    def open(cls, cfg: Config, study_name: str, parent: str | None, storage_label: str) -> StudyTracker | None:
+    def open(cls, cfg: Config, study_name: str, parent: str | None, storage_label: str,
+             data_dir: Path | None = None) -> StudyTracker | None:
         """Attach to the study's parent run, or create it when ``parent`` is None."""
         if not cfg.tracking.enabled:
             return None
@@ -61,7 +62,7 @@ class StudyTracker:
             client, exp_id = experiment(cfg, uri)
             if parent is None:
                 from mlflow.entities import Param
-                data_hash = dataset_hash()
+                data_hash = dataset_hash(data_dir)
                 parent = retrying(client.create_run, exp_id, run_name=f"tune-{study_name}", tags={
                     STUDY_TAG: study_name, "isim.kind": "study", "optuna.storage": storage_label,
                     **source_tags("isim tune"), "dataset_hash": data_hash}).info.run_id
@@ -72,8 +73,8 @@ class StudyTracker:
                 params = {**plain, **space}
                 retrying(client.log_batch, parent, params=[Param(k, json.dumps(v) if not isinstance(v, str) else v)
                                                             for k, v in params.items()])
-                if data_hash:
-                    log_dataset(client, [parent], data_hash)
+                if data_hash and data_dir is not None:
+                    log_dataset(client, [parent], data_hash, data_dir)
             return cls(cfg, client, exp_id, parent)
         except Exception as e:  # noqa: BLE001
             if cfg.tracking.strict:
