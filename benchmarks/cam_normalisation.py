@@ -32,7 +32,7 @@ import torch
 from isim import config, metrics
 from isim import run_layout as layout
 from isim.data.datasets import InferenceDataset
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import write_json
 from isim.models import load_model
 from isim.project import Project

@@ -26,15 +26,15 @@ import yaml
 def measure(project: Path, label: str, sets: dict, work: Path, reuse_labels: Path | None) -> dict:
 
     from isim.config import from_dict, overridden
-    from isim.data.layout import Prepared
+    from isim.data.prepared import Prepared
     from isim.models import load_model
     from isim.project import Project
-    from isim.pseudo import affinity_labels, masks
+    from isim.pseudo import confident, masks
     from isim.pseudo.cam import CamSettings
     from isim.pseudo.walk import RandomWalk, score_rules
     from isim.run_layout import final_checkpoint, holdout_scores, rounds_of
     from isim.runtime import setup
-    from isim.training.affinitynet import PairProbe, train_affinity
+    from isim.training.affinity_pairs import PairProbe, train_affinity
 
     raw = yaml.safe_load((project / "params.yaml").read_text())
     cfg = from_dict(overridden(raw, {**sets, "tracking.enabled": False}))
@@ -52,7 +52,7 @@ def measure(project: Path, label: str, sets: dict, work: Path, reuse_labels: Pat
     labels = reuse_labels or work / "affinity"
     if reuse_labels is None:
         ac = cfg.affinity
-        s = affinity_labels.generate(model, data, data.ids("train"), labels, CamSettings.of(cfg), cfg.crf,
+        s = confident.generate(model, data, data.ids("train"), labels, CamSettings.of(cfg), cfg.crf,
                                      ac.fg_threshold, ac.bg_threshold, device, cfg.runtime.crf_workers)
         out["labels"] = {k: s.get(k) for k in ("labelled_share", "fg_share", "bg_share", "fg_precision",
                                                "bg_precision")}

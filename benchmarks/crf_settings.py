@@ -26,7 +26,7 @@ def main() -> None:
     a = ap.parse_args()
     from isim import metrics
     from isim.config import load
-    from isim.data.layout import Prepared
+    from isim.data.prepared import Prepared
     from isim.io import read_label_png
     from isim.models import load_model
     from isim.project import Project

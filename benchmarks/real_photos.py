@@ -131,7 +131,7 @@ def figures(work: Path) -> None:
     """Fig. 5 of this run and `isim predict` on val photos, for the README."""
     from PIL import Image
 
-    from isim.data.layout import Prepared
+    from isim.data.prepared import Prepared
     from isim.io import read_image
     from isim.visualize import example_ids
     paths = Project(work)

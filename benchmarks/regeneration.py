@@ -71,7 +71,7 @@ def one(root: Path, workers: int, preset: str = "", device_name: str = "cpu") ->
     import yaml
 
     from isim.config import from_dict, with_preset
-    from isim.data.layout import Prepared
+    from isim.data.prepared import Prepared
     from isim.models import build_model, model_spec
     from isim.pseudo import cam as camlib
     from isim.pseudo import masks as pseudo

@@ -21,7 +21,7 @@ import yaml
 from isim.config import overridden, parse_sets
 from isim.errors import IsimError
 from isim.paper import tables as tb
-from isim.paper.runner import Run, execute_all
+from isim.paper.seeds import Run, execute_all
 from isim.project import Project
 
 

@@ -45,7 +45,7 @@ class PolySGD(torch.optim.SGD):
 
 def make_data(n: int) -> Path:
     """``n`` 500x375 images with random shapes, image labels and masks, in the prepared layout."""
-    from isim.data.layout import VOC_CLASSES, write_labels, write_split
+    from isim.data.prepared import VOC_CLASSES, write_labels, write_split
     root = Path(tempfile.mkdtemp()) / "prepared"
     (root / "JPEGImages").mkdir(parents=True)
     (root / "SegmentationClass").mkdir()
@@ -80,7 +80,7 @@ def main() -> None:
     import yaml
 
     from isim.config import from_dict, merged, overridden, parse_sets, with_preset
-    from isim.data.layout import Prepared
+    from isim.data.prepared import Prepared
     from isim.models import model_spec
     from isim.runtime import resolve_device
     from isim.training.baseline import cam_engine

@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     a = p.parse_args()
     from isim.config import from_dict, merged, with_preset
-    from isim.data.layout import Prepared
+    from isim.data.prepared import Prepared
     from isim.runtime import resolve_device
     from isim.training.isim import train_isim
     from train_throughput import make_data

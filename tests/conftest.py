@@ -98,7 +98,7 @@ def tiny_cfg():
 def tiny_data(tmp_path_factory):
     """A prepared tiny synthetic dataset (read-only for tests)."""
     from isim.config import from_dict
-    from isim.data.layout import Prepared
+    from isim.data.prepared import Prepared
     from isim.data.synthetic import generate
     root = tmp_path_factory.mktemp("tiny") / "prepared"
     generate(from_dict(tiny_params()).data.synthetic, root)

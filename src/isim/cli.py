@@ -127,7 +127,7 @@ def _predict(a: argparse.Namespace) -> None:
 
 
 def _imagenet_cam(a: argparse.Namespace) -> None:
-    from isim.data.layout import Prepared
+    from isim.data.prepared import Prepared
     from isim.imagenet_cam import anchor
     from isim.io import write_json
     from isim.runtime import resolve_device
@@ -149,11 +149,11 @@ def _export_voc(a: argparse.Namespace) -> None:
 
 
 def _paper(a: argparse.Namespace) -> None:
-    from isim.paper import command
+    from isim.paper import reproduce
     if a.seeds < 1 or a.jobs < 1:
         raise config_mod.ConfigError("isim paper: --seeds and --jobs must be at least 1")
     config_mod.load(a.params)  # a bad params file stops here, before any run
-    print(command.run(a.params, a.table, a.seeds, a.jobs, a.workdir, a.out, config_mod.parse_sets(a.set)))
+    print(reproduce.run(a.params, a.table, a.seeds, a.jobs, a.workdir, a.out, config_mod.parse_sets(a.set)))
 
 
 def _params(a: argparse.Namespace) -> None:

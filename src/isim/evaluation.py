@@ -15,7 +15,7 @@ import torch
 from isim import metrics
 from isim import run_layout as layout
 from isim.config import Config, CrfCfg
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import DataError, read_image, read_label_png, write_csv, write_json, write_text
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib

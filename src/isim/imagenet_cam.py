@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from isim.config import TransformCfg
 from isim.data.datasets import normalize, resize_image
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import IGNORE, read_image, read_label_png
 
 # our class -> its ImageNet-1k classes (indices); a photo's map is the maximum over them

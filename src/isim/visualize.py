@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from isim import run_layout as layout
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import PALETTE, colorize, read_image, read_label_png
 
 

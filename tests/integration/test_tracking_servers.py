@@ -137,7 +137,7 @@ def test_pipeline_runs_are_tracked_with_artifacts_in_s3(mlflow_server, s3, tmp_p
     assert _served_is_predicted(client, work, env)["model"] == "final segmenter"
     # a segmenter that calls every pixel the class rarest on val (absent, if one is): mIoU 0 or
     # nearly, below any round (the tiny rounds score about 1)
-    from isim.data.layout import Prepared
+    from isim.data.prepared import Prepared
     from isim.io import read_label_png
     data = Prepared.open(work / "data/prepared")
     counts = np.zeros(data.n_classes, np.int64)

@@ -8,11 +8,11 @@ from isim.config import CrfCfg, from_dict
 from isim.io import IGNORE, read_label_png
 from isim.models import ModelError, build_model, load_affinity, model_spec
 from isim.models.affinitynet import affinity, affinity_spec, build_affinity, cell_labels, crop_pairs, pair_offsets
-from isim.pseudo import affinity_labels, masks, pool
+from isim.pseudo import confident, masks, pool
 from isim.pseudo.cam import CamSettings
 from isim.pseudo.crf import DenseCRF
 from isim.pseudo.walk import RandomWalk, Rule, background_channel, candidates, decide, transition, walk
-from isim.training.affinitynet import PairProbe, affinity_loss, train_affinity
+from isim.training.affinity_pairs import PairProbe, affinity_loss, train_affinity
 from isim.training.checkpoint import save_checkpoint
 
 
@@ -65,7 +65,7 @@ def test_grid_too_small_for_the_radius_is_named():
 
 def test_an_affinity_label_keeps_what_both_thresholds_agree_on_and_runs_in_a_pool(tmp_path):
     # a plain object: callable here without any worker set-up, and the same in worker processes
-    task = affinity_labels.AffinityLabeller(DenseCRF(CrfCfg()), False, 0.7, 0.1, tmp_path, masks.Truth(None))
+    task = confident.AffinityLabeller(DenseCRF(CrfCfg()), False, 0.7, 0.1, tmp_path, masks.Truth(None))
     maps = np.zeros((1, 4, 4), np.float32)
     maps[0, :2], maps[0, 2] = 0.9, 0.4  # sure object, unsure, sure background
     keys = np.array([0, 2])
@@ -84,7 +84,7 @@ def test_affinity_labels_learning_and_walk_on_tiny_data(tiny_data, tiny_cfg, tmp
     device = torch.device("cpu")
     model = build_model(model_spec(tiny_cfg.encoder, tiny_cfg.model, tiny_data.n_classes))
     ids = tiny_data.ids("train")
-    summary = affinity_labels.generate(model, tiny_data, ids, tmp_path / "aff", CamSettings.of(tiny_cfg),
+    summary = confident.generate(model, tiny_data, ids, tmp_path / "aff", CamSettings.of(tiny_cfg),
                                        tiny_cfg.crf, tiny_cfg.affinity.fg_threshold, tiny_cfg.affinity.bg_threshold,
                                        device)
     assert summary["images"] == len(ids) and 0 < summary["labelled_share"] <= 1
@@ -136,8 +136,8 @@ def test_affinity_label_margin_keeps_only_the_core_of_the_mask_as_confident_obje
     is below fg_threshold are ignored, not taught as object."""
     maps = np.array([[[0.9, 0.5, 0.35, 0.2, 0.05]]], np.float32)  # 1 class, 1 x 5 pixels
     keys, rgb = np.array([0, 1]), np.zeros((1, 5, 3), np.uint8)
-    same = affinity_labels.AffinityLabeller(DenseCRF(CrfCfg()), False, 0.3, 0.1, tmp_path, masks.Truth(None))
-    margin = affinity_labels.AffinityLabeller(DenseCRF(CrfCfg()), False, 0.6, 0.1, tmp_path, masks.Truth(None))
+    same = confident.AffinityLabeller(DenseCRF(CrfCfg()), False, 0.3, 0.1, tmp_path, masks.Truth(None))
+    margin = confident.AffinityLabeller(DenseCRF(CrfCfg()), False, 0.6, 0.1, tmp_path, masks.Truth(None))
     # mask threshold 0.3: object where the CAM exceeds it
     assert same.label(rgb, maps, keys).tolist() == [[1, 1, 1, IGNORE, 0]]
     assert margin.label(rgb, maps, keys).tolist() == [[1, IGNORE, IGNORE, IGNORE, 0]]

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from isim.data.datasets import TrainDataset
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import DataError, read_image, read_label_png, write_label_png
 
 

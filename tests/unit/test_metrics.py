@@ -43,7 +43,7 @@ def test_object_precision_and_recall_show_under_coverage():
 def test_example_pictures_show_different_classes_first():
     from isim.visualize import example_ids
 
-    class Data:  # the two members of data.layout.Prepared that the picker reads
+    class Data:  # the two members of data.prepared.Prepared that the picker reads
         labels = {"a1": [1], "a2": [1], "b1": [2, 1], "e": [], "c1": [3], "a3": [1]}
 
         def ids(self, split):

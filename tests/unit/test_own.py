@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import COCO_SAMPLE, HORSE_SAMPLE, VOC, VOC_MAP
 from isim.config import from_dict
 from isim.data import own
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import DataError, read_image, read_label_png
 
 

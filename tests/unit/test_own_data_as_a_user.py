@@ -12,7 +12,7 @@ import yaml
 from conftest import COCO_SAMPLE, VOC, VOC_MAP, bin_path, dvc_project, run, tiny_params
 from isim.config import ConfigError, from_dict
 from isim.data import own
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import DataError, read_label_png
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import HORSE_SAMPLE, MSRC_SAMPLE
 from isim.config import ConfigError, from_dict
 from isim.data import own
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import DataError, read_label_png
 
 NAMES = (MSRC_SAMPLE / "classes.txt").read_text().split()

@@ -84,8 +84,8 @@ def test_a_recovery_state_of_other_params_is_refused(tiny_data, tmp_path, caplog
 
 @pytest.mark.parametrize("model", ["segmenter", "affinity"])
 def test_the_segmenter_and_affinitynet_continue_after_their_last_epoch(model, tiny_data, tmp_path, caplog):
-    from isim.training.affinitynet import train_affinity
-    from isim.training.segmenter import train_segmenter
+    from isim.training.affinity_pairs import train_affinity
+    from isim.training.supervised import train_segmenter
     train = {"segmenter": train_segmenter, "affinity": train_affinity}[model]
     cfg = _cfg(**{model: {"epochs": 3}})
     masks = tmp_path / "masks"

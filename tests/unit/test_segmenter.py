@@ -10,7 +10,7 @@ from isim.inference import Predictor, latest_checkpoint, predict
 from isim.io import read_label_png
 from isim.models import ModelError, load_model, load_segmenter
 from isim.models.segmenter import build_segmenter, segmenter_spec
-from isim.training.segmenter import train_segmenter
+from isim.training.supervised import train_segmenter
 
 
 @pytest.mark.parametrize("arch", ["deeplabv3", "deeplabv2"])
@@ -162,7 +162,7 @@ def test_the_segmenter_can_start_from_the_isim_models_encoder(tiny_data, tiny_cf
     refused with a message naming the difference."""
     from isim.models import build_model, model_spec
     from isim.training.checkpoint import save_checkpoint
-    from isim.training.segmenter import init_encoder
+    from isim.training.supervised import init_encoder
     torch.manual_seed(0)
     isim_spec = model_spec(tiny_cfg.encoder, tiny_cfg.model, tiny_data.n_classes)
     isim = build_model(isim_spec)

@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from isim.config import SyntheticCfg
-from isim.data.layout import Prepared, labels_from_mask
+from isim.data.prepared import Prepared, labels_from_mask
 from isim.data.synthetic import generate, render, render_with_marks
 from isim.io import IGNORE, PALETTE
 

@@ -36,7 +36,7 @@ def test_workers_get_their_own_gpu_round_robin_or_a_share_of_the_cpu_threads(mon
 
 
 def test_a_worker_takes_its_thread_share_and_a_crf_pool_no_larger(tiny_cfg, monkeypatch):
-    from isim.tuning.run import worker_config
+    from isim.tuning.command import worker_config
     monkeypatch.setenv("ISIM_WORKER_THREADS", "4")
     cfg = tiny_cfg.model_copy(update={"tune": tiny_cfg.tune.model_copy(update={"workers": 4}),
                                       "runtime": tiny_cfg.runtime.model_copy(update={"threads": 0, "crf_workers": 8})})

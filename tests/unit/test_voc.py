@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import VOC_SAMPLE
 from isim.config import from_dict
 from isim.data import voc
-from isim.data.layout import VOC_CLASSES, Prepared, labels_from_mask
+from isim.data.prepared import VOC_CLASSES, Prepared, labels_from_mask
 from isim.io import DataError, read_label_png, write_label_png
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from isim.config import TransformCfg
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import IGNORE, DataError, read_image, read_label_png
 
 

@@ -33,7 +33,7 @@ import yaml
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from isim.config import DataCfg, SourceCfg
-from isim.data.layout import labels_from_mask, write_labels, write_split
+from isim.data.prepared import labels_from_mask, write_labels, write_split
 from isim.io import IGNORE, DataError, read_image, write_jpeg, write_label_png
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from isim.config import SyntheticCfg
-from isim.data.layout import labels_from_mask, write_labels, write_split
+from isim.data.prepared import labels_from_mask, write_labels, write_split
 from isim.io import IGNORE, write_jpeg, write_label_png
 
 MARKS = ["cross", "ring", "triangle", "stripes", "checker", "dots"]

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.io
 
 from isim.config import DataCfg
-from isim.data.layout import VOC_CLASSES, labels_from_mask, write_labels, write_split
+from isim.data.prepared import VOC_CLASSES, labels_from_mask, write_labels, write_split
 from isim.io import DataError, atomic_path, read_image, read_label_png, write_label_png
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from isim.config import Config, TransformCfg
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import DataError, atomic_path, read_image
 from isim.models.net import ISIMNet
 from isim.pseudo import pool

@@ -20,7 +20,7 @@ import torch
 from isim import distributed, metrics
 from isim import run_layout as layout
 from isim.config import Config, CrfCfg
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import DataError, read_label_png, write_json, write_label_png
 from isim.mask_scores import HoldoutScore, MaskSetSummary, Score
 from isim.models.net import ISIMNet

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from isim import metrics
 from isim.config import RandomWalkCfg, TransformCfg
 from isim.data.datasets import normalize
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.mask_scores import RuleScore
 from isim.models.affinitynet import AffinityNet, pair_offsets
 from isim.models.net import ISIMNet

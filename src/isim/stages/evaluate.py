@@ -7,7 +7,7 @@ from pathlib import Path
 
 from isim import evaluation
 from isim.config import Config
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import write_jpeg
 from isim.models import load_model
 from isim.run_layout import final_checkpoint

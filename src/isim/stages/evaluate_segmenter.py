@@ -12,7 +12,7 @@ from pathlib import Path
 from isim import evaluation
 from isim import run_layout as layout
 from isim.config import Config
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import write_json
 from isim.models import read_checkpoint
 from isim.runtime import setup

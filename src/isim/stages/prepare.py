@@ -10,7 +10,7 @@ from typing import cast
 
 from isim.config import Config
 from isim.data import own, synthetic, voc
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.stages import remove_old_outputs
 from isim.tracking import stage_run
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from isim import distributed
 from isim.config import Config
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.models import load_model
 from isim.pseudo import masks
 from isim.run_layout import cams_dir

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from isim.config import Config
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import write_json
 from isim.models import load_affinity
 from isim.pseudo import masks

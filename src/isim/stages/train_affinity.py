@@ -1,6 +1,6 @@
 """Stage ``train_affinity``: AffinityNet on the affinity labels, its losses and checkpoint; with
 ground truth, every epoch also measures its affinities on the holdout images' true pairs
-(training/affinitynet.py: PairProbe), in the metrics, the plots CSV and MLflow."""
+(training/affinity_pairs.py: PairProbe), in the metrics, the plots CSV and MLflow."""
 from __future__ import annotations
 
 import logging
@@ -8,9 +8,9 @@ from pathlib import Path
 
 from isim import distributed
 from isim.config import Config
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.stages import recovery_for, train_stage
-from isim.training.affinitynet import PairProbe, train_affinity
+from isim.training.affinity_pairs import PairProbe, train_affinity
 
 log = logging.getLogger(__name__)
 

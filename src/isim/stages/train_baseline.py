@@ -6,7 +6,7 @@ from pathlib import Path
 
 from isim import distributed
 from isim.config import Config
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import write_csv, write_json
 from isim.stages import model_example, recovery_for, warn_if_photo_sized
 from isim.tracking import stage_run

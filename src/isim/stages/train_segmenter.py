@@ -8,11 +8,11 @@ from pathlib import Path
 
 from isim import distributed
 from isim.config import Config
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.pseudo.choice import choose
 from isim.run_layout import final_checkpoint
 from isim.stages import recovery_for, train_stage
-from isim.training.segmenter import train_segmenter
+from isim.training.supervised import train_segmenter
 
 log = logging.getLogger(__name__)
 

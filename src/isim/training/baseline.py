@@ -14,7 +14,7 @@ from torch import nn
 from isim import distributed
 from isim.config import Config
 from isim.data.datasets import TrainDataset
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.models import build_model, model_spec
 from isim.models.net import ISIMNet, Output
 from isim.runtime import seed_everything, setup

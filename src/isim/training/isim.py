@@ -20,7 +20,7 @@ from pathlib import Path
 from isim import distributed
 from isim import run_layout as layout
 from isim.config import Config
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import write_json
 from isim.mask_scores import MaskSetSummary
 from isim.models import model_spec

@@ -20,6 +20,7 @@ from isim import runtime
 from isim.config import Config
 from isim.tuning.storage import budget_lock
 from isim.tuning.study import open_study
+from isim.tuning.study_runs import open_tracker
 from isim.tuning.worker import budget_left, reap
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,8 @@ def worker_env(k: int, n: int, gpu_ids: list[str], cpu_count: int) -> dict[str, 
 
 def launch(cfg: Config, params: Path, data: Path, out: Path, workdir: Path, workers: int) -> int:
     """Run the study with ``workers`` processes; returns how many worker restarts were needed."""
-    from isim.tuning.run import open_tracker  # the MLflow parent exists before workers start
     study, storage, url = open_study(cfg)
-    open_tracker(cfg, study, storage, url, data)
+    open_tracker(cfg, study, storage, url, data)  # the MLflow parent exists before workers start
     gpu_ids, cpus = gpus(), runtime.cpus()
     log.info("study %r: %d worker(s) on %s", study.study_name, workers,
              f"GPUs {','.join(gpu_ids)}" if gpu_ids else f"CPU, {max(1, cpus // workers)} thread(s) each")

@@ -30,15 +30,15 @@ from optuna.trial import TrialState
 
 from isim import run_layout as layout
 from isim.config import Config
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.errors import IsimError
 from isim.mask_scores import MaskSetSummary
 from isim.models import load_affinity, load_model
-from isim.pseudo import affinity_labels, choice, masks
+from isim.pseudo import choice, confident, masks
 from isim.pseudo.cam import CamSettings
 from isim.pseudo.walk import RandomWalk, best_rule
 from isim.runtime import setup
-from isim.training.affinitynet import train_affinity
+from isim.training.affinity_pairs import train_affinity
 from isim.training.engine import TrainingError
 from isim.training.isim import train_isim
 from isim.tuning import space
@@ -253,7 +253,7 @@ def chain_scores(tcfg: Config, data: Prepared, tdir: Path, holdout: list[str]) -
     pseudo, device, ac = tdir / "pseudo", setup(tcfg.runtime), tcfg.affinity
     model = None if tcfg.cam.keep else load_model(layout.final_checkpoint(tdir / "checkpoints"), device)
     cam = replace(CamSettings.of(tcfg), source=layout.final_cams(pseudo) if tcfg.cam.keep else None)
-    affinity_labels.generate(model, data, data.ids("train"), tdir / "affinity", cam, tcfg.crf, ac.fg_threshold,
+    confident.generate(model, data, data.ids("train"), tdir / "affinity", cam, tcfg.crf, ac.fg_threshold,
                              ac.bg_threshold, device, tcfg.runtime.crf_workers)
     train_affinity(tcfg, data, tdir / "affinity", tdir / "affinity.pt")
     walker = RandomWalk(load_affinity(tdir / "affinity.pt", device), tcfg.transform, ac.radius, tcfg.random_walk,

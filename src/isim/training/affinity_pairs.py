@@ -17,7 +17,7 @@ import torch
 from isim import distributed
 from isim.config import Config, TransformCfg
 from isim.data.datasets import TrainDataset, normalize
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import IGNORE, read_image, read_label_png
 from isim.models.affinitynet import AffinityNet, affinity, affinity_spec, build_affinity, cell_labels, crop_pairs
 from isim.runtime import seed_everything, setup

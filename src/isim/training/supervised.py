@@ -13,7 +13,7 @@ import torch
 from isim import distributed
 from isim.config import Config
 from isim.data.datasets import TrainDataset
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.models import ModelError, read_checkpoint
 from isim.models.segmenter import Segmenter, build_segmenter, segmenter_spec
 from isim.runtime import seed_everything, setup

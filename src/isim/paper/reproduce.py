@@ -18,7 +18,7 @@ from isim.config import from_dict, overridden
 from isim.errors import IsimError
 from isim.io import write_json, write_text
 from isim.paper import tables as tb
-from isim.paper.runner import Run, execute_all
+from isim.paper.seeds import Run, execute_all
 
 log = logging.getLogger(__name__)
 

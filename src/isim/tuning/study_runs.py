@@ -7,10 +7,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from isim.config import Config
 from isim.mask_scores import MaskSetSummary
 from isim.mlflow_session import Session, TrackingError, reachable, retrying, source_tags
 from isim.tracking import dataset_hash, experiment, log_dataset, round_metrics, tracking_uri
+from isim.tuning.storage import budget_lock, redact
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +113,18 @@ class StudyTracker:
         for f in files:
             t.guard("log_artifact", self.client.log_artifact, self.parent, str(f), "study")
         t.guard("set_terminated", self.client.set_terminated, self.parent, "FINISHED")
+
+
+PARENT_ATTR = "isim:mlflow_parent"  # the study attribute that names its MLflow parent run
+
+
+def open_tracker(cfg: Config, study: optuna.Study, storage: Any, url: str, data_dir: Path | None = None
+                 ) -> StudyTracker | None:
+    """The study's MLflow parent run: made once (under the budget lock, with ``data_dir`` as its
+    input dataset), found by every worker."""
+    with budget_lock(url, storage, study.study_name):
+        parent = study.user_attrs.get(PARENT_ATTR)
+        tracker = StudyTracker.open(cfg, study.study_name, parent, redact(url), data_dir)
+        if tracker is not None and parent is None:
+            study.set_user_attr(PARENT_ATTR, tracker.parent)
+    return tracker

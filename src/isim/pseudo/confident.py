@@ -20,7 +20,7 @@ import torch
 
 from isim import metrics
 from isim.config import CrfCfg
-from isim.data.layout import Prepared
+from isim.data.prepared import Prepared
 from isim.io import IGNORE, write_json, write_label_png
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
