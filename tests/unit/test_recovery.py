@@ -52,7 +52,7 @@ def test_a_run_stopped_after_an_epoch_continues_there_and_ends_as_an_uninterrupt
     shutil.rmtree(tmp_path / "ck")  # DVC removes a stage's outputs before running it again
     shutil.rmtree(tmp_path / "ps")
     epochs_run = []
-    with caplog.at_level(logging.INFO, logger="isim.training.isim"):
+    with caplog.at_level(logging.INFO, logger="isim.training"):
         again = train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps", recovery=rec,
                            on_epoch=lambda h: epochs_run.append(h["epoch"]))
     assert "3 epochs and 2 rounds done, continuing at epoch 4" in caplog.text

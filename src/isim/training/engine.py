@@ -127,6 +127,24 @@ class Task:
         raise NotImplementedError
 
 
+class Hooks:
+    """What a model's training adds to the engine's epoch loop (ISIM: its rounds of pseudo
+    labels): work before each epoch, and state that recovery must keep beside the engine's."""
+
+    def before_epoch(self, epoch: int) -> dict[str, Any]:
+        """Called before training ``epoch`` (1-based); returns fields for the epoch's record."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """Added to the engine's recovery state after every epoch."""
+        return {}
+
+    def restore(self, saved: dict[str, Any]) -> str:
+        """Back from a recovery state written with :meth:`state`'s fields; returns what was
+        restored, for the log line (e.g. " and 2 rounds")."""
+        return ""
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the engine reads from params.yaml, built once by the stage: the model's own
@@ -277,26 +295,29 @@ class Engine:
         return rec
 
     def fit(self, on_epoch: Callable[[dict], None] | None = None, recovery: Recovery | None = None,
-            measure: Callable[[], dict] | None = None, **extra: Any) -> list[dict]:
-        """All epochs (``extra`` goes into every record); with ``recovery``, continue after the
-        last epoch a killed run finished (its records are replayed to ``on_epoch``) and save the
-        state after every epoch. ``measure()``: figures of the model after each epoch, added to
-        its record before the record is saved or reported (rank 0 only)."""
-        start = 1
+            measure: Callable[[], dict] | None = None, hooks: Hooks | None = None, start: int = 1,
+            **extra: Any) -> list[dict]:
+        """Epochs ``start`` to the last (``extra`` goes into every record); with ``recovery``,
+        continue after the last epoch a killed run finished (its records are replayed to
+        ``on_epoch``) and save the state after every epoch. ``measure()``: figures of the model
+        after each epoch, added to its record before the record is saved or reported (rank 0
+        only). ``hooks``: the model's own work before each epoch and its part of the state."""
+        hooks = hooks or Hooks()
         if recovery is not None and (saved := recovery.load()) is not None:
             self.restore(saved)
+            restored = hooks.restore(saved)
             start = saved["epoch"] + 1
-            log.info("recovered an interrupted run from %s: %d epochs done, continuing at epoch %d",
-                     recovery.root, saved["epoch"], start)
+            log.info("recovered an interrupted run from %s: %d epochs%s done, continuing at epoch %d",
+                     recovery.root, saved["epoch"], restored, start)
             for rec in self.history:
                 if on_epoch:
                     on_epoch(rec)
         for epoch in range(start, self.settings.epochs + 1):
-            rec = self.run_epoch(epoch, **extra)
+            rec = self.run_epoch(epoch, **extra, **hooks.before_epoch(epoch))
             if measure is not None and distributed.is_main():
                 rec.update(measure())
             if recovery is not None and distributed.is_main():
-                recovery.save(self.state(epoch))
+                recovery.save(self.state(epoch) | hooks.state())
             if on_epoch:
                 on_epoch(rec)
         return self.history

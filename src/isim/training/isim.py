@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from isim import distributed
 from isim import run_layout as layout
@@ -28,7 +31,7 @@ from isim.models.net import ISIMNet
 from isim.pseudo import masks
 from isim.runtime import seed_everything, setup
 from isim.training.baseline import cam_engine
-from isim.training.engine import TrainingError, TrainingResult
+from isim.training.engine import Engine, Hooks, TrainingError, TrainingResult
 from isim.training.recovery import Recovery
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,106 @@ class Schedule:
         return False
 
 
+class Rounds(Hooks):
+    """ISIM's rounds inside the engine's epoch loop: before an epoch the schedule says is due, the
+    model's own CAMs become the next pseudo labels (threshold + CRF) and the dataset trains on
+    them; the rounds so far are part of the recovery state."""
+
+    def __init__(self, engine: Engine, cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
+                 device: torch.device, holdout: list[str] | None, recovery: Recovery | None,
+                 on_round: Callable[[int, Path, MaskSetSummary], None] | None):
+        rc = cfg.rounds
+        self.engine, self.data, self.device = engine, data, device
+        self.ckpt_dir, self.pseudo_root = ckpt_dir, pseudo_root
+        self.holdout, self.recovery, self.on_round = holdout, recovery, on_round
+        self.settings = masks.MaskSettings.of(cfg)  # how every round's pseudo labels are made
+        self.keep_cams, self.epochs, self.max_bad = cfg.cam.keep, cfg.train.epochs, rc.max_bad_pseudo
+        self.schedule = Schedule(rc.warmup_epochs, cfg.crf_freq, rc.regen, rc.converge_tol, rc.converge_patience)
+        self.done: list[MaskSetSummary] = []
+        self.skip_epoch = 0  # a resumed checkpoint's round is made already: not again before this epoch
+
+    def resume(self, path: Path) -> int:
+        """Continue from a round checkpoint: its rounds read back; returns the next epoch."""
+        state = self.engine.resume(path)
+        for r in range(1, state["round"] + 1):
+            summary_path = layout.summary_path(layout.round_dir(self.pseudo_root, r))
+            if summary_path.is_file():
+                self.done.append(layout.read_summary(summary_path.parent))
+            elif r < state["round"]:
+                raise TrainingError(f"{summary_path}: missing; round {r} is incomplete, resume from "
+                                    f"{layout.round_checkpoint(self.ckpt_dir, r).name}")
+        self._train_on_last()
+        # the checkpoint was saved just before its round's labels were made: make them only if missing
+        if len(self.done) == state["round"]:
+            self.skip_epoch = state["epoch"] + 1
+        log.info("resuming from %s: round %d, epoch %d", path, len(self.done), state["epoch"] + 1)
+        return state["epoch"] + 1
+
+    def before_epoch(self, epoch: int) -> dict[str, Any]:
+        if self.schedule.due(epoch, self.engine.history) and epoch != self.skip_epoch:
+            self.regenerate(epoch - 1)
+        return {"round": len(self.done)}
+
+    def state(self) -> dict[str, Any]:
+        return {"round": len(self.done), "rounds": [s.to_json() for s in self.done],
+                "schedule_flat": self.schedule.flat_epochs}
+
+    def restore(self, saved: dict[str, Any]) -> str:
+        self.schedule.flat_epochs = saved["schedule_flat"]
+        self.done = [MaskSetSummary.from_json(s) for s in saved["rounds"]]
+        if distributed.is_main() and self.recovery is not None:
+            self.recovery.restore_rounds(len(self.done), self.ckpt_dir, self.pseudo_root)
+        distributed.barrier()
+        self._train_on_last()
+        for r, summary in enumerate(self.done, 1):  # the tracking run of this attempt gets the whole story
+            if self.on_round:
+                self.on_round(r, layout.round_dir(self.pseudo_root, r), summary)
+        return f" and {len(self.done)} rounds"
+
+    def _train_on_last(self) -> None:
+        if self.done:
+            self.engine.dataset.set_pseudo(layout.crf_dir(layout.round_dir(self.pseudo_root, len(self.done))))
+
+    def regenerate(self, epoch: int) -> None:
+        """Round ``len(done) + 1`` from the model after ``epoch``: checkpoint, masks, summary."""
+        engine, r = self.engine, len(self.done) + 1
+        out = layout.round_dir(self.pseudo_root, r)
+        partial = out.with_name(f".{out.name}.partial")
+        for d in (partial, out):  # left by a killed run
+            shutil.rmtree(d, ignore_errors=True)
+        ckpt = layout.round_checkpoint(self.ckpt_dir, r)
+        distributed.broadcast_module(engine.model)  # every rank's shard from rank 0's model
+        if distributed.is_main():
+            engine.save(ckpt, epoch, r)
+        made = self.settings
+        if epoch == self.epochs and self.keep_cams:  # the final model's CAMs, for the chain (run_layout.final_cams)
+            made = replace(made, cam=replace(made.cam, keep=layout.cams_dir(partial)))
+        net = engine.model
+        assert isinstance(net, ISIMNet)
+        summary = masks.generate(net, self.data, engine.dataset.ids, partial, made, self.device, f"round {r}")
+        summary.round, summary.after_epoch = r, epoch
+        if self.holdout:
+            summary.holdout = masks.score(net, self.data, self.holdout, made, self.device, f"round {r} holdout")
+        distributed.barrier()  # every shard written
+        if distributed.is_main():
+            write_json(layout.summary_path(partial), summary.to_json())
+            partial.rename(out)
+            if self.recovery is not None:
+                self.recovery.keep_round(r, ckpt, out)
+        distributed.barrier()  # no rank reads the round before it is complete
+        self.done.append(summary)
+        log.info("round %d (after epoch %d): mIoU %s, %d all-background masks", r, epoch, summary.mious(),
+                 summary.crf_bg_only)
+        if self.on_round:
+            self.on_round(r, out, summary)
+        if summary.crf_bg_only / max(1, summary.images) >= self.max_bad:
+            raise TrainingError(
+                f"round {r} (after epoch {epoch}): {summary.crf_bg_only} of {summary.images} pseudo "
+                "masks are all background; the classifier's CAMs never exceed the threshold. Train longer "
+                "(rounds.warmup_epochs), lower `threshold`, or check the image-level labels")
+        engine.dataset.set_pseudo(layout.crf_dir(out))
+
+
 def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
                on_epoch: Callable[[dict], None] | None = None,
                on_round: Callable[[int, Path, MaskSetSummary], None] | None = None,
@@ -75,94 +178,10 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
     seed_everything(cfg.seed)
     device = setup(cfg.runtime)
     engine = cam_engine(cfg, data, model_spec(cfg.encoder, cfg.model, data.n_classes), device)
-    net = engine.model
-    assert isinstance(net, ISIMNet)
-    settings = masks.MaskSettings.of(cfg)  # how every round's pseudo labels are made
-    rc, epochs = cfg.rounds, cfg.train.epochs
-    schedule = Schedule(rc.warmup_epochs, cfg.crf_freq, rc.regen, rc.converge_tol, rc.converge_patience)
-    rounds: list[MaskSetSummary] = []
-    start, labels_done = 1, False
-    if resume is not None:
-        state = engine.resume(resume)
-        start = state["epoch"] + 1
-        for r in range(1, state["round"] + 1):
-            summary_path = layout.summary_path(layout.round_dir(pseudo_root, r))
-            if summary_path.is_file():
-                rounds.append(layout.read_summary(summary_path.parent))
-            elif r < state["round"]:
-                raise TrainingError(f"{summary_path}: missing; round {r} is incomplete, resume from "
-                                    f"{layout.round_checkpoint(ckpt_dir, r).name}")
-        if rounds:
-            engine.dataset.set_pseudo(layout.crf_dir(layout.round_dir(pseudo_root, len(rounds))))
-        # the checkpoint was saved just before its round's labels were made: make them only if missing
-        labels_done = len(rounds) == state["round"]
-        log.info("resuming from %s: round %d, epoch %d", resume, len(rounds), start)
-    elif recovery is not None and (saved := recovery.load()) is not None:
-        engine.restore(saved)
-        schedule.flat_epochs = saved["schedule_flat"]
-        rounds = [MaskSetSummary.from_json(s) for s in saved["rounds"]]
-        if distributed.is_main():
-            recovery.restore_rounds(len(rounds), ckpt_dir, pseudo_root)
-        distributed.barrier()
-        if rounds:
-            engine.dataset.set_pseudo(layout.crf_dir(layout.round_dir(pseudo_root, len(rounds))))
-        start = saved["epoch"] + 1
-        log.info("recovered an interrupted run from %s: %d epochs and %d rounds done, continuing at epoch %d",
-                 recovery.root, saved["epoch"], len(rounds), start)
-        for rec in engine.history:  # the tracking run of this attempt gets the whole story
-            if on_epoch:
-                on_epoch(rec)
-        for r, summary in enumerate(rounds, 1):
-            if on_round:
-                on_round(r, layout.round_dir(pseudo_root, r), summary)
+    rounds = Rounds(engine, cfg, data, ckpt_dir, pseudo_root, device, holdout, recovery, on_round)
+    start = rounds.resume(resume) if resume is not None else 1
     t_start = time.perf_counter()
-
-    def regenerate(epoch: int) -> None:
-        r = len(rounds) + 1
-        out = layout.round_dir(pseudo_root, r)
-        partial = out.with_name(f".{out.name}.partial")
-        for d in (partial, out):  # left by a killed run
-            shutil.rmtree(d, ignore_errors=True)
-        ckpt = layout.round_checkpoint(ckpt_dir, r)
-        distributed.broadcast_module(engine.model)  # every rank's shard from rank 0's model
-        if distributed.is_main():
-            engine.save(ckpt, epoch, r)
-        made = settings
-        if epoch == epochs and cfg.cam.keep:  # the final model's CAMs, for the chain (run_layout.final_cams)
-            made = replace(settings, cam=replace(settings.cam, keep=layout.cams_dir(partial)))
-        summary = masks.generate(net, data, engine.dataset.ids, partial, made, device, f"round {r}")
-        summary.round, summary.after_epoch = r, epoch
-        if holdout:
-            summary.holdout = masks.score(net, data, holdout, made, device, f"round {r} holdout")
-        distributed.barrier()  # every shard written
-        if distributed.is_main():
-            write_json(layout.summary_path(partial), summary.to_json())
-            partial.rename(out)
-            if recovery is not None:
-                recovery.keep_round(r, ckpt, out)
-        distributed.barrier()  # no rank reads the round before it is complete
-        rounds.append(summary)
-        log.info("round %d (after epoch %d): mIoU %s, %d all-background masks", r, epoch, summary.mious(),
-                 summary.crf_bg_only)
-        if on_round:
-            on_round(r, out, summary)
-        bad = summary.crf_bg_only / max(1, summary.images)
-        if bad >= rc.max_bad_pseudo:
-            raise TrainingError(
-                f"round {r} (after epoch {epoch}): {summary.crf_bg_only} of {summary.images} pseudo "
-                "masks are all background; the classifier's CAMs never exceed the threshold. Train longer "
-                "(rounds.warmup_epochs), lower `threshold`, or check the image-level labels")
-        engine.dataset.set_pseudo(layout.crf_dir(out))
-
-    for epoch in range(start, epochs + 1):
-        if schedule.due(epoch, engine.history) and not (epoch == start and labels_done):
-            regenerate(epoch - 1)
-        rec = engine.run_epoch(epoch, round=len(rounds))
-        if recovery is not None and distributed.is_main():
-            recovery.save(engine.state(epoch, len(rounds)) | {"rounds": [s.to_json() for s in rounds],
-                                                                "schedule_flat": schedule.flat_epochs})
-        if on_epoch:
-            on_epoch(rec)
-    if not (rounds and rounds[-1].after_epoch == epochs):
-        regenerate(epochs)  # the final model's pseudo labels: the run's result
-    return TrainingResult(engine.history, time.perf_counter() - t_start, engine.model, rounds)
+    engine.fit(on_epoch, recovery, hooks=rounds, start=start)
+    if not (rounds.done and rounds.done[-1].after_epoch == cfg.train.epochs):
+        rounds.regenerate(cfg.train.epochs)  # the final model's pseudo labels: the run's result
+    return TrainingResult(engine.history, time.perf_counter() - t_start, engine.model, rounds.done)
