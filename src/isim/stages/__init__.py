@@ -63,29 +63,29 @@ def recovery_for(cfg: Any, data: Any, folder: Path | None, masks: Path | None = 
     return Recovery(folder, fingerprint(cfg.to_dict(), data.root, data.ids("train"), masks))
 
 
-def train_stage(cfg: Any, stage: str, train: Any, prefix: str, plot_keys: tuple[str, ...], metrics: Path,
-                plots: Path, recovery: Any = None, after: Any = None, extra: dict | None = None,
-                last: tuple[str, ...] = ()) -> dict:
-    """What train_affinity and train_segmenter share: run ``train(on_epoch)`` in the stage's
-    MLflow run; rank 0 writes the per-epoch CSV and the metrics JSON (with ``extra`` and the last
-    epoch's ``last`` keys), then calls ``after(tracker)`` and clears the ``recovery`` state;
-    returns the summary."""
+def train_stage(cfg: Any, stage: str, train: Any, plot_keys: tuple[str, ...], metrics: Path, plots: Path,
+                recovery: Any = None, prefix: str = "", summarize: Any = None, after: Any = None,
+                headline: bool = False) -> dict:
+    """The skeleton of every training stage: ``train(on_epoch, tracker)`` runs in the stage's
+    MLflow run (each epoch's record logged, its keys prefixed with ``prefix``); rank 0 then writes
+    the per-epoch CSV (``plot_keys``) and the metrics JSON (epochs, seconds, first and final loss,
+    and ``summarize(result)``), logs it (to the pipeline's run too with ``headline``), calls
+    ``after(tracker, result)`` and clears the ``recovery`` state; returns the summary."""
     from isim import distributed
     from isim.io import write_csv, write_json
     from isim.tracking import stage_run
     with stage_run(cfg, stage) as tr:
-        result = train(lambda rec: tr.log_metrics({f"{prefix}_{k}": v for k, v in rec.items() if k != "epoch"},
-                                                  step=rec["epoch"]))
+        result = train(lambda rec: tr.log_metrics({f"{prefix}{k}": v for k, v in rec.items() if k != "epoch"},
+                                                  step=rec["epoch"]), tr)
         hist = result.history
         summary = {"epochs": len(hist), "seconds": round(result.seconds, 3), "first_loss": hist[0]["loss"],
-                   "final_loss": hist[-1]["loss"], **{k: hist[-1][k] for k in last if k in hist[-1]},
-                   **(extra or {})}
+                   "final_loss": hist[-1]["loss"], **(summarize(result) if summarize is not None else {})}
         if distributed.is_main():  # rank 0 alone writes
             write_csv(plots, [{k: h.get(k) for k in plot_keys} for h in hist])
             write_json(metrics, summary)
-            tr.log_metrics(summary)
+            tr.log_metrics(summary, headline=headline)
             if after is not None:
-                after(tr)
+                after(tr, result)
     if recovery is not None and distributed.is_main():  # every output is written: nothing left to recover
         recovery.clear()
     return summary

@@ -24,8 +24,8 @@ def run(cfg: Config, data_dir: Path, labels: Path, checkpoint: Path, metrics: Pa
     holdout = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction) if data.has_masks else []
     probe = PairProbe(data, holdout, cfg.transform, cfg.affinity.radius, cfg.affinity.cell_purity) if holdout else None
     pair_keys = ("pair_acc_bg", "pair_acc_fg", "pair_acc_neg") if probe else ()
-    summary = train_stage(cfg, "train_affinity", lambda on_epoch: train_affinity(
-        cfg, data, labels, checkpoint, on_epoch=on_epoch, recovery=recovery, probe=probe), "affinity",
-        ("epoch", "loss", "bg_pos", "fg_pos", "neg", *pair_keys), metrics, plots, recovery,
-        last=pair_keys)
+    summary = train_stage(cfg, "train_affinity", lambda on_epoch, tr: train_affinity(
+        cfg, data, labels, checkpoint, on_epoch=on_epoch, recovery=recovery, probe=probe),
+        ("epoch", "loss", "bg_pos", "fg_pos", "neg", *pair_keys), metrics, plots, recovery, prefix="affinity_",
+        summarize=lambda result: {k: result.history[-1][k] for k in pair_keys if k in result.history[-1]})
     log.info("trained AffinityNet: %s", summary)

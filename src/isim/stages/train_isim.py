@@ -7,13 +7,23 @@ from pathlib import Path
 from isim import distributed
 from isim.config import Config
 from isim.data.prepared import Prepared
-from isim.io import write_json
-from isim.stages import model_example, recovery_for, remove_old_outputs, warn_if_photo_sized
-from isim.stages.train_baseline import write_history
-from isim.tracking import stage_run
+from isim.stages import model_example, recovery_for, remove_old_outputs, train_stage, warn_if_photo_sized
+from isim.stages.train_baseline import PLOT_KEYS
+from isim.training.engine import TrainingResult
 from isim.training.isim import train_isim
 
 log = logging.getLogger(__name__)
+
+
+def summarize(result: TrainingResult) -> dict:
+    """The last epoch's label accuracy and the last round's mIoU, on train and (the tuning
+    objective, measured the same way so a tuned run can be checked) on the holdout."""
+    last = result.rounds[-1]
+    out = {"rounds": len(result.rounds), "final_train_label_acc": result.history[-1]["train_label_acc"],
+           **{f"final_{k}_miou": v for k, v in last.mious().items()}}
+    if last.holdout is not None:
+        out.update(final_holdout_raw_miou=last.holdout.raw_miou, final_holdout_crf_miou=last.holdout.crf_miou)
+    return out
 
 
 def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: Path, plots: Path,
@@ -25,24 +35,11 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
     if resume is None and distributed.is_main():
         remove_old_outputs(checkpoints, pseudo)
     recovery = recovery_for(cfg, data, recovery_dir if resume is None else None)
-    with stage_run(cfg, "train_isim") as tr:
-        holdout = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction) if data.has_masks else None
-        result = train_isim(cfg, data, checkpoints, pseudo, resume=resume, holdout=holdout, recovery=recovery,
-                            on_epoch=lambda rec: tr.log_metrics(
-                                {k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]),
-                            on_round=lambda r, d, s: tr.log_round(r, d, s, data))
-        hist = result.history
-        summary = {"epochs": len(hist), "rounds": len(result.rounds), "seconds": round(result.seconds, 3),
-                   "final_loss": hist[-1]["loss"], "final_train_label_acc": hist[-1]["train_label_acc"]}
-        last = result.rounds[-1]
-        summary.update({f"final_{k}_miou": v for k, v in last.mious().items()})
-        if last.holdout is not None:  # the tuning objective, measured the same way so a tuned run can be checked
-            summary.update(final_holdout_raw_miou=last.holdout.raw_miou, final_holdout_crf_miou=last.holdout.crf_miou)
-        if distributed.is_main():  # rank 0 alone writes
-            write_history(hist, plots)
-            write_json(metrics, summary)
-            tr.log_metrics(summary, headline=True)
-            tr.log_model(result.model, "isim_model", model_example(cfg.transform.crop))
-    if recovery is not None and distributed.is_main():  # every output is written: nothing left to recover
-        recovery.clear()
+    holdout = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction) if data.has_masks else None
+    summary = train_stage(
+        cfg, "train_isim", lambda on_epoch, tr: train_isim(
+            cfg, data, checkpoints, pseudo, resume=resume, holdout=holdout, recovery=recovery, on_epoch=on_epoch,
+            on_round=lambda r, d, s: tr.log_round(r, d, s, data)),
+        PLOT_KEYS, metrics, plots, recovery, summarize=summarize, headline=True,
+        after=lambda tr, result: tr.log_model(result.model, "isim_model", model_example(cfg.transform.crop)))
     log.info("trained ISIM: %s", summary)

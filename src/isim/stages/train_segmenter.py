@@ -44,15 +44,15 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
         checkpoint.unlink(missing_ok=True)
     recovery = recovery_for(cfg, data, recovery_dir, masks)
 
-    def after(tr) -> None:
+    def after(tr, result) -> None:
         tr.log_params({"trained_on": trained_on["name"], "trained_on_why": trained_on["why"]})
         if trained_on["holdout_miou"] is not None:
             tr.log_metrics({"trained_on_holdout_miou": trained_on["holdout_miou"]})
 
-    summary = train_stage(cfg, "train_segmenter", lambda on_epoch: train_segmenter(
+    summary = train_stage(cfg, "train_segmenter", lambda on_epoch, tr: train_segmenter(
         cfg, data, masks, checkpoint, on_epoch=on_epoch, trained_on=trained_on, recovery=recovery,
-        init_from=init_from), "segmenter",
-        ("epoch", "loss", "skipped_images"), metrics, plots, recovery, after=after,
-        extra={"trained_on": trained_on["name"], "trained_on_holdout_miou": trained_on["holdout_miou"],
-               "encoder_from": str(init_from) if init_from is not None else "encoder section"})
+        init_from=init_from), ("epoch", "loss", "skipped_images"), metrics, plots, recovery, prefix="segmenter_",
+        after=after, summarize=lambda result: {
+            "trained_on": trained_on["name"], "trained_on_holdout_miou": trained_on["holdout_miou"],
+            "encoder_from": str(init_from) if init_from is not None else "encoder section"})
     log.info("trained the final segmenter: %s", summary)
