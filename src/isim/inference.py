@@ -32,7 +32,7 @@ from isim.data.datasets import normalize, resize_image
 from isim.data.own import IMAGE_SUFFIXES, shrink
 from isim.errors import ModelError
 from isim.io import DataError, read_image, write_jpeg, write_json, write_label_png
-from isim.models import ARCHS, build_model, read_checkpoint
+from isim.models import ARCHS, build_model, checkpoint_spec, read_checkpoint
 from isim.models.segmenter import SEGMENTERS, build_segmenter
 from isim.pseudo import pool
 from isim.pseudo.cam import same_size_batches
@@ -97,12 +97,12 @@ class Predictor:
         """``scales``: inference scales (each with its flip); default the checkpoint's
         ``segmenter.scales``, or 1.0 alone for ISIM's segmentation branch."""
         state = read_checkpoint(checkpoint)
-        spec = state["spec"]
+        spec = checkpoint_spec(state, checkpoint)
         try:  # the params it was trained with, typed (defaults where a checkpoint carries none)
             config = saved_params(state.get("config"))
         except ConfigError as e:
             raise ModelError(f"{checkpoint}: the params saved with it are not valid here: {e}") from None
-        arch = spec["arch"]
+        arch = spec.arch
         self.model: torch.nn.Module
         if arch in SEGMENTERS:
             self.model = build_segmenter(spec)
@@ -119,7 +119,7 @@ class Predictor:
         self.model.load_state_dict(state["model"])
         self.device = torch.device(device)
         self.model.to(self.device).eval()
-        self.n = spec["n_classes"]
+        self.n = spec.n_classes
         self.classes = list(state.get("classes") or [f"class {i}" for i in range(self.n)])
         self.transform, self.crf_cfg = config.transform, config.crf
         self.max_side = config.data.own.max_side if config.data.source == "own" else 0

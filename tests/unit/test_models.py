@@ -2,12 +2,13 @@
 checkpoints and export."""
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
 from isim.config import EncoderCfg, ModelCfg
-from isim.models import ModelError, Output, build_model, check_spec, load_model, model_spec
+from isim.models import ModelError, ModelSpec, Output, build_model, check_spec, load_model, model_spec
 
 TINY = {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]}
 
@@ -77,7 +78,7 @@ def test_unet_upsampling_kinds_differ():
 
 def test_unknown_arch_lists_the_valid_ones():
     with pytest.raises(ModelError, match=r"'fcn' is not one of \['baseline', 'deeplabcam', 'unetcam'\]"):
-        build_model({**spec(), "arch": "fcn"})
+        build_model(replace(spec(), arch="fcn"))
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "resnet101", "resnet152", "resnest50d", "resnest101e",
@@ -137,3 +138,16 @@ def test_a_checkpoint_loads_without_params_or_hub_weights(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="bad.pt: not a loadable checkpoint"):
         load_model(tmp_path / "bad.pt")
+
+
+def test_a_checkpoint_keeps_its_spec_as_plain_types_and_older_specs_still_read(tmp_path):
+    s = spec("unetcam", n=4)
+    d = s.to_dict()
+    assert all(isinstance(v, (str, int, dict)) for v in d.values())  # torch.load(weights_only=True) reads it
+    assert ModelSpec.from_dict(d, "ck.pt") == s
+    # a checkpoint of the release before kept None for unused fields
+    old = {"arch": "baseline", "n_classes": 4, "backbone": "resnet18", "backbone_kwargs": {}, "output_stride": 16,
+           "decoder_channels": None, "unet_upsample": None}
+    assert ModelSpec.from_dict(old, "ck.pt").decoder_channels == 0
+    with pytest.raises(ModelError, match="ck.pt: its model spec is not one this release reads"):
+        ModelSpec.from_dict({**old, "heads": 3}, "ck.pt")

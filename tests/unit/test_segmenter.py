@@ -1,4 +1,6 @@
 """The final segmenter (paper 4.1.7): trains on pseudo masks, is scored on val, predicts."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -175,6 +177,6 @@ def test_the_segmenter_can_start_from_the_isim_models_encoder(tiny_data, tiny_cf
     init_encoder(seg, spec, ck)
     for (k, a), (_, b) in zip(seg.encoder.state_dict().items(), isim.encoder.state_dict().items()):
         assert torch.equal(a, b), k
-    other = dict(spec, backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 128]})
+    other = replace(spec, backbone_kwargs={"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 128]})
     with pytest.raises(ModelError, match="backbone_kwargs"):
         init_encoder(build_segmenter(other), other, ck)

@@ -1,8 +1,8 @@
 """Models by name: ``build_model(spec)`` assembles encoder | decoder | heads, ``load_model``
 rebuilds one from a checkpoint alone (no params, no hub weights).
 
-A *spec* is the plain dict that fully describes an architecture; checkpoints store it, and a
-checkpoint is only loaded into a model of the same spec.
+A :class:`ModelSpec` fully describes an architecture; checkpoints store it (as plain types), and
+a checkpoint is only loaded into a model of the same spec.
 """
 from __future__ import annotations
 
@@ -18,43 +18,47 @@ from isim.models.encoder import ModelError, build_encoder
 from isim.models.heads import CAMHead, SegmentationHead
 from isim.models.net import ISIMNet, Output
 from isim.models.segmenter import SEGMENTERS, Segmenter, build_segmenter
+from isim.models.spec import ModelSpec
 
 ARCHS = ("baseline", "deeplabcam", "unetcam")
 CHECKPOINT_FORMAT = "isim-checkpoint-2"
 
 
-def model_spec(encoder: EncoderCfg, model: ModelCfg | None, n_classes: int) -> dict[str, Any]:
+def model_spec(encoder: EncoderCfg, model: ModelCfg | None, n_classes: int) -> ModelSpec:
     """The spec of the baseline (``model=None``) or of ISIM's net (``model.arch``)."""
-    arch = "baseline" if model is None else model.arch
-    return {"arch": arch, "n_classes": n_classes, "backbone": encoder.backbone,
-            "backbone_kwargs": dict(encoder.backbone_kwargs), "output_stride": encoder.output_stride,
-            "decoder_channels": None if model is None else model.decoder_channels,
-            "unet_upsample": model.unet_upsample if model is not None and arch == "unetcam" else None}
+    if model is None:
+        return ModelSpec("baseline", encoder.backbone, encoder.output_stride, dict(encoder.backbone_kwargs), n_classes)
+    return ModelSpec(model.arch, encoder.backbone, encoder.output_stride, dict(encoder.backbone_kwargs), n_classes,
+                     model.decoder_channels, model.unet_upsample if model.arch == "unetcam" else "")
 
 
-def build_model(spec: dict[str, Any], pretrained: bool = False, weights: str = "") -> ISIMNet:
+def build_model(spec: ModelSpec, pretrained: bool = False, weights: str = "") -> ISIMNet:
     """Assemble the net of ``spec``; encoder weights from the hub (``pretrained``), a local
     file (``weights``) or random."""
-    arch = spec["arch"]
-    if arch not in ARCHS:
-        raise ModelError(f"model.arch: {arch!r} is not one of {list(ARCHS)}")
-    encoder = build_encoder(spec["backbone"], spec["backbone_kwargs"], spec["output_stride"], pretrained, weights)
+    if spec.arch not in ARCHS:
+        raise ModelError(f"model.arch: {spec.arch!r} is not one of {list(ARCHS)}")
+    encoder = build_encoder(spec.backbone, spec.backbone_kwargs, spec.output_stride, pretrained, weights)
     info: Any = encoder.feature_info  # timm's FeatureInfo
     chans, reds = info.channels(), info.reduction()
-    cam_head = CAMHead(chans[-1], spec["n_classes"] - 1)
-    if arch == "baseline":
+    cam_head = CAMHead(chans[-1], spec.n_classes - 1)
+    if spec.arch == "baseline":
         return ISIMNet(encoder, cam_head)
-    d = spec["decoder_channels"]
-    decoder = (DeepLabV3Decoder(chans, reds, d) if arch == "deeplabcam"
-               else UNetDecoder(chans, reds, d, learnable=spec["unet_upsample"] == "learnable"))
-    return ISIMNet(encoder, cam_head, decoder, SegmentationHead(d, spec["n_classes"]))
+    d = spec.decoder_channels
+    decoder = (DeepLabV3Decoder(chans, reds, d) if spec.arch == "deeplabcam"
+               else UNetDecoder(chans, reds, d, learnable=spec.unet_upsample == "learnable"))
+    return ISIMNet(encoder, cam_head, decoder, SegmentationHead(d, spec.n_classes))
 
 
-def check_spec(path: str | Path, found: dict[str, Any], expected: dict[str, Any]) -> None:
-    diffs = [f"{k}: checkpoint has {found.get(k)!r}, expected {v!r}"
-             for k, v in expected.items() if found.get(k) != v]
+def check_spec(path: str | Path, found: ModelSpec, expected: ModelSpec) -> None:
+    diffs = [f"{k}: checkpoint has {getattr(found, k)!r}, expected {getattr(expected, k)!r}"
+             for k in found.differences(expected)]
     if diffs:
         raise ModelError(f"{path}: checkpoint is from another model; " + "; ".join(diffs))
+
+
+def checkpoint_spec(state: dict[str, Any], path: str | Path) -> ModelSpec:
+    """The spec a checkpoint read by :func:`read_checkpoint` keeps."""
+    return ModelSpec.from_dict(state.get("spec"), path)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -79,10 +83,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> ISIMNet:
 
 def _load_as(path: str | Path, archs: tuple[str, ...], what: str, build, device: torch.device | str) -> Any:
     state = read_checkpoint(path)
-    arch = state["spec"].get("arch")
-    if arch not in archs:
-        raise ModelError(f"{path}: a {arch!r} checkpoint, not {what}")
-    model = build(state["spec"])
+    spec = checkpoint_spec(state, path)
+    if spec.arch not in archs:
+        raise ModelError(f"{path}: a {spec.arch!r} checkpoint, not {what}")
+    model = build(spec)
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 
@@ -98,5 +102,5 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> Segm
 
 
 __all__ = ["ARCHS", "CHECKPOINT_FORMAT", "AffinityNet", "ISIMNet", "ModelError", "Output", "build_model",
-           "Segmenter", "check_spec", "load_affinity", "load_model", "load_segmenter", "model_spec",
-           "read_checkpoint"]
+           "ModelSpec", "Segmenter", "check_spec", "checkpoint_spec", "load_affinity", "load_model", "load_segmenter",
+           "model_spec", "read_checkpoint"]

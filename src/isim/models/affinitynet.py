@@ -15,6 +15,7 @@ from torch import nn
 
 from isim.io import IGNORE
 from isim.models.encoder import build_encoder
+from isim.models.spec import ModelSpec
 
 STRIDE = 8
 
@@ -92,12 +93,10 @@ class AffinityNet(nn.Module):
                 {"name": "affinity", "params": new, "lr": 10 * lr}]
 
 
-def affinity_spec(backbone: str, backbone_kwargs: dict[str, Any], output_stride: int,
-                  channels: int) -> dict[str, Any]:
-    return {"arch": "affinitynet", "backbone": backbone, "backbone_kwargs": dict(backbone_kwargs),
-            "output_stride": output_stride, "feature_channels": channels}
+def affinity_spec(backbone: str, backbone_kwargs: dict[str, Any], output_stride: int, channels: int) -> ModelSpec:
+    return ModelSpec("affinitynet", backbone, output_stride, dict(backbone_kwargs), feature_channels=channels)
 
 
-def build_affinity(spec: dict[str, Any], pretrained: bool = False, weights: str = "") -> AffinityNet:
-    encoder = build_encoder(spec["backbone"], spec["backbone_kwargs"], spec["output_stride"], pretrained, weights)
-    return AffinityNet(encoder, spec["feature_channels"])
+def build_affinity(spec: ModelSpec, pretrained: bool = False, weights: str = "") -> AffinityNet:
+    encoder = build_encoder(spec.backbone, spec.backbone_kwargs, spec.output_stride, pretrained, weights)
+    return AffinityNet(encoder, spec.feature_channels)

@@ -11,6 +11,7 @@ from torch import nn
 from isim.models.decoders import DeepLabV3Decoder
 from isim.models.encoder import build_encoder
 from isim.models.heads import SegmentationHead
+from isim.models.spec import ModelSpec
 
 SEGMENTERS = ("deeplabv3", "deeplabv2")
 
@@ -45,19 +46,19 @@ class Segmenter(nn.Module):
 
 
 def segmenter_spec(arch: str, n_classes: int, backbone: str, backbone_kwargs: dict[str, Any], output_stride: int,
-                   decoder_channels: int) -> dict[str, Any]:
-    return {"arch": arch, "n_classes": n_classes, "backbone": backbone, "backbone_kwargs": dict(backbone_kwargs),
-            "output_stride": output_stride, "decoder_channels": decoder_channels}
+                   decoder_channels: int) -> ModelSpec:
+    return ModelSpec(arch, backbone, output_stride, dict(backbone_kwargs), n_classes,
+                     0 if arch == "deeplabv2" else decoder_channels)
 
 
-def build_segmenter(spec: dict[str, Any], pretrained: bool = False, weights: str = "") -> Segmenter:
-    encoder = build_encoder(spec["backbone"], spec["backbone_kwargs"], spec["output_stride"], pretrained, weights)
+def build_segmenter(spec: ModelSpec, pretrained: bool = False, weights: str = "") -> Segmenter:
+    encoder = build_encoder(spec.backbone, spec.backbone_kwargs, spec.output_stride, pretrained, weights)
     info: Any = encoder.feature_info
     chans, reds = info.channels(), info.reduction()
-    if spec["arch"] == "deeplabv2":
-        return Segmenter(encoder, _Last(DeepLabV2Head(chans[-1], spec["n_classes"])))
-    d = spec["decoder_channels"]
-    return Segmenter(encoder, DeepLabV3Decoder(chans, reds, d), SegmentationHead(d, spec["n_classes"]))
+    if spec.arch == "deeplabv2":
+        return Segmenter(encoder, _Last(DeepLabV2Head(chans[-1], spec.n_classes)))
+    d = spec.decoder_channels
+    return Segmenter(encoder, DeepLabV3Decoder(chans, reds, d), SegmentationHead(d, spec.n_classes))
 
 
 class _Last(nn.Module):

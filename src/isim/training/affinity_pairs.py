@@ -20,6 +20,7 @@ from isim.data.datasets import TrainDataset, normalize
 from isim.data.prepared import Prepared
 from isim.io import IGNORE, read_image, read_label_png
 from isim.models.affinitynet import AffinityNet, affinity, affinity_spec, build_affinity, cell_labels, crop_pairs
+from isim.models.spec import ModelSpec
 from isim.runtime import seed_everything, setup
 from isim.training.engine import Engine, Settings, Step, Task, TrainingResult
 from isim.training.recovery import Recovery
@@ -63,7 +64,7 @@ class AffinityTask(Task):
 
     name = "AffinityNet"
 
-    def __init__(self, model: AffinityNet, spec: dict[str, Any], lr: float, radius: int, purity: float):
+    def __init__(self, model: AffinityNet, spec: ModelSpec, lr: float, radius: int, purity: float):
         super().__init__(model, spec, model.param_groups(lr))
         self.radius, self.purity = radius, purity
 

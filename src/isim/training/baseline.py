@@ -15,7 +15,7 @@ from isim import distributed
 from isim.config import Config
 from isim.data.datasets import TrainDataset
 from isim.data.prepared import Prepared
-from isim.models import build_model, model_spec
+from isim.models import ModelSpec, build_model, model_spec
 from isim.models.net import ISIMNet, Output
 from isim.runtime import seed_everything, setup
 from isim.training.engine import Engine, Settings, Step, Task, TrainingResult, segmentation_loss
@@ -40,7 +40,7 @@ class CamTask(Task):
 
     lr_key = "lr_encoder"
 
-    def __init__(self, model: ISIMNet, spec: dict[str, Any], dataset: TrainDataset, lr_encoder: float,
+    def __init__(self, model: ISIMNet, spec: ModelSpec, dataset: TrainDataset, lr_encoder: float,
                  lr_decoder: float, lr_classifier: float):
         has_decoder = model.decoder is not None
         super().__init__(model, spec, model.param_groups(lr_encoder, lr_decoder, lr_classifier))
@@ -64,7 +64,7 @@ class CamTask(Task):
                     {"seg_skipped_images": skipped}, out.logits)
 
 
-def cam_engine(cfg: Config, data: Prepared, spec: dict[str, Any], device: torch.device) -> Engine:
+def cam_engine(cfg: Config, data: Prepared, spec: ModelSpec, device: torch.device) -> Engine:
     """The engine of the CAM baseline (``spec`` without a decoder) or ISIM on the train split."""
     model = build_model(spec, cfg.encoder.pretrained, cfg.encoder.weights).to(device)
     dataset = TrainDataset(data, data.ids("train"), cfg.transform, seed=cfg.seed)

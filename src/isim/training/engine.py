@@ -24,6 +24,7 @@ from isim.errors import IsimError
 from isim.io import IGNORE
 from isim.mask_scores import MaskSetSummary
 from isim.models.encoder import train_mode
+from isim.models.spec import ModelSpec
 from isim.training.checkpoint import load_checkpoint, save_checkpoint
 from isim.training.recovery import Recovery
 
@@ -119,7 +120,7 @@ class Task:
     lr_key = "lr"       # the record's name for the first parameter group's learning rate
     find_unused = False  # parameters that some steps leave without a gradient (DDP must know)
 
-    def __init__(self, model: nn.Module, spec: dict[str, Any], groups: list[dict]):
+    def __init__(self, model: nn.Module, spec: ModelSpec, groups: list[dict]):
         self.model, self.spec, self.groups = model, spec, groups
         self.forward: nn.Module = model
 

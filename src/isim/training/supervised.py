@@ -14,8 +14,9 @@ from isim import distributed
 from isim.config import Config
 from isim.data.datasets import TrainDataset
 from isim.data.prepared import Prepared
-from isim.models import ModelError, read_checkpoint
+from isim.models import ModelError, ModelSpec, checkpoint_spec, read_checkpoint
 from isim.models.segmenter import Segmenter, build_segmenter, segmenter_spec
+from isim.models.spec import ENCODER_KEYS
 from isim.runtime import seed_everything, setup
 from isim.training.engine import Engine, Settings, Step, Task, TrainingResult, segmentation_loss
 from isim.training.recovery import Recovery
@@ -26,7 +27,7 @@ class SegmenterTask(Task):
 
     name = "segmenter"
 
-    def __init__(self, model: Segmenter, spec: dict[str, Any], lr_encoder: float, lr_decoder: float):
+    def __init__(self, model: Segmenter, spec: ModelSpec, lr_encoder: float, lr_decoder: float):
         super().__init__(model, spec, model.param_groups(lr_encoder, lr_decoder))
 
     def loss(self, forward: Any, x: torch.Tensor, batch: dict[str, Any], device: torch.device) -> Step:
@@ -35,15 +36,14 @@ class SegmenterTask(Task):
                     counts={"skipped_images": int((~valid).sum())})
 
 
-def init_encoder(model: Segmenter, spec: dict[str, Any], isim_checkpoint: Path) -> None:
+def init_encoder(model: Segmenter, spec: ModelSpec, isim_checkpoint: Path) -> None:
     """Start ``model``'s encoder from the encoder of the ISIM model in ``isim_checkpoint``, which
     must be the same network (backbone, its settings and output stride)."""
     state = read_checkpoint(isim_checkpoint)
-    theirs = state["spec"]
-    for key in ("backbone", "backbone_kwargs", "output_stride"):
-        if theirs.get(key) != spec[key]:
-            raise ModelError(f"{isim_checkpoint}: its encoder has {key} {theirs.get(key)!r}, the segmenter's "
-                             f"{spec[key]!r}; segmenter.init: isim needs the same encoder")
+    theirs = checkpoint_spec(state, isim_checkpoint)
+    for key in theirs.differences(spec, ENCODER_KEYS):
+        raise ModelError(f"{isim_checkpoint}: its encoder has {key} {getattr(theirs, key)!r}, the segmenter's "
+                         f"{getattr(spec, key)!r}; segmenter.init: isim needs the same encoder")
     enc = {k.removeprefix("encoder."): v for k, v in state["model"].items() if k.startswith("encoder.")}
     model.encoder.load_state_dict(enc)
 
