@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import bin_path, dvc_project, free_port, run, stage_cmds, tiny_params, wait_for_http
+from conftest import REPO, bin_path, dvc_project, free_port, run, stage_cmds, tiny_params, wait_for_http
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 STAGE_CMDS = stage_cmds()
@@ -63,8 +63,11 @@ def _client_env(uri: str) -> dict:
 
 
 def _workdir(tmp_path: Path, **over) -> Path:
+    """A project folder (params.yaml, and dvc.yaml, where `isim predict` and the dataset record
+    find the stages' paths) whose stages the test runs by their commands, without DVC."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(**over), sort_keys=False))
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     return tmp_path
 
 
