@@ -1,13 +1,15 @@
 """Evaluation (paper Tables 2-5 shape): pseudo-mask mIoU of every round with and without CRF,
 CAM mIoU over a threshold sweep, classification accuracy on train and val.
 
-Pseudo masks are scored from the PNGs on disk, so what is measured is exactly what a user
-gets with ``dvc get``; CAM sweeps and accuracy come from the final checkpoints.
+Every pseudo-mask set was scored against the ground truth when it was written (its
+``summary.json``: the same masks a user gets with ``dvc get``), so evaluation reads those scores;
+CAM sweeps and accuracy come from the final checkpoints.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,31 +18,62 @@ from isim import metrics
 from isim import run_layout as layout
 from isim.config import Config, CrfCfg
 from isim.data.prepared import Prepared
-from isim.io import DataError, read_image, read_label_png, write_csv, write_json, write_text
+from isim.inference import Candidate, ModelChoice, Predictor
+from isim.io import DataError, read_image, write_csv, write_json, write_text
+from isim.mask_scores import MaskSetSummary, Score
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
 from isim.pseudo.masks import Truth
 
 
-def score_set(data: Prepared, ids: list[str], mask_set: Path) -> dict[str, dict]:
-    """A mask set's raw and CRF masks against ground truth."""
-    return {"raw": score_dir(data, ids, layout.raw_dir(mask_set)),
-            "crf": score_dir(data, ids, layout.crf_dir(mask_set))}
+@dataclass
+class CamReport:
+    """One model's CAMs: multi-label accuracy per split (metrics.classification) and, with masks,
+    the CAM mIoU (no CRF) on train at every ``eval.thresholds`` value."""
+
+    classification: dict[str, dict[str, float]] = field(default_factory=dict)  # "train" / "val" -> figures
+    threshold_sweep: list[dict[str, float]] = field(default_factory=list)      # [{"threshold", "miou"}]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f"{split}_classification": c for split, c in self.classification.items()}
+        return out | ({"threshold_sweep": self.threshold_sweep} if self.threshold_sweep else {})
 
 
-def score_dir(data: Prepared, ids: list[str], pred_dir: Path) -> dict:
-    """mIoU of the masks in ``pred_dir`` against ground truth."""
-    n = data.n_classes
-    conf = np.zeros((n, n), np.int64)
-    for id_ in ids:
-        pred = read_label_png(pred_dir / f"{id_}.png", n)
-        gt = read_label_png(data.mask_path(id_), n)
-        if pred.shape != gt.shape:
-            raise DataError(f"{pred_dir / (id_ + '.png')}: is {pred.shape[::-1]}, ground truth "
-                            f"{gt.shape[::-1]}")
-        conf += metrics.confusion(pred, gt, n)
-    return {**metrics.summary(conf, data.classes), "confusion": conf.tolist()}
+def _scores(summary: MaskSetSummary) -> dict[str, Any]:
+    return {k: asdict(score) for k, score in (("raw", summary.raw), ("crf", summary.crf)) if score is not None}
+
+
+@dataclass
+class EvaluationReport:
+    """``reports/evaluation.json``: the CAM baseline against ISIM's rounds (and the walk), every
+    mask set as its own ``summary.json`` scored it when it was made; ``summary`` holds the
+    comparison's figures (``metrics/eval.json``)."""
+
+    classes: list[str]
+    baseline: CamReport
+    isim: CamReport
+    summary: dict[str, float | None]
+    baseline_masks: MaskSetSummary | None = None
+    rounds: list[MaskSetSummary] = field(default_factory=list)
+    random_walk: MaskSetSummary | None = None
+    chain: dict[str, Any] | None = None
+    note: str = ""
+    seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"classes": self.classes, "baseline": self.baseline.to_json(),
+                               "isim": self.isim.to_json(), "summary": self.summary}
+        if self.baseline_masks is not None:
+            out["baseline"]["pseudo"] = _scores(self.baseline_masks)
+        if self.rounds:
+            out["isim"]["rounds"] = [{"round": r.round, **_scores(r)} for r in self.rounds]
+        if self.random_walk is not None:
+            out["random_walk"] = _scores(self.random_walk)
+        for key in ("chain", "note", "seconds"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        return out
 
 
 @dataclass(frozen=True)
@@ -58,13 +91,13 @@ class SweepScorer:
 
 @torch.no_grad()
 def sweep_and_accuracy(model: ISIMNet, data: Prepared, cfg: Config, device: torch.device,
-                       train_cams: Path | None = None) -> dict:
+                       train_cams: Path | None = None) -> CamReport:
     """CAM mIoU (no CRF) at every eval threshold on train; classification accuracy on train/val.
     ``train_cams``: the model's CAMs of the train images, kept when its masks were made."""
     n = data.n_classes
     thresholds = tuple(cfg.eval.thresholds)
     confs = [np.zeros((n, n), np.int64) for _ in thresholds]
-    out: dict = {}
+    out = CamReport()
     for split in ("train", "val"):
         ids = data.ids(split)
         if not ids:
@@ -83,10 +116,10 @@ def sweep_and_accuracy(model: ISIMNet, data: Prepared, cfg: Config, device: torc
             targets.append(label)
             for c, f in zip(confs, found):
                 c += f
-        out[f"{split}_classification"] = metrics.classification(np.stack(logits), np.stack(targets))
+        out.classification[split] = metrics.classification(np.stack(logits), np.stack(targets))
     if data.has_masks:
-        out["threshold_sweep"] = [{"threshold": t, "miou": metrics.summary(c, data.classes)["miou"]}
-                                  for t, c in zip(thresholds, confs)]
+        out.threshold_sweep = [{"threshold": t, "miou": metrics.summary(c, data.classes)["miou"]}
+                               for t, c in zip(thresholds, confs)]
     return out
 
 
@@ -99,44 +132,46 @@ def fig5_columns(baseline_pseudo: Path, isim_pseudo: Path, rw_pseudo: Path | Non
 
 
 def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseudo: Path,
-             isim_model: ISIMNet, isim_pseudo: Path, device: torch.device, rw_pseudo: Path | None = None) -> dict:
+             isim_model: ISIMNet, isim_pseudo: Path, device: torch.device,
+             rw_pseudo: Path | None = None) -> EvaluationReport:
     """The comparison: CAM baseline vs ISIM rounds (and the random walk of the final round's
-    CAMs when ``rw_pseudo`` is given), pseudo masks before (raw) and after CRF."""
-    ids = data.ids("train")
-    report: dict = {"classes": data.classes,
-                    "baseline": sweep_and_accuracy(baseline_model, data, cfg, device,
-                                                   layout.kept_cams(baseline_pseudo) if cfg.cam.keep else None),
-                    "isim": sweep_and_accuracy(isim_model, data, cfg, device,
-                                               layout.final_cams(isim_pseudo) if cfg.cam.keep else None)}
-    accuracy = {f"{name}_{split}_label_acc": report[name].get(f"{split}_classification", {}).get("label_acc")
-                for name in ("baseline", "isim") for split in ("train", "val")}
+    CAMs when ``rw_pseudo`` is given), pseudo masks before (raw) and after CRF, each set's scores
+    read from its ``summary.json`` (made from the masks it wrote, against the same ground truth)."""
+    baseline = sweep_and_accuracy(baseline_model, data, cfg, device,
+                                  layout.kept_cams(baseline_pseudo) if cfg.cam.keep else None)
+    isim = sweep_and_accuracy(isim_model, data, cfg, device, layout.final_cams(isim_pseudo) if cfg.cam.keep else None)
+    summary: dict[str, float | None] = {
+        f"{name}_{split}_label_acc": part.classification.get(split, {}).get("label_acc")
+        for name, part in (("baseline", baseline), ("isim", isim)) for split in ("train", "val")}
+    report = EvaluationReport(data.classes, baseline, isim, summary)
     if not data.has_masks:
-        report["note"] = "dataset has no masks: only classification accuracy is reported"
-        report["summary"] = accuracy
+        report.note = "dataset has no masks: only classification accuracy is reported"
         return report
-    report["baseline"]["pseudo"] = score_set(data, ids, baseline_pseudo)
-    rounds: list[dict] = [{"round": layout.round_number(r), **score_set(data, ids, r)}
-                          for r in layout.rounds_of(isim_pseudo)]
-    report["isim"]["rounds"] = rounds
-    base, final = report["baseline"]["pseudo"], rounds[-1]
-    report["summary"] = {
-        "baseline_miou": base["raw"]["miou"], "baseline_crf_miou": base["crf"]["miou"],
-        "isim_miou": final["raw"]["miou"], "isim_crf_miou": final["crf"]["miou"],
-        "gain": round(final["raw"]["miou"] - base["raw"]["miou"], 3),
-        "gain_crf": round(final["crf"]["miou"] - base["crf"]["miou"], 3),
+    report.baseline_masks = layout.read_summary(baseline_pseudo)
+    report.rounds = [layout.read_summary(r) for r in layout.rounds_of(isim_pseudo)]
+    base, final = _scored(report.baseline_masks, baseline_pseudo), _scored(report.rounds[-1], isim_pseudo)
+    summary.update({
+        "baseline_miou": base[0].miou, "baseline_crf_miou": base[1].miou,
+        "isim_miou": final[0].miou, "isim_crf_miou": final[1].miou,
+        "gain": round(final[0].miou - base[0].miou, 3), "gain_crf": round(final[1].miou - base[1].miou, 3),
         # why the masks change: object precision / recall of the CRF masks (metrics.object_precision_recall)
-        "baseline_crf_precision": base["crf"]["precision"], "baseline_crf_recall": base["crf"]["recall"],
-        "isim_crf_precision": final["crf"]["precision"], "isim_crf_recall": final["crf"]["recall"],
-        **accuracy,
-    }
+        "baseline_crf_precision": base[1].precision, "baseline_crf_recall": base[1].recall,
+        "isim_crf_precision": final[1].precision, "isim_crf_recall": final[1].recall})
     if rw_pseudo is not None:  # paper Table 7: ISIM+RW and ISIM+RW+CRF
-        rw = report["random_walk"] = score_set(data, ids, rw_pseudo)
-        report["summary"].update(isim_rw_miou=rw["raw"]["miou"], isim_rw_crf_miou=rw["crf"]["miou"],
-                                 gain_rw=round(rw["raw"]["miou"] - final["raw"]["miou"], 3),
-                                 gain_rw_crf=round(rw["crf"]["miou"] - final["crf"]["miou"], 3),
-                                 isim_rw_crf_precision=rw["crf"]["precision"], isim_rw_crf_recall=rw["crf"]["recall"])
-        report["chain"] = chain_on_holdout(layout.rounds_of(isim_pseudo)[-1], rw_pseudo)
+        report.random_walk = layout.read_summary(rw_pseudo)
+        rw = _scored(report.random_walk, rw_pseudo)
+        summary.update(isim_rw_miou=rw[0].miou, isim_rw_crf_miou=rw[1].miou,
+                       gain_rw=round(rw[0].miou - final[0].miou, 3), gain_rw_crf=round(rw[1].miou - final[1].miou, 3),
+                       isim_rw_crf_precision=rw[1].precision, isim_rw_crf_recall=rw[1].recall)
+        report.chain = chain_on_holdout(layout.rounds_of(isim_pseudo)[-1], rw_pseudo)
     return report
+
+
+def _scored(summary: MaskSetSummary, where: Path) -> tuple[Score, Score]:
+    if summary.raw is None or summary.crf is None:
+        raise DataError(f"{layout.summary_path(where)}: the mask set was not scored against ground truth "
+                        "(made by an older release?): rerun the stage that made it")
+    return summary.raw, summary.crf
 
 
 def chain_on_holdout(last_round: Path, rw_pseudo: Path) -> dict:
@@ -151,55 +186,76 @@ def chain_on_holdout(last_round: Path, rw_pseudo: Path) -> dict:
     return out
 
 
-def compact(report: dict) -> dict:
+def compact(report: EvaluationReport) -> dict:
     """metrics/eval.json: the comparison's figures and the stage's seconds (details stay in the
     report; the run's headline is the headline stage's)."""
-    out: dict = {"summary": report.get("summary", {})}
-    if "seconds" in report:
-        out["seconds"] = report["seconds"]
-    for name in ("baseline", "isim"):
-        part = report.get(name, {})
-        out[name] = {k: part[k] for k in ("train_classification", "val_classification") if k in part}
-    if "rounds" in report.get("isim", {}):
-        out["rounds"] = {layout.round_name(r["round"]): {
-            "isim": r["raw"]["miou"], "isim_crf": r["crf"]["miou"],
-            "precision": r["raw"]["precision"], "recall": r["raw"]["recall"],
-            "crf_precision": r["crf"]["precision"], "crf_recall": r["crf"]["recall"]}
-            for r in report["isim"]["rounds"]}
+    out: dict = {"summary": report.summary}
+    if report.seconds is not None:
+        out["seconds"] = report.seconds
+    for name, part in (("baseline", report.baseline), ("isim", report.isim)):
+        out[name] = {f"{split}_classification": c for split, c in part.classification.items()}
+    if report.rounds:
+        out["rounds"] = {layout.round_name(r.round or i): {
+            "isim": raw.miou, "isim_crf": crf.miou, "precision": raw.precision, "recall": raw.recall,
+            "crf_precision": crf.precision, "crf_recall": crf.recall}
+            for i, r in enumerate(report.rounds, 1) for raw, crf in [_scored(r, Path(f"round {i}"))]}
     return out
 
 
-def write_outputs(report: dict, metrics_path: Path, report_path: Path, plots_dir: Path) -> None:
-    write_json(report_path, report)
+def write_outputs(report: EvaluationReport, metrics_path: Path, report_path: Path, plots_dir: Path) -> None:
+    write_json(report_path, report.to_json())
     write_json(metrics_path, compact(report))
-    if "rounds" not in report.get("isim", {}):  # no masks: no mIoU, but the declared plot files exist
+    if not report.rounds or report.baseline_masks is None:  # no masks: no mIoU, but the declared plot files exist
         write_text(plots_dir / "rounds.csv", "round,isim,isim_crf,baseline,baseline_crf,recall,precision\n")
         write_text(plots_dir / "thresholds.csv", "threshold,baseline,isim\n")
         return
-    base = report["baseline"]["pseudo"]
+    base = report.baseline_masks
+    assert base.raw is not None and base.crf is not None  # scored: the report has rounds
     write_csv(plots_dir / "rounds.csv", [
-        {"round": r["round"], "isim": r["raw"]["miou"], "isim_crf": r["crf"]["miou"],
-         "baseline": base["raw"]["miou"], "baseline_crf": base["crf"]["miou"],
-         "recall": r["crf"]["recall"], "precision": r["crf"]["precision"]}
-        for r in report["isim"]["rounds"]])
-    if "threshold_sweep" in report["baseline"]:
+        {"round": r.round, "isim": r.raw.miou, "isim_crf": r.crf.miou, "baseline": base.raw.miou,
+         "baseline_crf": base.crf.miou, "recall": r.crf.recall, "precision": r.crf.precision}
+        for r in report.rounds if r.raw is not None and r.crf is not None])
+    if report.baseline.threshold_sweep:
         write_csv(plots_dir / "thresholds.csv", [
             {"threshold": a["threshold"], "baseline": a["miou"], "isim": b["miou"]}
-            for a, b in zip(report["baseline"]["threshold_sweep"], report["isim"]["threshold_sweep"])])
+            for a, b in zip(report.baseline.threshold_sweep, report.isim.threshold_sweep)])
+
+
+@dataclass
+class SegmenterReport:
+    """A segmentation model (the final segmenter, or an ISIM round's segmentation branch) on one
+    split against the ground truth, before and (``crf``) after dense CRF; ``subset_miou``: the
+    mIoU of the ``subset`` ids alone (the holdout images) by kind."""
+
+    split: str
+    images: int
+    arch: str = ""
+    raw: Score | None = None
+    crf: Score | None = None
+    subset_images: int = 0
+    subset_miou: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"split": self.split, "images": self.images}
+        out |= {"arch": self.arch} if self.arch else {}
+        out |= {kind: asdict(s) for kind, s in (("raw", self.raw), ("crf", self.crf)) if s is not None}
+        if self.subset_miou:
+            out["subset"] = {"images": self.subset_images, **{k: {"miou": v} for k, v in self.subset_miou.items()}}
+        return out | ({"note": self.note} if self.note else {})
 
 
 def evaluate_segmenter(checkpoint: Path, data: Prepared, split: str, device: torch.device, crf: bool,
                        scales: list[float], batch_size: int = 8, workers: int = 0,
-                       subset: list[str] | None = None) -> dict:
+                       subset: list[str] | None = None) -> SegmenterReport:
     """The final segmenter (or an ISIM round's segmentation branch) on ``split`` against ground
     truth (paper Tables 8-11: val mIoU), with the inference ``isim predict`` runs (multi-scale +
     flip, equal-size images batched), and after dense CRF when ``crf`` (in ``workers`` processes
     while the model segments the next images). ``subset``: those ids are also scored on their
     own (``report["subset"]``), in the same pass."""
-    from isim.inference import Predictor
     ids = data.ids(split)
     if not data.has_masks or not ids:
-        return {"split": split, "images": len(ids), "note": "no ground-truth masks on this split: nothing to score"}
+        return SegmenterReport(split, len(ids), note="no ground-truth masks on this split: nothing to score")
     predictor = Predictor(checkpoint, device, scales)
     n = data.n_classes
     kinds = ("raw", "crf") if crf else ("raw",)
@@ -213,12 +269,12 @@ def evaluate_segmenter(checkpoint: Path, data: Prepared, split: str, device: tor
             conf[kind] += c
             if id_ in inside:
                 sub_conf[kind] += c
-    out: dict = {"split": split, "images": len(ids), "arch": predictor.arch}
-    for kind in kinds:
-        out[kind] = {**metrics.summary(conf[kind], data.classes), "confusion": conf[kind].tolist()}
+    out = SegmenterReport(split, len(ids), predictor.arch)
+    out.raw, out.crf = (Score.from_json({**metrics.summary(conf[k], data.classes), "confusion": conf[k].tolist()})
+                        if k in conf else None for k in ("raw", "crf"))
     if subset:
-        out["subset"] = {"images": len(inside & set(ids)),
-                         **{kind: {"miou": metrics.summary(sub_conf[kind], data.classes)["miou"]} for kind in kinds}}
+        out.subset_images = len(inside & set(ids))
+        out.subset_miou = {kind: metrics.summary(sub_conf[kind], data.classes)["miou"] for kind in kinds}
     return out
 
 
@@ -251,12 +307,12 @@ def best_round(isim_pseudo: Path) -> tuple[int, float | None]:
     return max(reversed(scored), key=lambda rv: rv[1])  # ties: the later round
 
 
-def pick_model(segmenter: dict, isim: dict | None) -> dict:
-    """What `isim predict` uses by default: the model with the higher val mIoU (``raw``; each
-    dict is ``{"checkpoint", "name", "miou"}``), the final segmenter when ISIM's round was not
-    scored. Returns the winner with ``why``."""
-    if isim is None or isim["miou"] is None or segmenter["miou"] is None:
-        return {**segmenter, "why": "the final segmenter (no val mIoU to compare it with an ISIM round)"}
-    win, lose = (isim, segmenter) if isim["miou"] > segmenter["miou"] else (segmenter, isim)
-    return {**win, "why": f"higher val mIoU: {win['name']} {win['miou']:.2f} vs {lose['name']} {lose['miou']:.2f}",
-            "runner_up": lose}
+def pick_model(segmenter: Candidate, isim: Candidate | None) -> ModelChoice:
+    """What `isim predict` uses by default: the model with the higher val mIoU (before CRF), the
+    final segmenter when ISIM's round was not scored."""
+    if isim is None or isim.miou is None or segmenter.miou is None:
+        return ModelChoice(segmenter.name, segmenter.checkpoint, segmenter.miou,
+                           "the final segmenter (no val mIoU to compare it with an ISIM round)")
+    win, lose = (isim, segmenter) if isim.miou > segmenter.miou else (segmenter, isim)
+    return ModelChoice(win.name, win.checkpoint, win.miou,
+                       f"higher val mIoU: {win.name} {win.miou:.2f} vs {lose.name} {lose.miou:.2f}", lose)

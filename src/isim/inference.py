@@ -18,7 +18,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -46,15 +46,42 @@ MAX_PIXELS = 40_000_000  # a 40-megapixel photo; larger ones are skipped (`isim 
 CPU_PASS_PIXELS = 1 << 18
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A model that may be the one `isim predict` uses: a checkpoint, its name and its val mIoU."""
+    name: str
+    checkpoint: str
+    miou: float | None
+    round_holdout_crf_miou: float | None = None  # an ISIM round: its masks' holdout mIoU (why that round)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """``reports/best_model.json``: the model `isim predict` uses, why, and the one it beat."""
+    name: str
+    checkpoint: str
+    miou: float | None
+    why: str
+    runner_up: Candidate | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Any) -> ModelChoice:
+        other = d.get("runner_up")
+        return cls(d["name"], d["checkpoint"], d.get("miou"), d["why"], Candidate(**other) if other else None)
+
+
 def latest_checkpoint(segmenter: Path, isim_checkpoints: Path, best: Path) -> tuple[Path, str]:
     """What ``isim predict`` uses by default, and why: the better of the final segmenter and the
     best ISIM round on val, as the last ``dvc repro`` measured it (``best``); without that
     record, the final ``segmenter``, else the last ISIM round in ``isim_checkpoints``."""
     if best.is_file():
         try:
-            chosen = json.loads(best.read_text())
-            path, why = Path(chosen["checkpoint"]), f"{chosen['name']}, {chosen['why']} ({best})"
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            chosen = ModelChoice.from_json(json.loads(best.read_text()))
+            path, why = Path(chosen.checkpoint), f"{chosen.name}, {chosen.why} ({best})"
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise ModelError(f"{best}: not a model choice written by evaluate_segmenter ({e}); delete it or "
                              "rerun `dvc repro`") from None
         if path.is_file():
@@ -309,4 +336,5 @@ def export_voc(checkpoint: Path, voc_root: Path, out: Path, split: str = "test",
     return archive
 
 
-__all__ = ["Predictor", "by_size", "expand_inputs", "export_voc", "latest_checkpoint", "predict", "refine"]
+__all__ = ["Candidate", "ModelChoice", "Predictor",
+           "by_size", "expand_inputs", "export_voc", "latest_checkpoint", "predict", "refine"]

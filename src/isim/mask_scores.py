@@ -17,10 +17,11 @@ class Score:
     precision: float   # object precision / recall (metrics.object_precision_recall)
     recall: float
     iou: dict[str, float | None]  # per class; None where a class is absent
+    confusion: list[list[int]] | None = None  # rows: ground truth, columns: masks (None: not kept)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Score:
-        return cls(d["miou"], d["pixel_acc"], d["precision"], d["recall"], dict(d["iou"]))
+        return cls(d["miou"], d["pixel_acc"], d["precision"], d["recall"], dict(d["iou"]), d.get("confusion"))
 
 
 @dataclass(frozen=True)

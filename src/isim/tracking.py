@@ -38,7 +38,8 @@ from isim.mlflow_session import (
 )
 from isim.project import Project
 
-if TYPE_CHECKING:  # a type only: stages that log no round do not run the summary's module
+if TYPE_CHECKING:  # types only: stages that log no round do not run these modules
+    from isim.evaluation import EvaluationReport
     from isim.mask_scores import MaskSetSummary
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class NullTracker(NullSession):
     """Used when tracking is off or unavailable: every call is a no-op."""
 
     def log_round(self, r: int, round_dir: Path, summary: MaskSetSummary, data: Any) -> None: ...
-    def log_evaluation(self, report: dict) -> None: ...
+    def log_evaluation(self, report: EvaluationReport) -> None: ...
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None: ...
     def log_served(self, checkpoint: Path, tags: dict[str, str]) -> None: ...
 
@@ -152,22 +153,21 @@ class Tracker(Session, NullTracker):
         self.client.log_image(self.run_id, round_grid(data, self.grid_ids, round_dir),
                               artifact_file=f"rounds/{round_dir.name}.png")
 
-    def log_evaluation(self, report: dict) -> None:
-        s = report.get("summary", {})
-        self.log_metrics({k: v for k, v in s.items() if v is not None}, headline=True)
-        for name in ("baseline", "isim"):
-            for i, row in enumerate(report.get(name, {}).get("threshold_sweep", [])):
+    def log_evaluation(self, report: EvaluationReport) -> None:
+        self.log_metrics({k: v for k, v in report.summary.items() if v is not None}, headline=True)
+        for name, part in (("baseline", report.baseline), ("isim", report.isim)):
+            for i, row in enumerate(part.threshold_sweep):
                 self.log_metrics({f"{name}_sweep_miou": row["miou"], f"{name}_sweep_threshold": row["threshold"]},
                                  step=i)
-        for row in report.get("isim", {}).get("rounds", []):
-            self.log_metrics({"round_isim_miou": row["raw"]["miou"], "round_isim_crf_miou": row["crf"]["miou"]},
-                             step=row["round"])
-        conf = report.get("isim", {}).get("rounds", [{}])[-1].get("crf", {}).get("confusion")
-        if conf is not None:
+        for r in report.rounds:
+            if r.raw is not None and r.crf is not None:
+                self.log_metrics({"round_isim_miou": r.raw.miou, "round_isim_crf_miou": r.crf.miou}, step=r.round)
+        final = report.rounds[-1].crf if report.rounds else None
+        if final is not None and final.confusion is not None:
             from isim.visualize import confusion_figure
-            fig = confusion_figure(np.asarray(conf), report["classes"])
+            fig = confusion_figure(np.asarray(final.confusion), report.classes)
             self.guard("log_figure", self.client.log_figure, self.run_id, fig, "confusion_isim_final.png")
-        self.guard("log_dict", self.client.log_dict, self.run_id, report, "eval.json")
+        self.guard("log_dict", self.client.log_dict, self.run_id, report.to_json(), "eval.json")
 
     def log_model(self, model: Any, name: str, example: np.ndarray) -> None:
         """The model as a torch.export program (pt2: no pickle) returning its CAM, traced on

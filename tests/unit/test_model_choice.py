@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from isim.evaluation import best_round, pick_model
-from isim.inference import latest_checkpoint
+from isim.inference import Candidate, ModelChoice, latest_checkpoint
 from isim.mask_scores import HoldoutScore, MaskSetSummary
-from isim.pseudo.choice import choose
+from isim.pseudo.choice import Choice, choose
 from isim.stages.evaluate_segmenter import collapse_warning
 
 
@@ -63,11 +63,12 @@ def _write_best(tmp_path, seg_miou, isim_miou) -> Path:
     (ck / "isim").mkdir(parents=True)
     (ck / "segmenter.pt").write_bytes(b"x")
     (ck / "isim/round_02.pt").write_bytes(b"x")
-    chosen = pick_model({"name": "final segmenter", "checkpoint": str(ck / "segmenter.pt"), "miou": seg_miou},
-                        {"name": "ISIM round 2", "checkpoint": str(ck / "isim/round_02.pt"), "miou": isim_miou})
+    chosen = pick_model(Candidate("final segmenter", str(ck / "segmenter.pt"), seg_miou),
+                        Candidate("ISIM round 2", str(ck / "isim/round_02.pt"), isim_miou, 50.0))
     best = tmp_path / "reports/best_model.json"
     best.parent.mkdir()
-    best.write_text(json.dumps(chosen))
+    best.write_text(json.dumps(chosen.to_json()))
+    assert ModelChoice.from_json(json.loads(best.read_text())) == chosen  # the file's contract, both ways
     return best
 
 
@@ -93,11 +94,12 @@ def test_predict_uses_the_isim_round_when_it_validates_better(tmp_path):
 
 
 def test_collapse_warning_names_both_figures():
-    on = {"name": "ISIM+RW+CRF", "holdout_miou": 52.5}
+    on = Choice("rw_crf", "pseudo/rw/crf", 52.5, {"rw_crf": 52.5}, "best holdout mIoU")
     text = collapse_warning(on, 3.46)
     assert text and "3.46" in text and "52.50" in text and "ISIM+RW+CRF" in text
     assert collapse_warning(on, 60.0) is None
     assert collapse_warning(on, 50.0) is None  # 0.95 of its masks: no collapse
     assert "0.94 of the ISIM+RW+CRF" in collapse_warning(on, 49.5)
-    assert collapse_warning({"name": "given", "holdout_miou": None}, 3.0) is None
+    assert collapse_warning(Choice.given(Path("masks")), 3.0) is None
+    assert collapse_warning(None, 3.0) is None  # a checkpoint that records no masks
     assert "mIoU with CRF on the holdout" in collapse_warning(on, 40.0, "with CRF")

@@ -32,13 +32,13 @@ def test_segmenter_learns_from_masks_and_is_scored_on_val(tiny_data, tmp_path):
     losses = [r["loss"] for r in result.history]
     assert losses[-1] < losses[0]
     report = evaluate_segmenter(ck, tiny_data, "val", torch.device("cpu"), crf=True, scales=[1.0])
-    assert report["images"] == len(tiny_data.ids("val")) and {"raw", "crf"} <= set(report)
+    assert report.images == len(tiny_data.ids("val")) and report.raw is not None and report.crf is not None
     untrained = tmp_path / "untrained.pt"
     cfg0 = from_dict(tiny_params(segmenter={"epochs": 1, "decoder_channels": 16, "lr_encoder": 1e-9,
                                             "lr_decoder": 1e-9}))
     train_segmenter(cfg0, tiny_data, masks, untrained)
     before = evaluate_segmenter(untrained, tiny_data, "val", torch.device("cpu"), crf=False, scales=[1.0])
-    assert report["raw"]["miou"] > before["raw"]["miou"]
+    assert report.raw.miou > before.raw.miou
     assert latest_checkpoint(ck, tmp_path / "isim", tmp_path / "none.json")[0] == ck
     out = predict(ck, [tiny_data.image_path(i) for i in tiny_data.ids("val")[:2]], tmp_path / "pred")
     assert len(out["images"]) == 2
@@ -155,8 +155,8 @@ def test_segmenter_evaluation_is_the_same_batched_and_with_crf_workers(segmenter
     serial = evaluate_segmenter(segmenter_ck, tiny_data, "val", cpu, crf=True, scales=[1.0, 0.5], batch_size=1)
     pooled = evaluate_segmenter(segmenter_ck, tiny_data, "val", cpu, crf=True, scales=[1.0, 0.5], batch_size=4,
                                 workers=2)
-    assert pooled["raw"]["confusion"] == serial["raw"]["confusion"]
-    assert pooled["crf"]["confusion"] == serial["crf"]["confusion"]
+    assert pooled.raw.confusion == serial.raw.confusion
+    assert pooled.crf.confusion == serial.crf.confusion
 
 
 def test_the_segmenter_can_start_from_the_isim_models_encoder(tiny_data, tiny_cfg, tmp_path):

@@ -20,7 +20,8 @@ PAPER = "rw_crf"  # the paper's (and IRN's) final masks
 
 @dataclass(frozen=True)
 class Choice:
-    key: str                          # one of CANDIDATES
+    """The masks a segmenter trains on; kept in its checkpoint (``trained_on``)."""
+    key: str                          # one of CANDIDATES, or "given" (a folder named on the command line)
     masks: str                        # the folder of PNG masks the segmenter trains on
     holdout_miou: float | None        # the chosen set's holdout mIoU (None: not measured)
     scores: dict[str, float]          # every candidate's holdout mIoU that was measured
@@ -28,10 +29,21 @@ class Choice:
 
     @property
     def name(self) -> str:
-        return NAMES[self.key]
+        return NAMES.get(self.key, self.masks)
 
     def to_dict(self) -> dict:
         return asdict(self) | {"name": self.name}
+
+    @classmethod
+    def given(cls, masks: Path) -> Choice:
+        return cls("given", str(masks), None, {}, "--masks")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Choice | None:
+        """Back from a checkpoint's ``trained_on`` (None: the checkpoint records none)."""
+        if not d:
+            return None
+        return cls(d["key"], d["masks"], d.get("holdout_miou"), dict(d.get("scores") or {}), d.get("why", ""))
 
 
 def best(scores: dict[str, float]) -> str:

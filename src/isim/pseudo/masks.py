@@ -125,8 +125,9 @@ def generate(model: ISIMNet | None, data: Prepared, ids: list[str], out: str | P
                              int(totals["raw_bg_only"]), int(totals["crf_bg_only"]), threshold, crf.enabled,
                              metrics.classification(logits, targets) if ids else {})
     if data.has_masks:
-        summary.raw = Score.from_json(metrics.summary(totals["conf_raw"], data.classes))
-        summary.crf = Score.from_json(metrics.summary(totals["conf_crf"], data.classes))
+        summary.raw, summary.crf = (Score.from_json({**metrics.summary(totals[k], data.classes),
+                                                      "confusion": totals[k].tolist()})
+                                    for k in ("conf_raw", "conf_crf"))
     if out is not None and distributed.is_main():
         write_json(layout.summary_path(out), summary.to_json())
     return summary

@@ -36,14 +36,14 @@ def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo:
     with stage_run(cfg, "evaluate") as tr:
         t0 = time.perf_counter()
         report = evaluation.evaluate(cfg, data, baseline, baseline_pseudo, isim, isim_pseudo, device, rw_pseudo)
-        report["seconds"] = round(time.perf_counter() - t0, 1)
+        report.seconds = round(time.perf_counter() - t0, 1)
         evaluation.write_outputs(report, metrics, report_path, plots)
         tr.log_evaluation(report)
         if figure is not None:
             grid = fig5(cfg, data, baseline_pseudo, isim_pseudo, rw_pseudo)
             write_jpeg(figure, grid, quality=90)
             tr.log_image(grid, "fig5.jpg")
-        s = report.get("summary", {})
+        s = report.summary
         if "baseline_miou" in s:
             log.info("pseudo-mask mIoU on train: baseline %.2f, baseline+CRF %.2f, ISIM %.2f, ISIM+CRF %.2f "
                      "(gain %+.2f)%s", s["baseline_miou"], s["baseline_crf_miou"], s["isim_miou"], s["isim_crf_miou"],

@@ -9,7 +9,7 @@ from pathlib import Path
 from isim import distributed
 from isim.config import Config
 from isim.data.prepared import Prepared
-from isim.pseudo.choice import choose
+from isim.pseudo.choice import Choice, choose
 from isim.run_layout import final_checkpoint
 from isim.stages import recovery_for, train_stage
 from isim.training.supervised import train_segmenter
@@ -33,26 +33,25 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
             init_from = final_checkpoint(isim_checkpoints)
             log.info("the final segmenter's encoder starts from %s", init_from)
     if masks is not None:
-        trained_on = {"key": "given", "name": str(masks), "masks": str(masks), "holdout_miou": None,
-                      "why": "--masks"}
+        choice = Choice.given(masks)
     else:
         assert isim_pseudo is not None and rw_pseudo is not None
         choice = choose(isim_pseudo, rw_pseudo, cfg.segmenter.masks)
-        masks, trained_on = Path(choice.masks), choice.to_dict()
+        masks = Path(choice.masks)
         log.info("the final segmenter trains on %s (%s): %s", choice.name, masks, choice.why)
     if distributed.is_main():
         checkpoint.unlink(missing_ok=True)
     recovery = recovery_for(cfg, data, recovery_dir, masks)
 
     def after(tr, result) -> None:
-        tr.log_params({"trained_on": trained_on["name"], "trained_on_why": trained_on["why"]})
-        if trained_on["holdout_miou"] is not None:
-            tr.log_metrics({"trained_on_holdout_miou": trained_on["holdout_miou"]})
+        tr.log_params({"trained_on": choice.name, "trained_on_why": choice.why})
+        if choice.holdout_miou is not None:
+            tr.log_metrics({"trained_on_holdout_miou": choice.holdout_miou})
 
     summary = train_stage(cfg, "train_segmenter", lambda on_epoch, tr: train_segmenter(
-        cfg, data, masks, checkpoint, on_epoch=on_epoch, trained_on=trained_on, recovery=recovery,
+        cfg, data, masks, checkpoint, on_epoch=on_epoch, trained_on=choice.to_dict(), recovery=recovery,
         init_from=init_from), ("epoch", "loss", "skipped_images"), metrics, plots, recovery, prefix="segmenter_",
         after=after, summarize=lambda result: {
-            "trained_on": trained_on["name"], "trained_on_holdout_miou": trained_on["holdout_miou"],
+            "trained_on": choice.name, "trained_on_holdout_miou": choice.holdout_miou,
             "encoder_from": str(init_from) if init_from is not None else "encoder section"})
     log.info("trained the final segmenter: %s", summary)
