@@ -80,7 +80,7 @@ def seeds_report(results: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("report", nargs="?", default=str(Project().arg("evaluate", "--report")))
+    ap.add_argument("report", nargs="?", help="an evaluation report (default: this project's, from dvc.yaml)")
     ap.add_argument("--seeds", type=int, default=0, help="run seeds 0..K-1 instead of reading one report")
     ap.add_argument("--jobs", type=int, default=1, help="seeds at a time, the cores split between them")
     ap.add_argument("--params", default="params.yaml")
@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
     a = ap.parse_args()
     if not a.seeds:
-        print_table(Path(a.report))
+        print_table(Path(a.report) if a.report else Project().arg("evaluate", "--report"))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     base = overridden(yaml.safe_load(Path(a.params).read_text()), parse_sets(a.set))

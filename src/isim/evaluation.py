@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,13 +18,15 @@ from isim import metrics
 from isim import run_layout as layout
 from isim.config import Config, CrfCfg
 from isim.data.prepared import Prepared
-from isim.inference import Candidate, ModelChoice, Predictor
 from isim.io import DataError, read_image, write_csv, write_json, write_text
 from isim.mask_scores import MaskSetSummary, Score
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
 from isim.pseudo.masks import Truth
+
+if TYPE_CHECKING:  # the inference code runs only where a segmenter is scored (not in the evaluate stage)
+    from isim.inference import Candidate, ModelChoice
 
 
 @dataclass
@@ -253,6 +255,7 @@ def evaluate_segmenter(checkpoint: Path, data: Prepared, split: str, device: tor
     flip, equal-size images batched), and after dense CRF when ``crf`` (in ``workers`` processes
     while the model segments the next images). ``subset``: those ids are also scored on their
     own (``report["subset"]``), in the same pass."""
+    from isim.inference import Predictor
     ids = data.ids(split)
     if not data.has_masks or not ids:
         return SegmenterReport(split, len(ids), note="no ground-truth masks on this split: nothing to score")
@@ -310,6 +313,7 @@ def best_round(isim_pseudo: Path) -> tuple[int, float | None]:
 def pick_model(segmenter: Candidate, isim: Candidate | None) -> ModelChoice:
     """What `isim predict` uses by default: the model with the higher val mIoU (before CRF), the
     final segmenter when ISIM's round was not scored."""
+    from isim.inference import ModelChoice
     if isim is None or isim.miou is None or segmenter.miou is None:
         return ModelChoice(segmenter.name, segmenter.checkpoint, segmenter.miou,
                            "the final segmenter (no val mIoU to compare it with an ISIM round)")
