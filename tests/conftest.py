@@ -184,3 +184,10 @@ def browser_dom(url: str, tmp: Path, budget_ms: int = 15000) -> str:
 
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (setup.sh installs "
                                                               "Debian's chromium where it runs as root)")
+
+
+def real_photos_params(folder: Path) -> dict:
+    """params.yaml after `isim params pipelines/real-photos.yaml` in ``folder``, as a user gets it."""
+    shutil.copy(REPO / "params.yaml", folder / "params.yaml")
+    run([bin_path("isim"), "--params", "params.yaml", "params", str(REPO / "pipelines/real-photos.yaml")], folder)
+    return yaml.safe_load((folder / "params.yaml").read_text())

@@ -7,10 +7,11 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from conftest import free_port
 
 PASSWORD = "isim-test-secret"
 USER = "isim"
@@ -23,16 +24,10 @@ def _bin(name: str) -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LocalPostgres:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="isim-pg-", dir="/tmp"))
-        self.port = _free_port()
+        self.port = free_port()
         self.as_user: list[str] = []
         if os.geteuid() == 0:
             shutil.chown(self.root, "nobody")

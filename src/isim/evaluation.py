@@ -196,11 +196,12 @@ def compact(report: EvaluationReport) -> dict:
         out["seconds"] = report.seconds
     for name, part in (("baseline", report.baseline), ("isim", report.isim)):
         out[name] = {f"{split}_classification": c for split, c in part.classification.items()}
-    if report.rounds:
-        out["rounds"] = {layout.round_name(r.round or i): {
+    scored = [(r.round or i, r.raw, r.crf) for i, r in enumerate(report.rounds, 1)
+              if r.raw is not None and r.crf is not None]
+    if scored:
+        out["rounds"] = {layout.round_name(i): {
             "isim": raw.miou, "isim_crf": crf.miou, "precision": raw.precision, "recall": raw.recall,
-            "crf_precision": crf.precision, "crf_recall": crf.recall}
-            for i, r in enumerate(report.rounds, 1) for raw, crf in [_scored(r, Path(f"round {i}"))]}
+            "crf_precision": crf.precision, "crf_recall": crf.recall} for i, raw, crf in scored}
     return out
 
 

@@ -7,15 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from conftest import COCO_SAMPLE, HORSE_SAMPLE, MSRC_SAMPLE, REPO, bin_path, dvc_project, run
+from conftest import COCO_SAMPLE, HORSE_SAMPLE, MSRC_SAMPLE, bin_path, dvc_project, real_photos_params, run
 from isim.config import merged
 from isim.inference import Predictor
 from isim.io import read_image, read_label_png
 
-PRESET = REPO / "pipelines/real-photos.yaml"
 TINY = {  # the preset's code paths at seconds-scale: small images, one ISIM round, no tracking server
     "crf_freq": 1,
     "data": {"own": {"max_side": 96, "val_fraction": 0.3}},
@@ -32,17 +30,10 @@ TINY = {  # the preset's code paths at seconds-scale: small images, one ISIM rou
 }
 
 
-def _preset_params(tmp_path) -> dict:
-    """params.yaml after `isim params pipelines/real-photos.yaml`, as a user gets it."""
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    run([bin_path("isim"), "--params", "params.yaml", "params", str(PRESET)], tmp_path)
-    return yaml.safe_load((tmp_path / "params.yaml").read_text())
-
-
 @pytest.fixture(scope="module")
 def photo_repo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("photos")
-    params = merged(_preset_params(tmp), TINY)
+    params = merged(real_photos_params(tmp), TINY)
     repo = dvc_project(tmp / "repo", params)
     shutil.copytree(MSRC_SAMPLE / "images", repo / "raw/msrc/images")
     shutil.copytree(MSRC_SAMPLE / "masks", repo / "raw/msrc/masks")

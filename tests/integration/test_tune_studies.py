@@ -15,10 +15,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import bin_path, dvc_project, run, tiny_params
+from conftest import bin_path, dvc_project, free_port, run, tiny_params
 from pg import PASSWORD, LocalPostgres
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +109,7 @@ def test_two_workers_share_one_budget_and_a_rerun_continues(backend, tmp_path, t
 
 
 def _dashboard_serves(storage: Path, study_name: str) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([bin_path("optuna-dashboard"), str(storage), "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/api/studies"
@@ -132,13 +130,6 @@ def _dashboard_serves(storage: Path, study_name: str) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 LONG = {"train": {"epochs": 10}, "rounds": {"warmup_epochs": 1},

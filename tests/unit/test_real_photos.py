@@ -1,40 +1,13 @@
-"""The real-photo pipeline as a user runs it, shrunk: MSRC photos (class-index masks) and horse
-photos (figure/ground masks) through `isim params pipelines/real-photos.yaml` and `dvc repro` with
-the offline pretrained encoder; then the fully supervised ceiling, the ImageNet-only anchor, and
-`isim predict` on photos the model has never seen, with the model the last run validated best."""
-import shutil
+"""The real-photo preset as `isim params` applies it, and the real-photo benchmark's report and
+target verdicts on recorded figures (the runs themselves: tests/integration/test_real_photos_runs.py)."""
 
-import yaml
 
-from conftest import REPO, benchmark, bin_path, run
+from conftest import benchmark, real_photos_params
 from isim.config import from_dict
-
-PRESET = REPO / "pipelines/real-photos.yaml"
-TINY = {  # the preset's code paths at seconds-scale: small images, one ISIM round, no tracking server
-    "crf_freq": 1,
-    "data": {"own": {"max_side": 96, "val_fraction": 0.3}},
-    "transform": {"resize_long": [64, 96], "crop": 64},
-    "cam": {"scales": [1.0]},
-    "model": {"decoder_channels": 16},
-    "train": {"epochs": 2, "batch_size": 4},
-    "rounds": {"warmup_epochs": 1},
-    "affinity": {"radius": 3, "feature_channels": 32, "epochs": 1, "batch_size": 4},
-    "segmenter": {"decoder_channels": 16, "epochs": 1, "batch_size": 4, "scales": [1.0]},
-    "runtime": {"crf_workers": 0},
-    "eval": {"thresholds": [0.3], "grid_images": 2},
-    "tracking": {"enabled": False},
-}
-
-
-def _preset_params(tmp_path) -> dict:
-    """params.yaml after `isim params pipelines/real-photos.yaml`, as a user gets it."""
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    run([bin_path("isim"), "--params", "params.yaml", "params", str(PRESET)], tmp_path)
-    return yaml.safe_load((tmp_path / "params.yaml").read_text())
 
 
 def test_the_preset_applies_onto_params_yaml(tmp_path):
-    cfg = from_dict(_preset_params(tmp_path))
+    cfg = from_dict(real_photos_params(tmp_path))
     assert cfg.encoder.backbone == "efficientnet_lite0" and cfg.encoder.weights == "package"
     assert cfg.encoder.backbone_kwargs == {}  # the slim ResNet's kwargs replaced, not merged
     assert [s.format for _, s in cfg.data.own.sources()] == ["index", "masks"]

@@ -6,22 +6,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from pg import PASSWORD
-
-
-def _env(storage: str | None = None) -> dict:
-    env = {"PGPASSWORD": PASSWORD, "OPTUNA_DISABLE_PROGRESS": "1"}
-    if storage:
-        env["ISIM_TUNE_STORAGE"] = storage
-    return env
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_workers_get_their_own_gpu_round_robin_or_a_share_of_the_cpu_threads(monkeypatch):
     from isim.tuning.launcher import gpus, worker_env

@@ -42,6 +42,17 @@ class CamSettings:
         return cls(cfg.transform, list(cfg.cam.scales), cfg.runtime.cam_batch_size)
 
 
+def final_cams_or_model(keep: bool, isim_checkpoints: Path, isim_pseudo: Path, device: torch.device
+                        ) -> tuple[ISIMNet | None, Path | None]:
+    """Where the chain gets the final ISIM model's CAMs: (None, the last round's kept CAMs) when
+    they were kept (``cam.keep``), else (the final model, None) to compute them."""
+    from isim import run_layout as layout
+    if keep:
+        return None, layout.final_cams(isim_pseudo)
+    from isim.models import load_model
+    return load_model(layout.final_checkpoint(isim_checkpoints), device), None
+
+
 def same_size_batches(items: Iterable[Any], max_batch: int | Callable[[Any], int],
                       rgb: Callable[[Any], np.ndarray] = itemgetter("rgb")) -> Iterator[list[Any]]:
     """Group consecutive inference items of equal size, so small images share a forward pass.

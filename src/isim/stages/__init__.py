@@ -20,13 +20,9 @@ def remove_old_outputs(*dirs: Path) -> None:
 
 def final_cams_or_model(cfg: Any, isim_checkpoints: Path, isim_pseudo: Path, device: Any
                         ) -> tuple[Any, Path | None]:
-    """Where the chain gets the final ISIM model's CAMs: (None, the last round's kept CAMs) with
-    ``cam.keep``, else (the final model, None) to compute them."""
-    from isim import run_layout as layout
-    if cfg.cam.keep:
-        return None, layout.final_cams(isim_pseudo)
-    from isim.models import load_model
-    return load_model(layout.final_checkpoint(isim_checkpoints), device), None
+    """Where the chain gets the final ISIM model's CAMs, as ``cam.keep`` says (pseudo/cam.py)."""
+    from isim.pseudo.cam import final_cams_or_model as found
+    return found(cfg.cam.keep, isim_checkpoints, isim_pseudo, device)
 
 
 def model_example(crop: int):

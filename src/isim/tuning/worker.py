@@ -33,9 +33,9 @@ from isim.config import Config
 from isim.data.prepared import Prepared
 from isim.errors import IsimError
 from isim.mask_scores import MaskSetSummary
-from isim.models import load_affinity, load_model
+from isim.models import load_affinity
 from isim.pseudo import choice, confident, masks
-from isim.pseudo.cam import CamSettings
+from isim.pseudo.cam import CamSettings, final_cams_or_model
 from isim.pseudo.walk import RandomWalk, best_rule
 from isim.runtime import setup
 from isim.training.affinity_pairs import train_affinity
@@ -251,8 +251,8 @@ def chain_scores(tcfg: Config, data: Prepared, tdir: Path, holdout: list[str]) -
     after the trial's ISIM training in ``tdir``: its last round after CRF, and the walk's masks
     before and after CRF, with AffinityNet trained and the walk's rule chosen as the stages do."""
     pseudo, device, ac = tdir / "pseudo", setup(tcfg.runtime), tcfg.affinity
-    model = None if tcfg.cam.keep else load_model(layout.final_checkpoint(tdir / "checkpoints"), device)
-    cam = replace(CamSettings.of(tcfg), source=layout.final_cams(pseudo) if tcfg.cam.keep else None)
+    model, cams = final_cams_or_model(tcfg.cam.keep, tdir / "checkpoints", pseudo, device)
+    cam = replace(CamSettings.of(tcfg), source=cams)
     confident.generate(model, data, data.ids("train"), tdir / "affinity", cam, tcfg.crf, ac.fg_threshold,
                              ac.bg_threshold, device, tcfg.runtime.crf_workers)
     train_affinity(tcfg, data, tdir / "affinity", tdir / "affinity.pt")
