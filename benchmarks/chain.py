@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from isim import settings
+
 
 def measure(project: Path, label: str, sets: dict, work: Path, reuse_labels: Path | None) -> dict:
 
@@ -30,7 +32,6 @@ def measure(project: Path, label: str, sets: dict, work: Path, reuse_labels: Pat
     from isim.models import load_model
     from isim.project import Project
     from isim.pseudo import confident, masks
-    from isim.pseudo.cam import CamSettings
     from isim.pseudo.walk import RandomWalk, score_rules
     from isim.run_layout import final_checkpoint, holdout_scores, rounds_of
     from isim.runtime import setup
@@ -52,23 +53,23 @@ def measure(project: Path, label: str, sets: dict, work: Path, reuse_labels: Pat
     labels = reuse_labels or work / "affinity"
     if reuse_labels is None:
         ac = cfg.affinity
-        s = confident.generate(model, data, data.ids("train"), labels, CamSettings.of(cfg), cfg.crf,
+        s = confident.generate(model, data, data.ids("train"), labels, settings.cams(cfg), cfg.crf,
                                      ac.fg_threshold, ac.bg_threshold, device, cfg.runtime.crf_workers)
         out["labels"] = {k: s.get(k) for k in ("labelled_share", "fg_share", "bg_share", "fg_precision",
                                                "bg_precision")}
     out["labels_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     probe = PairProbe(data, holdout, cfg.transform, cfg.affinity.radius, cfg.affinity.cell_purity)
-    result = train_affinity(cfg, data, labels, work / "affinity.pt", probe=probe)
+    result = train_affinity(*settings.affinity(cfg), data, labels, work / "affinity.pt", probe=probe)
     out["affinity_epochs"] = [{k: v for k, v in r.items() if k.startswith(("pair_", "epoch", "loss"))}
                               for r in result.history]
     out["affinity_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     walker = RandomWalk(result.model.eval(), cfg.transform, cfg.affinity.radius, cfg.random_walk, device)
-    rules = score_rules(model, data, holdout, walker, CamSettings.of(cfg), cfg.runtime.crf_workers, device)
+    rules = score_rules(model, data, holdout, walker, settings.cams(cfg), cfg.runtime.crf_workers, device)
     out["rules"] = [r.__dict__ for r in rules]
     best = next(r for r in walker.rules if r.name == rules[0].rule)
-    s = masks.score(model, data, holdout, masks.MaskSettings.of(cfg), device, "walk holdout", walker.with_rule(best))
+    s = masks.score(model, data, holdout, settings.masks(cfg), device, "walk holdout", walker.with_rule(best))
     out["walk_holdout"] = {"rule": best.name, "raw": s.raw_miou, "crf": s.crf_miou}
     out["walk_s"] = round(time.perf_counter() - t0, 1)
     return out

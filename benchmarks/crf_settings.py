@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from isim import settings
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,7 +41,7 @@ def main() -> None:
     model = load_model(a.checkpoint or paths.arg("train_baseline", "--checkpoint"))
     items = [(it["rgb"], maps, keys, read_label_png(data.mask_path(it["id"]), data.n_classes))
              for it, maps, keys, _ in camlib.dataset_cams(model, data, data.ids("train")[: a.images],
-                                                          camlib.CamSettings.of(cfg), torch.device("cpu"))]
+                                                          settings.cams(cfg), torch.device("cpu"))]
     n = data.n_classes
 
     def score(threshold: float, crf: DenseCRF | None) -> str:

@@ -22,9 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+
+from isim import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +76,6 @@ def one(root: Path, workers: int, preset: str = "", device_name: str = "cpu") ->
     from isim.config import from_dict, with_preset
     from isim.data.prepared import Prepared
     from isim.models import build_model, model_spec
-    from isim.pseudo import cam as camlib
     from isim.pseudo import masks as pseudo
     from isim.runtime import keep_freed_memory
     keep_freed_memory()  # as every stage does (runtime.setup)
@@ -87,9 +89,9 @@ def one(root: Path, workers: int, preset: str = "", device_name: str = "cpu") ->
     torch.manual_seed(0)
     model = build_model(model_spec(cfg.encoder, cfg.model, data.n_classes)).to(device)
     ids = data.ids("train")
-    settings = pseudo.MaskSettings(camlib.CamSettings.of(cfg), cfg.threshold, cfg.crf, workers)
-    pseudo.generate(model, data, ids[:16], tmp / "warm", settings, device)
-    s = pseudo.generate(model, data, ids, tmp / "out", settings, device)
+    made = replace(settings.masks(cfg), workers=workers)
+    pseudo.generate(model, data, ids[:16], tmp / "warm", made, device)
+    s = pseudo.generate(model, data, ids, tmp / "out", made, device)
     usage = resource.getrusage
     peak_kb = usage(resource.RUSAGE_SELF).ru_maxrss + usage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = {"images": len(ids), "workers": workers, "images_per_s": s.images_per_s, "peak_mb": peak_kb / 1024}
@@ -110,7 +112,7 @@ def cpu_seconds(model, data, ids: list[str], cfg, device: torch.device) -> dict:
         items = []
         clock = time.perf_counter if device.type == "cuda" else time.process_time
         t0 = clock()
-        for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, camlib.CamSettings.of(cfg), device,
+        for item, maps, keys, _ in camlib.dataset_cams(model, data, ids, settings.cams(cfg), device,
                                                        "CAMs alone"):
             items.append((item["rgb"], maps, keys))
         return (clock() - t0) / len(ids), items

@@ -79,9 +79,9 @@ def main() -> None:
     print_reference()
     import yaml
 
+    from isim import settings
     from isim.config import from_dict, merged, overridden, parse_sets, with_preset
     from isim.data.prepared import Prepared
-    from isim.models import model_spec
     from isim.runtime import resolve_device
     from isim.training.baseline import cam_engine
     raw = with_preset(yaml.safe_load((ROOT / "params.yaml").read_text()),
@@ -92,7 +92,6 @@ def main() -> None:
     cfg = from_dict(overridden(raw, parse_sets(a.set)))
     device = resolve_device(a.device)
     data = Prepared.open(make_data(a.batch * (a.steps + 1)))
-    spec = model_spec(cfg.encoder, cfg.model, data.n_classes)
 
     def timed(step) -> float:
         torch.manual_seed(0)
@@ -109,12 +108,12 @@ def main() -> None:
             torch.cuda.synchronize()
         return seen / (time.perf_counter() - t0)
 
-    trainer = cam_engine(cfg, data, spec, device)
+    trainer = cam_engine(*settings.isim(cfg)[:2], data)
     trainer.dataset.set_pseudo(data.root / "SegmentationClass")
     # this project's step: the engine's (AMP dtype, channels_last, GradScaler as configured)
     ours = timed(trainer.step)
 
-    trainer = cam_engine(cfg, data, spec, device)  # the same model, data and loader, official-style step
+    trainer = cam_engine(*settings.isim(cfg)[:2], data)  # the same model, data and loader, official-style step
     trainer.dataset.set_pseudo(data.root / "SegmentationClass")
     model = trainer.model.to(memory_format=torch.contiguous_format)
     opt = PolySGD(model.param_groups(cfg.lr_encoder, cfg.lr_decoder, cfg.lr_classifier), cfg.lr_encoder,

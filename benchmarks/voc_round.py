@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from isim import settings
+
 ROOT = Path(__file__).resolve().parents[1]
 VOC_TRAIN_AUG = 10582
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -39,7 +41,7 @@ def main() -> None:
     cfg = from_dict(raw)
     data = Prepared.open(make_data(a.images))
     out = Path(tempfile.mkdtemp())
-    result = train_isim(cfg, data, out / "checkpoints", out / "pseudo")
+    result = train_isim(*settings.isim(cfg), data, out / "checkpoints", out / "pseudo")
     epoch_s = float(result.history[-1]["seconds"]) / a.images
     regen = result.rounds[-1]
     regen_s = 1.0 / float(regen.images_per_s)

@@ -16,7 +16,7 @@ import torch
 
 from isim import metrics
 from isim import run_layout as layout
-from isim.config import Config, CrfCfg
+from isim.config import CrfCfg
 from isim.data.prepared import Prepared
 from isim.io import DataError, read_image, write_csv, write_json, write_text
 from isim.mask_scores import MaskSetSummary, Score
@@ -91,28 +91,40 @@ class SweepScorer:
         return [metrics.confusion(keys[camlib.to_mask(maps, keys, t)], gt, self.truth.n) for t in self.thresholds]
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """How a CAM model is scored: its CAMs' settings, the ``eval.thresholds`` its masks are swept
+    over, the worker processes that score them, and whether the CAMs of its masks were kept
+    (``cam.keep``: read them instead of running the model again)."""
+
+    cam: camlib.CamSettings
+    thresholds: tuple[float, ...]
+    workers: int
+    kept: bool
+
+
 @torch.no_grad()
-def sweep_and_accuracy(model: ISIMNet, data: Prepared, cfg: Config, device: torch.device,
+def sweep_and_accuracy(model: ISIMNet, data: Prepared, sweep: Sweep, device: torch.device,
                        train_cams: Path | None = None) -> CamReport:
     """CAM mIoU (no CRF) at every eval threshold on train; classification accuracy on train/val.
     ``train_cams``: the model's CAMs of the train images, kept when its masks were made."""
     n = data.n_classes
-    thresholds = tuple(cfg.eval.thresholds)
+    thresholds = sweep.thresholds
     confs = [np.zeros((n, n), np.int64) for _ in thresholds]
     out = CamReport()
     for split in ("train", "val"):
         ids = data.ids(split)
         if not ids:
             continue
-        cam = camlib.CamSettings.of(cfg)
-        sweep = split == "train" and data.has_masks
+        cam = sweep.cam
+        swept = split == "train" and data.has_masks
         if split == "train" and train_cams is not None:
             cam = replace(cam, source=train_cams)
-        elif not sweep:  # accuracy alone: the scale-1.0 logits
+        elif not swept:  # accuracy alone: the scale-1.0 logits
             cam = replace(cam, scales=[1.0])
-        task = SweepScorer(thresholds, Truth(data if sweep else None))
+        task = SweepScorer(thresholds, Truth(data if swept else None))
         logits, targets = [], []
-        for found, lg, label in camlib.map_cams(model, data, ids, cam, device, task, cfg.runtime.crf_workers,
+        for found, lg, label in camlib.map_cams(model, data, ids, cam, device, task, sweep.workers,
                                                 f"evaluate {split}"):
             logits.append(lg)
             targets.append(label)
@@ -133,15 +145,15 @@ def fig5_columns(baseline_pseudo: Path, isim_pseudo: Path, rw_pseudo: Path | Non
     return cols + ([("ISIM+RW", layout.crf_dir(rw_pseudo))] if rw_pseudo is not None else [])
 
 
-def evaluate(cfg: Config, data: Prepared, baseline_model: ISIMNet, baseline_pseudo: Path,
+def evaluate(sweep: Sweep, data: Prepared, baseline_model: ISIMNet, baseline_pseudo: Path,
              isim_model: ISIMNet, isim_pseudo: Path, device: torch.device,
              rw_pseudo: Path | None = None) -> EvaluationReport:
     """The comparison: CAM baseline vs ISIM rounds (and the random walk of the final round's
     CAMs when ``rw_pseudo`` is given), pseudo masks before (raw) and after CRF, each set's scores
     read from its ``summary.json`` (made from the masks it wrote, against the same ground truth)."""
-    baseline = sweep_and_accuracy(baseline_model, data, cfg, device,
-                                  layout.kept_cams(baseline_pseudo) if cfg.cam.keep else None)
-    isim = sweep_and_accuracy(isim_model, data, cfg, device, layout.final_cams(isim_pseudo) if cfg.cam.keep else None)
+    baseline = sweep_and_accuracy(baseline_model, data, sweep, device,
+                                  layout.kept_cams(baseline_pseudo) if sweep.kept else None)
+    isim = sweep_and_accuracy(isim_model, data, sweep, device, layout.final_cams(isim_pseudo) if sweep.kept else None)
     summary: dict[str, float | None] = {
         f"{name}_{split}_label_acc": part.classification.get(split, {}).get("label_acc")
         for name, part in (("baseline", baseline), ("isim", isim)) for split in ("train", "val")}

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from conftest import tiny_params
+from isim import settings
 from isim.config import CrfCfg, from_dict
 from isim.io import IGNORE, read_label_png
 from isim.models import ModelError, build_model, load_affinity, model_spec
 from isim.models.affinitynet import affinity, affinity_spec, build_affinity, cell_labels, crop_pairs, pair_offsets
 from isim.pseudo import confident, masks, pool
-from isim.pseudo.cam import CamSettings
 from isim.pseudo.crf import DenseCRF
 from isim.pseudo.walk import RandomWalk, Rule, background_channel, candidates, decide, transition, walk
 from isim.training.affinity_pairs import PairProbe, affinity_loss, train_affinity
@@ -84,7 +84,7 @@ def test_affinity_labels_learning_and_walk_on_tiny_data(tiny_data, tiny_cfg, tmp
     device = torch.device("cpu")
     model = build_model(model_spec(tiny_cfg.encoder, tiny_cfg.model, tiny_data.n_classes))
     ids = tiny_data.ids("train")
-    summary = confident.generate(model, tiny_data, ids, tmp_path / "aff", CamSettings.of(tiny_cfg),
+    summary = confident.generate(model, tiny_data, ids, tmp_path / "aff", settings.cams(tiny_cfg),
                                        tiny_cfg.crf, tiny_cfg.affinity.fg_threshold, tiny_cfg.affinity.bg_threshold,
                                        device)
     assert summary["images"] == len(ids) and 0 < summary["labelled_share"] <= 1
@@ -92,7 +92,7 @@ def test_affinity_labels_learning_and_walk_on_tiny_data(tiny_data, tiny_cfg, tmp
         lab = read_label_png(tmp_path / "aff" / f"{id_}.png", tiny_data.n_classes)
         assert set(np.unique(lab)) <= {0, IGNORE, *tiny_data.labels[id_]}
     cfg = from_dict(tiny_params(affinity={"epochs": 6, "lr": 0.05}))
-    result = train_affinity(cfg, tiny_data, tmp_path / "aff", tmp_path / "affinity.pt")
+    result = train_affinity(*settings.affinity(cfg), tiny_data, tmp_path / "aff", tmp_path / "affinity.pt")
     losses = [r["loss"] for r in result.history]
     assert losses[-1] < losses[0]
     net = load_affinity(tmp_path / "affinity.pt")
@@ -102,7 +102,7 @@ def test_affinity_labels_learning_and_walk_on_tiny_data(tiny_data, tiny_cfg, tmp
     with pytest.raises(ModelError, match="not an AffinityNet"):
         load_affinity(tmp_path / "isim.pt")
     walker = RandomWalk(net, cfg.transform, cfg.affinity.radius, cfg.random_walk, device)
-    rw = masks.generate(model, tiny_data, ids, tmp_path / "rw", masks.MaskSettings.of(cfg), device, propagate=walker)
+    rw = masks.generate(model, tiny_data, ids, tmp_path / "rw", settings.masks(cfg), device, propagate=walker)
     assert rw.images == len(ids) and rw.raw is not None and rw.crf is not None
     for id_ in ids:
         m = read_label_png(tmp_path / "rw" / "crf" / f"{id_}.png", tiny_data.n_classes)
@@ -174,7 +174,7 @@ def test_the_walk_never_labels_object_where_walked_background_wins(tiny_data, ti
     walker = RandomWalk(net, cfg.transform, cfg.affinity.radius, cfg.random_walk, device)
     model = build_model(model_spec(cfg.encoder, cfg.model, tiny_data.n_classes))
     from isim.pseudo.cam import dataset_cams
-    for item, maps, keys, _ in dataset_cams(model, tiny_data, tiny_data.ids("train")[:3], CamSettings.of(cfg),
+    for item, maps, keys, _ in dataset_cams(model, tiny_data, tiny_data.ids("train")[:3], settings.cams(cfg),
                                             device, None):
         scores = walker(item, maps)
         assert scores.shape == (len(keys), *maps.shape[1:])

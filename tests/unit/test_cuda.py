@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from conftest import bin_path, run, tiny_params
+from isim import settings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -20,7 +21,7 @@ def test_isim_trains_on_the_gpu_with_mixed_precision_and_channels_last(tiny_data
     from isim.training.isim import train_isim
     cfg = from_dict(tiny_params(runtime={"device": "cuda", "crf_workers": 0}, train={"epochs": 3, "amp": True}))
     assert amp_dtype(True, torch.device("cuda")) in (torch.bfloat16, torch.float16)
-    out = train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps")
+    out = train_isim(*settings.isim(cfg), tiny_data, tmp_path / "ck", tmp_path / "ps")
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in out.history)
     assert len(out.rounds) == 3 and out.rounds[-1].images == 12
     assert next(out.model.parameters()).is_cuda
@@ -35,9 +36,9 @@ def test_gpu_pseudo_labels_match_the_cpu_within_a_few_pixels(tiny_data, tmp_path
     torch.manual_seed(0)
     model = build_model(model_spec(cfg.encoder, cfg.model, tiny_data.n_classes))
     ids = tiny_data.ids("train")
-    settings = masks.MaskSettings.of(cfg)
-    cpu = masks.generate(model, tiny_data, ids, None, settings, torch.device("cpu"))
-    gpu = masks.generate(model.cuda(), tiny_data, ids, None, settings, torch.device("cuda"))
+    made = settings.masks(cfg)
+    cpu = masks.generate(model, tiny_data, ids, None, made, torch.device("cpu"))
+    gpu = masks.generate(model.cuda(), tiny_data, ids, None, made, torch.device("cuda"))
     assert gpu.crf.miou == pytest.approx(cpu.crf.miou, abs=0.5)
 
 

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from isim import settings
 from isim.io import DataError
 from isim.models import build_model, model_spec
 from isim.pseudo import masks
-from isim.pseudo.cam import CamSettings, dataset_cams, load_cams
+from isim.pseudo.cam import dataset_cams, load_cams
 from isim.run_layout import final_cams
 
 CPU = torch.device("cpu")
@@ -22,7 +23,7 @@ def model(tiny_data, tiny_cfg):
 
 def test_kept_cams_read_back_as_they_were_computed(tiny_data, tiny_cfg, model, tmp_path):
     ids = tiny_data.ids("train")[:5]
-    cam = replace(CamSettings.of(tiny_cfg), scales=[1.0, 0.5])
+    cam = replace(settings.cams(tiny_cfg), scales=[1.0, 0.5])
     computed = list(dataset_cams(model, tiny_data, ids, replace(cam, keep=tmp_path / "cams"), CPU, None))
     read = list(dataset_cams(None, tiny_data, ids, replace(cam, source=tmp_path / "cams"), CPU, None))
     assert [it["id"] for it, *_ in read] == ids
@@ -37,7 +38,7 @@ def test_kept_cams_read_back_as_they_were_computed(tiny_data, tiny_cfg, model, t
 
 def test_kept_cams_refuse_other_scales_a_missing_image_and_a_broken_file(tiny_data, tiny_cfg, model, tmp_path):
     ids = tiny_data.ids("train")[:2]
-    cam = replace(CamSettings.of(tiny_cfg), scales=[1.0], keep=tmp_path)
+    cam = replace(settings.cams(tiny_cfg), scales=[1.0], keep=tmp_path)
     list(dataset_cams(model, tiny_data, ids, cam, CPU, None))
     with pytest.raises(DataError, match=rf"{ids[0]}\.npz: made at scales \[1\.0\], asked for \[1\.0, 2\.0\]"):
         load_cams(tmp_path, ids[0], [1.0, 2.0])
@@ -47,16 +48,16 @@ def test_kept_cams_refuse_other_scales_a_missing_image_and_a_broken_file(tiny_da
     with pytest.raises(DataError, match=rf"{ids[1]}\.npz: not a CAM file"):
         load_cams(tmp_path, ids[1], [1.0])
     with pytest.raises(ValueError, match="no model and no kept CAMs"):
-        next(dataset_cams(None, tiny_data, ids, CamSettings.of(tiny_cfg), CPU, None))
+        next(dataset_cams(None, tiny_data, ids, settings.cams(tiny_cfg), CPU, None))
 
 
 def test_masks_from_kept_cams_match_the_model_s_in_worker_processes(tiny_data, tiny_cfg, model, tmp_path):
     """The pool path (each worker reads its own chunks) gives the masks the model gives."""
     ids = tiny_data.ids("train")
-    settings = replace(masks.MaskSettings.of(tiny_cfg), workers=2)
-    kept = replace(settings, cam=replace(settings.cam, keep=tmp_path / "cams"))
+    made = replace(settings.masks(tiny_cfg), workers=2)
+    kept = replace(made, cam=replace(made.cam, keep=tmp_path / "cams"))
     fresh = masks.generate(model, tiny_data, ids, tmp_path / "a", kept, CPU)
-    read = replace(settings, cam=replace(settings.cam, source=tmp_path / "cams"))
+    read = replace(made, cam=replace(made.cam, source=tmp_path / "cams"))
     again = masks.generate(None, tiny_data, ids, tmp_path / "b", read, CPU)
     assert sorted(p.stem for p in (tmp_path / "cams").glob("*.npz")) == sorted(ids)
     assert fresh.raw is not None and again.raw is not None and fresh.crf is not None and again.crf is not None
@@ -80,7 +81,7 @@ def test_without_keep_the_chain_computes_the_cams_from_the_final_model(tiny_data
     from isim.training.isim import train_isim
 
     cfg = from_dict(tiny_params(cam={"keep": False}))
-    train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps")
+    train_isim(*settings.isim(cfg), tiny_data, tmp_path / "ck", tmp_path / "ps")
     assert not list((tmp_path / "ps").glob("round_*/cams"))
     model, cams = final_cams_or_model(cfg, tmp_path / "ck", tmp_path / "ps", CPU)
     assert model is not None and cams is None

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from conftest import COCO_SAMPLE
+from isim import settings
 from isim.config import CrfCfg
 from isim.io import read_image, read_label_png
 from isim.models import build_model, model_spec
@@ -70,9 +71,9 @@ def test_pool_and_sequential_write_identical_rounds(tiny_data, tiny_cfg, tmp_pat
     torch.manual_seed(0)
     model = build_model(model_spec(tiny_cfg.encoder, None, tiny_data.n_classes))
     ids = tiny_data.ids("train")
-    settings = pseudo.MaskSettings.of(tiny_cfg)
-    seq = pseudo.generate(model, tiny_data, ids, tmp_path / "seq", replace(settings, workers=0), torch.device("cpu"))
-    par = pseudo.generate(model, tiny_data, ids, tmp_path / "par", replace(settings, workers=2), torch.device("cpu"))
+    made = settings.masks(tiny_cfg)
+    seq = pseudo.generate(model, tiny_data, ids, tmp_path / "seq", replace(made, workers=0), torch.device("cpu"))
+    par = pseudo.generate(model, tiny_data, ids, tmp_path / "par", replace(made, workers=2), torch.device("cpu"))
     for id_ in ids:
         for kind in ("raw", "crf"):
             a = read_label_png(tmp_path / "seq" / kind / f"{id_}.png")

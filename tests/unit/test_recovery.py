@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import tiny_params
+from isim import settings
 
 
 class Interrupted(Exception):
@@ -40,7 +41,7 @@ def _equal_runs(a: dict, b: dict, a_ck: Path, b_ck: Path) -> None:
 def test_a_run_stopped_after_an_epoch_continues_there_and_ends_as_an_uninterrupted_one(tiny_data, tmp_path, caplog):
     from isim.training.isim import train_isim
     cfg = _cfg()
-    full = train_isim(cfg, tiny_data, tmp_path / "full_ck", tmp_path / "full_ps")
+    full = train_isim(*settings.isim(cfg), tiny_data, tmp_path / "full_ck", tmp_path / "full_ps")
     rec = _recovery(cfg, tiny_data, tmp_path / "recovery")
 
     def stop_after_3(h):
@@ -48,12 +49,13 @@ def test_a_run_stopped_after_an_epoch_continues_there_and_ends_as_an_uninterrupt
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps", recovery=rec, on_epoch=stop_after_3)
+        train_isim(*settings.isim(cfg), tiny_data, tmp_path / "ck", tmp_path / "ps", recovery=rec,
+                   on_epoch=stop_after_3)
     shutil.rmtree(tmp_path / "ck")  # DVC removes a stage's outputs before running it again
     shutil.rmtree(tmp_path / "ps")
     epochs_run = []
     with caplog.at_level(logging.INFO, logger="isim.training"):
-        again = train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps", recovery=rec,
+        again = train_isim(*settings.isim(cfg), tiny_data, tmp_path / "ck", tmp_path / "ps", recovery=rec,
                            on_epoch=lambda h: epochs_run.append(h["epoch"]))
     assert "3 epochs and 2 rounds done, continuing at epoch 4" in caplog.text
     assert epochs_run == [1, 2, 3, 4]  # epochs 1-3 replayed to the tracker, epoch 4 trained
@@ -70,12 +72,12 @@ def test_a_recovery_state_of_other_params_is_refused(tiny_data, tmp_path, caplog
         raise Interrupted
 
     with pytest.raises(Interrupted):
-        train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps", recovery=rec, on_epoch=stop)
+        train_isim(*settings.isim(cfg), tiny_data, tmp_path / "ck", tmp_path / "ps", recovery=rec, on_epoch=stop)
     assert (tmp_path / "recovery" / "state.pt").is_file()
     other = _cfg(threshold=0.3)
     epochs_run = []
     with caplog.at_level(logging.WARNING, logger="isim.training.recovery"):
-        train_isim(other, tiny_data, tmp_path / "ck2", tmp_path / "ps2",
+        train_isim(*settings.isim(other), tiny_data, tmp_path / "ck2", tmp_path / "ps2",
                    recovery=_recovery(other, tiny_data, tmp_path / "recovery"),
                    on_epoch=lambda h: epochs_run.append(h["epoch"]))
     assert "recovery state of a run with other params; not reused" in caplog.text
@@ -86,11 +88,16 @@ def test_a_recovery_state_of_other_params_is_refused(tiny_data, tmp_path, caplog
 def test_the_segmenter_and_affinitynet_continue_after_their_last_epoch(model, tiny_data, tmp_path, caplog):
     from isim.training.affinity_pairs import train_affinity
     from isim.training.supervised import train_segmenter
-    train = {"segmenter": train_segmenter, "affinity": train_affinity}[model]
+    fn = {"segmenter": train_segmenter, "affinity": train_affinity}[model]
     cfg = _cfg(**{model: {"epochs": 3}})
+    args = getattr(settings, model)(cfg)  # what its stage passes
+
+    def train(*rest, **kwargs):
+        return fn(*args, *rest, **kwargs)
+
     masks = tmp_path / "masks"
     shutil.copytree(tiny_data.root / "SegmentationClass", masks)
-    full = train(cfg, tiny_data, masks, tmp_path / "full.pt")
+    full = train(tiny_data, masks, tmp_path / "full.pt")
     rec = _recovery(cfg, tiny_data, tmp_path / "recovery", masks)
 
     def stop_after_2(h):
@@ -98,10 +105,10 @@ def test_the_segmenter_and_affinitynet_continue_after_their_last_epoch(model, ti
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        train(cfg, tiny_data, masks, tmp_path / "again.pt", on_epoch=stop_after_2, recovery=rec)
+        train(tiny_data, masks, tmp_path / "again.pt", on_epoch=stop_after_2, recovery=rec)
     epochs_run = []
     with caplog.at_level(logging.INFO, logger="isim.training.engine"):
-        again = train(cfg, tiny_data, masks, tmp_path / "again.pt", recovery=rec,
+        again = train(tiny_data, masks, tmp_path / "again.pt", recovery=rec,
                       on_epoch=lambda h: epochs_run.append(h["epoch"]))
     assert "2 epochs done, continuing at epoch 3" in caplog.text
     assert epochs_run == [1, 2, 3]
@@ -114,7 +121,7 @@ def test_the_segmenter_and_affinitynet_continue_after_their_last_epoch(model, ti
     (masks / sorted(os.listdir(masks))[0]).write_bytes((masks / sorted(os.listdir(masks))[1]).read_bytes())
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="isim.training.recovery"):
-        train(cfg, tiny_data, masks, tmp_path / "other.pt", recovery=_recovery(cfg, tiny_data, rec.root, masks),
+        train(tiny_data, masks, tmp_path / "other.pt", recovery=_recovery(cfg, tiny_data, rec.root, masks),
               on_epoch=lambda h: epochs_run.append(h["epoch"]))
     assert "recovery state of a run with other data; not reused" in caplog.text
     assert epochs_run[3:] == [1, 2, 3]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import tiny_params
+from isim import settings
 from isim.config import from_dict
 from isim.evaluation import evaluate_segmenter
 from isim.inference import Predictor, latest_checkpoint, predict
@@ -28,7 +29,7 @@ def test_segmenter_learns_from_masks_and_is_scored_on_val(tiny_data, tmp_path):
                                            "scales": [1.0]}))
     masks = tiny_data.root / "SegmentationClass"
     ck = tmp_path / "checkpoints" / "segmenter.pt"
-    result = train_segmenter(cfg, tiny_data, masks, ck)
+    result = train_segmenter(*settings.segmenter(cfg), tiny_data, masks, ck)
     losses = [r["loss"] for r in result.history]
     assert losses[-1] < losses[0]
     report = evaluate_segmenter(ck, tiny_data, "val", torch.device("cpu"), crf=True, scales=[1.0])
@@ -36,7 +37,7 @@ def test_segmenter_learns_from_masks_and_is_scored_on_val(tiny_data, tmp_path):
     untrained = tmp_path / "untrained.pt"
     cfg0 = from_dict(tiny_params(segmenter={"epochs": 1, "decoder_channels": 16, "lr_encoder": 1e-9,
                                             "lr_decoder": 1e-9}))
-    train_segmenter(cfg0, tiny_data, masks, untrained)
+    train_segmenter(*settings.segmenter(cfg0), tiny_data, masks, untrained)
     before = evaluate_segmenter(untrained, tiny_data, "val", torch.device("cpu"), crf=False, scales=[1.0])
     assert report.raw.miou > before.raw.miou
     assert latest_checkpoint(ck, tmp_path / "isim", tmp_path / "none.json")[0] == ck
@@ -55,7 +56,7 @@ def test_segmenter_learns_from_masks_and_is_scored_on_val(tiny_data, tmp_path):
 def segmenter_ck(tiny_data, tmp_path_factory):
     cfg = from_dict(tiny_params(segmenter={"epochs": 1, "decoder_channels": 16, "scales": [1.0]}))
     ck = tmp_path_factory.mktemp("seg") / "segmenter.pt"
-    train_segmenter(cfg, tiny_data, tiny_data.root / "SegmentationClass", ck)
+    train_segmenter(*settings.segmenter(cfg), tiny_data, tiny_data.root / "SegmentationClass", ck)
     return ck
 
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_params
+from isim import settings
 from isim.config import from_dict
 from isim.io import write_label_png
 from isim.models import ModelError, build_model, model_spec
@@ -38,10 +39,9 @@ def test_segmentation_loss_truly_skips_all_background_images():
 def test_poly_lr_is_torchs_and_keeps_real_momentum(tiny_data):
     """torch's PolynomialLR gives the closed form base_lr * (1 - t / T) ** power at every step
     (the sequence the project's own scheduler produced), per parameter group."""
-    from isim.runtime import resolve_device
     from isim.training.baseline import cam_engine
     cfg = from_dict(tiny_params(train={"epochs": 2, "poly_power": 0.9}))
-    tr = cam_engine(cfg, tiny_data, model_spec(cfg.encoder, cfg.model, tiny_data.n_classes), resolve_device("cpu"))
+    tr = cam_engine(*settings.isim(cfg)[:2], tiny_data)
     opt, sched = tr.opt, tr.sched
     assert isinstance(sched, torch.optim.lr_scheduler.PolynomialLR)
     assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["weight_decay"] == 1e-4
@@ -71,7 +71,7 @@ def _tiny(tmp_path, **over):
 
 def test_isim_rounds_write_addressable_outputs(tiny_data, tmp_path):
     cfg = _tiny(tmp_path)
-    r = train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "pseudo")
+    r = train_isim(*settings.isim(cfg), tiny_data, tmp_path / "ck", tmp_path / "pseudo")
     # warm-up 1 epoch, regenerate every epoch after it (crf_freq 1), plus the final model's round
     assert len(r.rounds) == 3
     ids = tiny_data.ids("train")
@@ -95,8 +95,8 @@ def test_isim_rounds_write_addressable_outputs(tiny_data, tmp_path):
 
 def test_cpu_training_is_deterministic(tiny_data, tmp_path):
     cfg = _tiny(tmp_path, train={"epochs": 2})
-    a = train_baseline(cfg, tiny_data, tmp_path / "a.pt").history
-    b = train_baseline(cfg, tiny_data, tmp_path / "b.pt").history
+    a = train_baseline(*settings.baseline(cfg), tiny_data, tmp_path / "a.pt").history
+    b = train_baseline(*settings.baseline(cfg), tiny_data, tmp_path / "b.pt").history
     assert [h["loss"] for h in a] == [h["loss"] for h in b]
     sa = torch.load(tmp_path / "a.pt", weights_only=True)["model"]
     sb = torch.load(tmp_path / "b.pt", weights_only=True)["model"]
@@ -106,7 +106,7 @@ def test_cpu_training_is_deterministic(tiny_data, tmp_path):
 def test_nan_loss_stops_naming_the_epoch(tiny_data, tmp_path):
     cfg = _tiny(tmp_path, lr_encoder=1e12, lr_classifier=1e12, train={"epochs": 3})
     with pytest.raises(TrainingError, match=r"epoch \d: loss is (nan|inf)"):
-        train_baseline(cfg, tiny_data, tmp_path / "ck.pt")
+        train_baseline(*settings.baseline(cfg), tiny_data, tmp_path / "ck.pt")
 
 
 def test_all_background_pseudo_masks_stop_naming_the_round(tiny_data, tmp_path, monkeypatch):
@@ -123,12 +123,12 @@ def test_all_background_pseudo_masks_stop_naming_the_round(tiny_data, tmp_path, 
 
     monkeypatch.setattr(pseudo, "generate", blank)
     with pytest.raises(TrainingError, match=r"round 1 \(after epoch 1\): 12 of 12 pseudo masks are all background"):
-        train_isim(_tiny(tmp_path), tiny_data, tmp_path / "ck", tmp_path / "ps")
+        train_isim(*settings.isim(_tiny(tmp_path)), tiny_data, tmp_path / "ck", tmp_path / "ps")
 
 
 def test_resume_from_a_round_equals_an_uninterrupted_run(tiny_data, tmp_path):
     cfg = _tiny(tmp_path, train={"epochs": 4}, rounds={"warmup_epochs": 1})
-    full = train_isim(cfg, tiny_data, tmp_path / "full_ck", tmp_path / "full_ps")
+    full = train_isim(*settings.isim(cfg), tiny_data, tmp_path / "full_ck", tmp_path / "full_ps")
     import shutil
     shutil.copytree(tmp_path / "full_ck", tmp_path / "ck")
     shutil.copytree(tmp_path / "full_ps", tmp_path / "ps")
@@ -136,7 +136,8 @@ def test_resume_from_a_round_equals_an_uninterrupted_run(tiny_data, tmp_path):
         (tmp_path / "ck" / f"round_{r:02d}.pt").unlink()
         shutil.rmtree(tmp_path / "ps" / f"round_{r:02d}", ignore_errors=True)
     (tmp_path / "ps" / "round_03").mkdir()
-    resumed = train_isim(cfg, tiny_data, tmp_path / "ck", tmp_path / "ps", resume=tmp_path / "ck" / "round_02.pt")
+    resumed = train_isim(*settings.isim(cfg), tiny_data, tmp_path / "ck", tmp_path / "ps",
+                         resume=tmp_path / "ck" / "round_02.pt")
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
     assert len(resumed.rounds) == len(full.rounds) == 4
     a = torch.load(tmp_path / "full_ck" / "round_04.pt", weights_only=True)["model"]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from isim.config import Config, TransformCfg
+from isim.config import TransformCfg
 from isim.data.prepared import Prepared
 from isim.io import DataError, atomic_path, read_image
 from isim.models.net import ISIMNet
@@ -36,10 +36,6 @@ class CamSettings:
     batch_size: int = 8
     keep: Path | None = None
     source: Path | None = None
-
-    @classmethod
-    def of(cls, cfg: Config) -> CamSettings:
-        return cls(cfg.transform, list(cfg.cam.scales), cfg.runtime.cam_batch_size)
 
 
 def final_cams_or_model(keep: bool, isim_checkpoints: Path, isim_pseudo: Path, device: torch.device

@@ -19,7 +19,7 @@ import torch
 
 from isim import distributed, metrics
 from isim import run_layout as layout
-from isim.config import Config, CrfCfg
+from isim.config import CrfCfg
 from isim.data.prepared import Prepared
 from isim.io import DataError, read_label_png, write_json, write_label_png
 from isim.mask_scores import HoldoutScore, MaskSetSummary, Score
@@ -87,12 +87,6 @@ class MaskSettings:
     threshold: float
     crf: CrfCfg
     workers: int = 0
-
-    @classmethod
-    def of(cls, cfg: Config, threshold: float | None = None) -> MaskSettings:
-        """From params.yaml; ``threshold`` replaces its ``threshold`` (the random walk's bg_threshold)."""
-        return cls(camlib.CamSettings.of(cfg), cfg.threshold if threshold is None else threshold, cfg.crf,
-                   cfg.runtime.crf_workers)
 
 
 def generate(model: ISIMNet | None, data: Prepared, ids: list[str], out: str | Path | None, settings: MaskSettings,

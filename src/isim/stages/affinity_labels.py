@@ -5,10 +5,10 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from isim import settings
 from isim.config import Config
 from isim.data.prepared import Prepared
 from isim.pseudo import confident
-from isim.pseudo.cam import CamSettings
 from isim.runtime import setup
 from isim.stages import final_cams_or_model, remove_old_outputs
 from isim.tracking import stage_run
@@ -23,7 +23,7 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, isim_pseudo: Path, 
     remove_old_outputs(out)
     with stage_run(cfg, "affinity_labels") as tr:
         ac = cfg.affinity
-        cam = replace(CamSettings.of(cfg), source=cams)
+        cam = replace(settings.cams(cfg), source=cams)
         summary = confident.generate(model, data, data.ids("train"), out, cam, cfg.crf,
                                            ac.fg_threshold, ac.bg_threshold, device, cfg.runtime.crf_workers)
         tr.log_metrics({k: summary[k] for k in ("labelled_share", "fg_share", "bg_share", "fg_precision",

@@ -5,7 +5,7 @@ import logging
 import time
 from pathlib import Path
 
-from isim import evaluation
+from isim import evaluation, settings
 from isim.config import Config
 from isim.data.prepared import Prepared
 from isim.io import write_jpeg
@@ -35,7 +35,8 @@ def run(cfg: Config, data_dir: Path, baseline_checkpoint: Path, baseline_pseudo:
     isim = load_model(final_checkpoint(isim_checkpoints), device)
     with stage_run(cfg, "evaluate") as tr:
         t0 = time.perf_counter()
-        report = evaluation.evaluate(cfg, data, baseline, baseline_pseudo, isim, isim_pseudo, device, rw_pseudo)
+        report = evaluation.evaluate(settings.sweep(cfg), data, baseline, baseline_pseudo, isim, isim_pseudo, device,
+                                     rw_pseudo)
         report.seconds = round(time.perf_counter() - t0, 1)
         evaluation.write_outputs(report, metrics, report_path, plots)
         tr.log_evaluation(report)

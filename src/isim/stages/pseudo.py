@@ -6,7 +6,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from isim import distributed
+from isim import distributed, settings
 from isim.config import Config
 from isim.data.prepared import Prepared
 from isim.models import load_model
@@ -27,10 +27,10 @@ def run(cfg: Config, checkpoint: Path, data_dir: Path, split: str, out: Path, st
         remove_old_outputs(out)
     distributed.barrier()
     with stage_run(cfg, stage) as tr:
-        settings = masks.MaskSettings.of(cfg)
+        made = settings.masks(cfg)
         if cfg.cam.keep:  # the CAMs kept for evaluate's threshold sweep
-            settings = replace(settings, cam=replace(settings.cam, keep=cams_dir(out)))
-        summary = masks.generate(model, data, data.ids(split), out, settings, device)
+            made = replace(made, cam=replace(made.cam, keep=cams_dir(out)))
+        summary = masks.generate(model, data, data.ids(split), out, made, device)
         tr.log_round(1, out, summary, data)
     log.info("pseudo labels %s -> %s: %s", checkpoint, out,
              summary.mious() or summary.images)

@@ -10,6 +10,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from isim import settings
 from isim.config import Config
 from isim.data.prepared import Prepared
 from isim.io import write_json
@@ -32,25 +33,25 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, isim_pseudo: Path, 
     walker = RandomWalk(load_affinity(affinity_checkpoint, device), cfg.transform, cfg.affinity.radius,
                         cfg.random_walk, device)
     # the walk's scores carry their own background: the threshold is the rule's value, for the record
-    settings = masks.MaskSettings.of(cfg, threshold=walker.rule.value)
-    settings = replace(settings, cam=replace(settings.cam, source=cams))
+    made = settings.masks(cfg, threshold=walker.rule.value)
+    made = replace(made, cam=replace(made.cam, source=cams))
     holdout = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction) if data.has_masks else []
     remove_old_outputs(out)
     with stage_run(cfg, "random_walk") as tr:
         rules = None
         if holdout:
-            walker, rules = best_rule(model, data, holdout, walker, settings.cam, settings.workers, device)
-            settings = replace(settings, threshold=walker.rule.value)
+            walker, rules = best_rule(model, data, holdout, walker, made.cam, made.workers, device)
+            made = replace(made, threshold=walker.rule.value)
             for i, r in enumerate(rules):
                 log.info("walk rule %-16s holdout mIoU %.2f (precision %.1f, recall %.1f)%s", r.rule, r.miou,
                          r.precision, r.recall, "  <- chosen" if i == 0 else "")
         elif len(walker.rules) > 1:
             log.warning("no holdout images with ground truth: the walk uses its first rule (%s) unchosen",
                         walker.rule.name)
-        summary = masks.generate(model, data, data.ids("train"), out, settings, device, "random walk", walker)
+        summary = masks.generate(model, data, data.ids("train"), out, made, device, "random walk", walker)
         summary.rule, summary.rules = walker.rule.name, rules
         if holdout:
-            summary.holdout = masks.score(model, data, holdout, settings, device, "random walk holdout", walker)
+            summary.holdout = masks.score(model, data, holdout, made, device, "random walk holdout", walker)
         write_json(summary_path(out), summary.to_json())
         tr.log_round(1, out, summary, data)
         if rules:

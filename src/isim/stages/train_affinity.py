@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from isim import distributed
+from isim import distributed, settings
 from isim.config import Config
 from isim.data.prepared import Prepared
 from isim.stages import recovery_for, train_stage
@@ -25,7 +25,7 @@ def run(cfg: Config, data_dir: Path, labels: Path, checkpoint: Path, metrics: Pa
     probe = PairProbe(data, holdout, cfg.transform, cfg.affinity.radius, cfg.affinity.cell_purity) if holdout else None
     pair_keys = ("pair_acc_bg", "pair_acc_fg", "pair_acc_neg") if probe else ()
     summary = train_stage(cfg, "train_affinity", lambda on_epoch, tr: train_affinity(
-        cfg, data, labels, checkpoint, on_epoch=on_epoch, recovery=recovery, probe=probe),
+        *settings.affinity(cfg), data, labels, checkpoint, on_epoch=on_epoch, recovery=recovery, probe=probe),
         ("epoch", "loss", "bg_pos", "fg_pos", "neg", *pair_keys), metrics, plots, recovery, prefix="affinity_",
         summarize=lambda result: {k: result.history[-1][k] for k in pair_keys if k in result.history[-1]})
     log.info("trained AffinityNet: %s", summary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from isim import distributed
+from isim import distributed, settings
 from isim.config import Config
 from isim.data.prepared import Prepared
 from isim.stages import model_example, recovery_for, train_stage, warn_if_photo_sized
@@ -22,8 +22,8 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
         checkpoint.unlink(missing_ok=True)
     recovery = recovery_for(cfg, data, recovery_dir)
     summary = train_stage(
-        cfg, "train_baseline", lambda on_epoch, tr: train_baseline(cfg, data, checkpoint, recovery=recovery,
-                                                                   on_epoch=on_epoch),
+        cfg, "train_baseline", lambda on_epoch, tr: train_baseline(
+            *settings.baseline(cfg), data, checkpoint, recovery=recovery, on_epoch=on_epoch),
         PLOT_KEYS, metrics, plots, recovery,
         summarize=lambda result: {"final_train_label_acc": result.history[-1]["train_label_acc"]},
         after=lambda tr, result: tr.log_model(result.model, "baseline_model", model_example(cfg.transform.crop)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from isim import distributed
+from isim import distributed, settings
 from isim.config import Config
 from isim.data.prepared import Prepared
 from isim.stages import model_example, recovery_for, remove_old_outputs, train_stage, warn_if_photo_sized
@@ -38,8 +38,8 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
     holdout = data.holdout_ids(cfg.holdout.split, cfg.holdout.fraction) if data.has_masks else None
     summary = train_stage(
         cfg, "train_isim", lambda on_epoch, tr: train_isim(
-            cfg, data, checkpoints, pseudo, resume=resume, holdout=holdout, recovery=recovery, on_epoch=on_epoch,
-            on_round=lambda r, d, s: tr.log_round(r, d, s, data)),
+            *settings.isim(cfg), data, checkpoints, pseudo, resume=resume, holdout=holdout, recovery=recovery,
+            on_epoch=on_epoch,            on_round=lambda r, d, s: tr.log_round(r, d, s, data)),
         PLOT_KEYS, metrics, plots, recovery, summarize=summarize, headline=True,
         after=lambda tr, result: tr.log_model(result.model, "isim_model", model_example(cfg.transform.crop)))
     log.info("trained ISIM: %s", summary)

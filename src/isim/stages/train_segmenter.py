@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from isim import distributed
+from isim import distributed, settings
 from isim.config import Config
 from isim.data.prepared import Prepared
 from isim.pseudo.choice import Choice, choose
@@ -49,8 +49,9 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
             tr.log_metrics({"trained_on_holdout_miou": choice.holdout_miou})
 
     summary = train_stage(cfg, "train_segmenter", lambda on_epoch, tr: train_segmenter(
-        cfg, data, masks, checkpoint, on_epoch=on_epoch, trained_on=choice.to_dict(), recovery=recovery,
-        init_from=init_from), ("epoch", "loss", "skipped_images"), metrics, plots, recovery, prefix="segmenter_",
+        *settings.segmenter(cfg), data, masks, checkpoint, on_epoch=on_epoch, trained_on=choice.to_dict(),
+        recovery=recovery, init_from=init_from),
+        ("epoch", "loss", "skipped_images"), metrics, plots, recovery, prefix="segmenter_",
         after=after, summarize=lambda result: {
             "trained_on": choice.name, "trained_on_holdout_miou": choice.holdout_miou,
             "encoder_from": str(init_from) if init_from is not None else "encoder section"})

@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 from isim import distributed
-from isim.config import Config, TransformCfg
+from isim.config import AffinityCfg, EncoderCfg, TransformCfg
 from isim.data.datasets import TrainDataset, normalize
 from isim.data.prepared import Prepared
 from isim.io import IGNORE, read_image, read_label_png
 from isim.models.affinitynet import AffinityNet, affinity, affinity_spec, build_affinity, cell_labels, crop_pairs
 from isim.models.spec import ModelSpec
-from isim.runtime import seed_everything, setup
-from isim.training.engine import Engine, Settings, Step, Task, TrainingResult
+from isim.runtime import seed_everything
+from isim.training.engine import Job, Step, Task, TrainingResult
 from isim.training.recovery import Recovery
 
 
@@ -124,22 +124,20 @@ class PairProbe:
         return out
 
 
-def train_affinity(cfg: Config, data: Prepared, labels_dir: Path, checkpoint: Path,
-                   on_epoch: Callable[[dict], None] | None = None, recovery: Recovery | None = None,
-                   probe: PairProbe | None = None) -> TrainingResult:
+def train_affinity(job: Job, affinity: AffinityCfg, encoder: EncoderCfg, data: Prepared, labels_dir: Path,
+                   checkpoint: Path, on_epoch: Callable[[dict], None] | None = None,
+                   recovery: Recovery | None = None, probe: PairProbe | None = None) -> TrainingResult:
     """Train AffinityNet on the affinity labels in ``labels_dir``; save ``checkpoint``. With a
     ``probe``, every epoch's record carries its pair accuracies on the ground truth."""
-    seed_everything(cfg.seed)
-    device = setup(cfg.runtime)
-    ac, enc = cfg.affinity, cfg.encoder
+    seed_everything(job.settings.seed)
+    ac, enc, device = affinity, encoder, job.device
     spec = affinity_spec(enc.backbone, enc.backbone_kwargs, enc.output_stride, ac.feature_channels)
     model = build_affinity(spec, enc.pretrained, enc.weights).to(device)
-    dataset = TrainDataset(data, data.ids("train"), cfg.transform, seed=cfg.seed)
+    dataset = TrainDataset(data, data.ids("train"), job.transform, seed=job.settings.seed)
     dataset.set_pseudo(labels_dir)
-    engine = Engine(AffinityTask(model, spec, ac.lr, ac.radius, ac.cell_purity),
-                    Settings.of(cfg, ac.epochs, ac.batch_size), dataset, device, cfg.to_dict())
+    engine = job.engine(AffinityTask(model, spec, ac.lr, ac.radius, ac.cell_purity), dataset)
     t_start = time.perf_counter()
     engine.fit(on_epoch, recovery, measure=(lambda: probe(model, device)) if probe is not None else None)
     if distributed.is_main():
-        engine.save(checkpoint, ac.epochs)
+        engine.save(checkpoint, job.settings.epochs)
     return TrainingResult(engine.history, time.perf_counter() - t_start, engine.model)

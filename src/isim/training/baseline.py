@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from isim import distributed
-from isim.config import Config
+from isim.config import EncoderCfg, ModelCfg
 from isim.data.datasets import TrainDataset
 from isim.data.prepared import Prepared
 from isim.models import ModelSpec, build_model, model_spec
 from isim.models.net import ISIMNet, Output
-from isim.runtime import seed_everything, setup
-from isim.training.engine import Engine, Settings, Step, Task, TrainingResult, segmentation_loss
+from isim.runtime import seed_everything
+from isim.training.engine import Engine, Job, Step, Task, TrainingResult, segmentation_loss
 from isim.training.recovery import Recovery
 
 
@@ -64,23 +65,35 @@ class CamTask(Task):
                     {"seg_skipped_images": skipped}, out.logits)
 
 
-def cam_engine(cfg: Config, data: Prepared, spec: ModelSpec, device: torch.device) -> Engine:
-    """The engine of the CAM baseline (``spec`` without a decoder) or ISIM on the train split."""
-    model = build_model(spec, cfg.encoder.pretrained, cfg.encoder.weights).to(device)
-    dataset = TrainDataset(data, data.ids("train"), cfg.transform, seed=cfg.seed)
-    # the baseline has no decoder: it neither reads nor depends on lr_decoder
-    lr_decoder = cfg.lr_decoder if model.decoder is not None else 0.0
-    task = CamTask(model, spec, dataset, cfg.lr_encoder, lr_decoder, cfg.lr_classifier)
-    return Engine(task, Settings.of(cfg, cfg.train.epochs, cfg.train.batch_size), dataset, device, cfg.to_dict())
+@dataclass(frozen=True)
+class CamNet:
+    """The CAM baseline's net (``model`` None: no decoder) or ISIM's, and the learning rates of
+    its encoder, decoder and classifier (params.yaml's ``encoder``, ``model``, ``lr_*``)."""
+
+    encoder: EncoderCfg
+    model: ModelCfg | None
+    lr_encoder: float
+    lr_decoder: float
+    lr_classifier: float
 
 
-def train_baseline(cfg: Config, data: Prepared, checkpoint: Path, on_epoch: Callable[[dict], None] | None = None,
-                   recovery: Recovery | None = None) -> TrainingResult:
-    """Train for ``train.epochs`` and save ``checkpoint``."""
-    seed_everything(cfg.seed)
-    engine = cam_engine(cfg, data, model_spec(cfg.encoder, None, data.n_classes), setup(cfg.runtime))
+def cam_engine(job: Job, net: CamNet, data: Prepared) -> Engine:
+    """The engine of the CAM baseline or ISIM on the train split."""
+    spec = model_spec(net.encoder, net.model, data.n_classes)
+    model = build_model(spec, net.encoder.pretrained, net.encoder.weights).to(job.device)
+    dataset = TrainDataset(data, data.ids("train"), job.transform, seed=job.settings.seed)
+    task = CamTask(model, spec, dataset, net.lr_encoder, net.lr_decoder, net.lr_classifier)
+    return job.engine(task, dataset)
+
+
+def train_baseline(job: Job, net: CamNet, data: Prepared, checkpoint: Path,
+                   on_epoch: Callable[[dict], None] | None = None, recovery: Recovery | None = None
+                   ) -> TrainingResult:
+    """Train for the job's epochs and save ``checkpoint``."""
+    seed_everything(job.settings.seed)
+    engine = cam_engine(job, net, data)
     t0 = time.perf_counter()
     engine.fit(on_epoch, recovery, round=0)  # the records' columns are ISIM's
     if distributed.is_main():
-        engine.save(checkpoint, cfg.train.epochs)
+        engine.save(checkpoint, job.settings.epochs)
     return TrainingResult(engine.history, time.perf_counter() - t0, engine.model)

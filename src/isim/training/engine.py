@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from isim import distributed, metrics, runtime
-from isim.config import Config
+from isim.config import TransformCfg
 from isim.data.datasets import TrainDataset
 from isim.errors import IsimError
 from isim.io import IGNORE
@@ -148,9 +148,9 @@ class Hooks:
 
 @dataclass(frozen=True)
 class Settings:
-    """What the engine reads from params.yaml, built once by the stage: the model's own
-    ``epochs`` and ``batch_size`` (train, affinity or segmenter) and the shared optimisation
-    (``train``), BatchNorm (``encoder.freeze_bn``) and runtime settings."""
+    """What the engine reads from params.yaml, built once by the stage (isim/settings.py): the
+    model's own ``epochs`` and ``batch_size`` (train, affinity or segmenter) and the shared
+    optimisation (``train``), BatchNorm (``encoder.freeze_bn``) and runtime settings."""
 
     seed: int
     epochs: int
@@ -165,11 +165,19 @@ class Settings:
     channels_last: bool
     compile: bool
 
-    @classmethod
-    def of(cls, cfg: Config, epochs: int, batch_size: int) -> Settings:
-        tc, rt = cfg.train, cfg.runtime
-        return cls(cfg.seed, epochs, batch_size, tc.momentum, tc.weight_decay, tc.poly_power, tc.amp, tc.sync_bn,
-                   cfg.encoder.freeze_bn, rt.loader_workers, rt.channels_last, rt.compile)
+
+@dataclass(frozen=True)
+class Job:
+    """What every training run gets from its stage: the engine's settings, the device (runtime
+    already applied), the images' transform and the whole params (saved in its checkpoints)."""
+
+    settings: Settings
+    device: torch.device
+    transform: TransformCfg
+    params: dict[str, Any]
+
+    def engine(self, task: Task, dataset: TrainDataset) -> Engine:
+        return Engine(task, self.settings, dataset, self.device, self.params)
 
 
 class Engine:

@@ -18,20 +18,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from isim import distributed
 from isim import run_layout as layout
-from isim.config import Config
 from isim.data.prepared import Prepared
 from isim.io import write_json
 from isim.mask_scores import MaskSetSummary
-from isim.models import model_spec
 from isim.models.net import ISIMNet
 from isim.pseudo import masks
-from isim.runtime import seed_everything, setup
-from isim.training.baseline import cam_engine
-from isim.training.engine import Engine, Hooks, TrainingError, TrainingResult
+from isim.runtime import seed_everything
+from isim.training.baseline import CamNet, cam_engine
+from isim.training.engine import Engine, Hooks, Job, TrainingError, TrainingResult
 from isim.training.recovery import Recovery
 
 log = logging.getLogger(__name__)
@@ -66,21 +62,32 @@ class Schedule:
         return False
 
 
+@dataclass(frozen=True)
+class RoundSettings:
+    """How ISIM's rounds are made: each round's pseudo labels (``masks``), when they are due
+    (``schedule``, a fresh copy per run), when a round fails (``max_bad``: the share of
+    all-background masks) and whether the final round keeps its CAMs for the chain."""
+
+    masks: masks.MaskSettings
+    schedule: Schedule
+    max_bad: float
+    keep_cams: bool
+
+
 class Rounds(Hooks):
     """ISIM's rounds inside the engine's epoch loop: before an epoch the schedule says is due, the
     model's own CAMs become the next pseudo labels (threshold + CRF) and the dataset trains on
     them; the rounds so far are part of the recovery state."""
 
-    def __init__(self, engine: Engine, cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
-                 device: torch.device, holdout: list[str] | None, recovery: Recovery | None,
+    def __init__(self, engine: Engine, settings: RoundSettings, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
+                 holdout: list[str] | None, recovery: Recovery | None,
                  on_round: Callable[[int, Path, MaskSetSummary], None] | None):
-        rc = cfg.rounds
-        self.engine, self.data, self.device = engine, data, device
+        self.engine, self.data, self.device = engine, data, engine.device
         self.ckpt_dir, self.pseudo_root = ckpt_dir, pseudo_root
         self.holdout, self.recovery, self.on_round = holdout, recovery, on_round
-        self.settings = masks.MaskSettings.of(cfg)  # how every round's pseudo labels are made
-        self.keep_cams, self.epochs, self.max_bad = cfg.cam.keep, cfg.train.epochs, rc.max_bad_pseudo
-        self.schedule = Schedule(rc.warmup_epochs, cfg.crf_freq, rc.regen, rc.converge_tol, rc.converge_patience)
+        self.settings = settings.masks  # how every round's pseudo labels are made
+        self.keep_cams, self.epochs, self.max_bad = settings.keep_cams, engine.settings.epochs, settings.max_bad
+        self.schedule = replace(settings.schedule)
         self.done: list[MaskSetSummary] = []
         self.skip_epoch = 0  # a resumed checkpoint's round is made already: not again before this epoch
 
@@ -166,8 +173,8 @@ class Rounds(Hooks):
         engine.dataset.set_pseudo(layout.crf_dir(out))
 
 
-def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
-               on_epoch: Callable[[dict], None] | None = None,
+def train_isim(job: Job, net: CamNet, rounds_settings: RoundSettings, data: Prepared, ckpt_dir: Path,
+               pseudo_root: Path, on_epoch: Callable[[dict], None] | None = None,
                on_round: Callable[[int, Path, MaskSetSummary], None] | None = None,
                resume: Path | None = None, holdout: list[str] | None = None,
                recovery: Recovery | None = None) -> TrainingResult:
@@ -175,13 +182,13 @@ def train_isim(cfg: Config, data: Prepared, ckpt_dir: Path, pseudo_root: Path,
     finished epoch of a killed run (both give the same result as an uninterrupted run). Every
     round also scores the pseudo masks of the ``holdout`` ids (``summary.holdout``, the
     tuning objective) without training on them."""
-    seed_everything(cfg.seed)
-    device = setup(cfg.runtime)
-    engine = cam_engine(cfg, data, model_spec(cfg.encoder, cfg.model, data.n_classes), device)
-    rounds = Rounds(engine, cfg, data, ckpt_dir, pseudo_root, device, holdout, recovery, on_round)
+    seed_everything(job.settings.seed)
+    engine = cam_engine(job, net, data)
+    rounds = Rounds(engine, rounds_settings, data, ckpt_dir, pseudo_root, holdout, recovery, on_round)
     start = rounds.resume(resume) if resume is not None else 1
     t_start = time.perf_counter()
     engine.fit(on_epoch, recovery, hooks=rounds, start=start)
-    if not (rounds.done and rounds.done[-1].after_epoch == cfg.train.epochs):
-        rounds.regenerate(cfg.train.epochs)  # the final model's pseudo labels: the run's result
+    epochs = job.settings.epochs
+    if not (rounds.done and rounds.done[-1].after_epoch == epochs):
+        rounds.regenerate(epochs)  # the final model's pseudo labels: the run's result
     return TrainingResult(engine.history, time.perf_counter() - t_start, engine.model, rounds.done)

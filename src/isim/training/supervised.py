@@ -11,14 +11,14 @@ from typing import Any
 import torch
 
 from isim import distributed
-from isim.config import Config
+from isim.config import EncoderCfg, SegmenterCfg
 from isim.data.datasets import TrainDataset
 from isim.data.prepared import Prepared
 from isim.models import ModelError, ModelSpec, checkpoint_spec, read_checkpoint
 from isim.models.segmenter import Segmenter, build_segmenter, segmenter_spec
 from isim.models.spec import ENCODER_KEYS
-from isim.runtime import seed_everything, setup
-from isim.training.engine import Engine, Settings, Step, Task, TrainingResult, segmentation_loss
+from isim.runtime import seed_everything
+from isim.training.engine import Job, Step, Task, TrainingResult, segmentation_loss
 from isim.training.recovery import Recovery
 
 
@@ -48,27 +48,26 @@ def init_encoder(model: Segmenter, spec: ModelSpec, isim_checkpoint: Path) -> No
     model.encoder.load_state_dict(enc)
 
 
-def train_segmenter(cfg: Config, data: Prepared, masks_dir: Path, checkpoint: Path,
-                    on_epoch: Callable[[dict], None] | None = None, trained_on: dict[str, Any] | None = None,
-                    recovery: Recovery | None = None, init_from: Path | None = None) -> TrainingResult:
+def train_segmenter(job: Job, segmenter: SegmenterCfg, encoder: EncoderCfg, data: Prepared, masks_dir: Path,
+                    checkpoint: Path, on_epoch: Callable[[dict], None] | None = None,
+                    trained_on: dict[str, Any] | None = None, recovery: Recovery | None = None,
+                    init_from: Path | None = None) -> TrainingResult:
     """Train on the masks in ``masks_dir`` (train split); save ``checkpoint`` (with ``trained_on``,
     what those masks are). ``init_from``: an ISIM checkpoint whose encoder the segmenter starts
     from (``segmenter.init: isim``)."""
-    seed_everything(cfg.seed)
-    device = setup(cfg.runtime)
-    sc, enc = cfg.segmenter, cfg.encoder
+    seed_everything(job.settings.seed)
+    sc, enc = segmenter, encoder
     spec = segmenter_spec(sc.arch, data.n_classes, enc.backbone, enc.backbone_kwargs, enc.output_stride,
                           sc.decoder_channels)
     model = build_segmenter(spec, enc.pretrained and init_from is None, enc.weights if init_from is None else "")
     if init_from is not None:
         init_encoder(model, spec, init_from)
-    model = model.to(device)
-    dataset = TrainDataset(data, data.ids("train"), cfg.transform, seed=cfg.seed)
+    model = model.to(job.device)
+    dataset = TrainDataset(data, data.ids("train"), job.transform, seed=job.settings.seed)
     dataset.set_pseudo(masks_dir)
-    engine = Engine(SegmenterTask(model, spec, sc.lr_encoder, sc.lr_decoder),
-                    Settings.of(cfg, sc.epochs, sc.batch_size), dataset, device, cfg.to_dict())
+    engine = job.engine(SegmenterTask(model, spec, sc.lr_encoder, sc.lr_decoder), dataset)
     t_start = time.perf_counter()
     engine.fit(on_epoch, recovery)
     if distributed.is_main():
-        engine.save(checkpoint, sc.epochs, trained_on=trained_on)
+        engine.save(checkpoint, job.settings.epochs, trained_on=trained_on)
     return TrainingResult(engine.history, time.perf_counter() - t_start, engine.model)

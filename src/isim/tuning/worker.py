@@ -29,13 +29,14 @@ import torch
 from optuna.trial import TrialState
 
 from isim import run_layout as layout
+from isim import settings
 from isim.config import Config
 from isim.data.prepared import Prepared
 from isim.errors import IsimError
 from isim.mask_scores import MaskSetSummary
 from isim.models import load_affinity
 from isim.pseudo import choice, confident, masks
-from isim.pseudo.cam import CamSettings, final_cams_or_model
+from isim.pseudo.cam import final_cams_or_model
 from isim.pseudo.walk import RandomWalk, best_rule
 from isim.runtime import setup
 from isim.training.affinity_pairs import train_affinity
@@ -233,8 +234,8 @@ class Worker:
                 if layout.summary_path(done).is_file():
                     report(r, layout.read_summary(done))
             trial.set_user_attr("resumed_from", resume.name)
-        result = train_isim(tcfg, self.data, tdir / "checkpoints", pseudo, resume=resume, holdout=self.holdout,
-                            on_round=lambda r, d, s: report(r, s))
+        result = train_isim(*settings.isim(tcfg), self.data, tdir / "checkpoints",
+                            pseudo, resume=resume, holdout=self.holdout, on_round=lambda r, d, s: report(r, s))
         final = result.rounds[-1].holdout
         assert final is not None  # every round of a trial scores the holdout
         if tcfg.tune.objective == "isim":
@@ -252,15 +253,15 @@ def chain_scores(tcfg: Config, data: Prepared, tdir: Path, holdout: list[str]) -
     before and after CRF, with AffinityNet trained and the walk's rule chosen as the stages do."""
     pseudo, device, ac = tdir / "pseudo", setup(tcfg.runtime), tcfg.affinity
     model, cams = final_cams_or_model(tcfg.cam.keep, tdir / "checkpoints", pseudo, device)
-    cam = replace(CamSettings.of(tcfg), source=cams)
+    cam = replace(settings.cams(tcfg), source=cams)
     confident.generate(model, data, data.ids("train"), tdir / "affinity", cam, tcfg.crf, ac.fg_threshold,
                              ac.bg_threshold, device, tcfg.runtime.crf_workers)
-    train_affinity(tcfg, data, tdir / "affinity", tdir / "affinity.pt")
+    train_affinity(*settings.affinity(tcfg), data, tdir / "affinity", tdir / "affinity.pt")
     walker = RandomWalk(load_affinity(tdir / "affinity.pt", device), tcfg.transform, ac.radius, tcfg.random_walk,
                         device)
     walker, _ = best_rule(model, data, holdout, walker, cam, tcfg.runtime.crf_workers, device)
-    settings = replace(masks.MaskSettings.of(tcfg, threshold=walker.rule.value), cam=cam)
-    walked = masks.score(model, data, holdout, settings, device, "random walk holdout", walker)
+    made = replace(settings.masks(tcfg, threshold=walker.rule.value), cam=cam)
+    walked = masks.score(model, data, holdout, made, device, "random walk holdout", walker)
     isim = layout.holdout_scores(layout.rounds_of(pseudo)[-1])
     assert isim is not None  # every round of a trial scores the holdout
     return {"isim_crf": isim.miou("crf"), "rw": walked.raw_miou, "rw_crf": walked.crf_miou}
