@@ -69,7 +69,8 @@ def measure(project: Path, label: str, sets: dict, work: Path, reuse_labels: Pat
     rules = score_rules(model, data, holdout, walker, settings.cams(cfg), cfg.runtime.crf_workers, device)
     out["rules"] = [r.__dict__ for r in rules]
     best = next(r for r in walker.rules if r.name == rules[0].rule)
-    s = masks.score(model, data, holdout, settings.masks(cfg), device, "walk holdout", walker.with_rule(best))
+    s = masks.score(model, data, holdout, settings.masks(cfg, cfg.threshold), device, "walk holdout",
+                    walker.with_rule(best))
     out["walk_holdout"] = {"rule": best.name, "raw": s.raw_miou, "crf": s.crf_miou}
     out["walk_s"] = round(time.perf_counter() - t0, 1)
     return out

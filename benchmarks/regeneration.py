@@ -89,7 +89,7 @@ def one(root: Path, workers: int, preset: str = "", device_name: str = "cpu") ->
     torch.manual_seed(0)
     model = build_model(model_spec(cfg.encoder, cfg.model, data.n_classes)).to(device)
     ids = data.ids("train")
-    made = replace(settings.masks(cfg), workers=workers)
+    made = replace(settings.masks(cfg, cfg.threshold), workers=workers)
     pseudo.generate(model, data, ids[:16], tmp / "warm", made, device)
     s = pseudo.generate(model, data, ids, tmp / "out", made, device)
     usage = resource.getrusage

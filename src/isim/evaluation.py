@@ -24,6 +24,7 @@ from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo import pool
 from isim.pseudo.masks import Truth
+from isim.settings import Sweep
 
 if TYPE_CHECKING:  # the inference code runs only where a segmenter is scored (not in the evaluate stage)
     from isim.inference import Candidate, ModelChoice
@@ -89,18 +90,6 @@ class SweepScorer:
         if gt is None:
             return []
         return [metrics.confusion(keys[camlib.to_mask(maps, keys, t)], gt, self.truth.n) for t in self.thresholds]
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """How a CAM model is scored: its CAMs' settings, the ``eval.thresholds`` its masks are swept
-    over, the worker processes that score them, and whether the CAMs of its masks were kept
-    (``cam.keep``: read them instead of running the model again)."""
-
-    cam: camlib.CamSettings
-    thresholds: tuple[float, ...]
-    workers: int
-    kept: bool
 
 
 @torch.no_grad()

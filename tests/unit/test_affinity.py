@@ -102,7 +102,8 @@ def test_affinity_labels_learning_and_walk_on_tiny_data(tiny_data, tiny_cfg, tmp
     with pytest.raises(ModelError, match="not an AffinityNet"):
         load_affinity(tmp_path / "isim.pt")
     walker = RandomWalk(net, cfg.transform, cfg.affinity.radius, cfg.random_walk, device)
-    rw = masks.generate(model, tiny_data, ids, tmp_path / "rw", settings.masks(cfg), device, propagate=walker)
+    rw = masks.generate(model, tiny_data, ids, tmp_path / "rw", settings.masks(cfg, cfg.threshold), device,
+                        propagate=walker)
     assert rw.images == len(ids) and rw.raw is not None and rw.crf is not None
     for id_ in ids:
         m = read_label_png(tmp_path / "rw" / "crf" / f"{id_}.png", tiny_data.n_classes)

@@ -36,7 +36,7 @@ def test_gpu_pseudo_labels_match_the_cpu_within_a_few_pixels(tiny_data, tmp_path
     torch.manual_seed(0)
     model = build_model(model_spec(cfg.encoder, cfg.model, tiny_data.n_classes))
     ids = tiny_data.ids("train")
-    made = settings.masks(cfg)
+    made = settings.masks(cfg, cfg.threshold)
     cpu = masks.generate(model, tiny_data, ids, None, made, torch.device("cpu"))
     gpu = masks.generate(model.cuda(), tiny_data, ids, None, made, torch.device("cuda"))
     assert gpu.crf.miou == pytest.approx(cpu.crf.miou, abs=0.5)

@@ -54,7 +54,7 @@ def test_kept_cams_refuse_other_scales_a_missing_image_and_a_broken_file(tiny_da
 def test_masks_from_kept_cams_match_the_model_s_in_worker_processes(tiny_data, tiny_cfg, model, tmp_path):
     """The pool path (each worker reads its own chunks) gives the masks the model gives."""
     ids = tiny_data.ids("train")
-    made = replace(settings.masks(tiny_cfg), workers=2)
+    made = replace(settings.masks(tiny_cfg, tiny_cfg.threshold), workers=2)
     kept = replace(made, cam=replace(made.cam, keep=tmp_path / "cams"))
     fresh = masks.generate(model, tiny_data, ids, tmp_path / "a", kept, CPU)
     read = replace(made, cam=replace(made.cam, source=tmp_path / "cams"))

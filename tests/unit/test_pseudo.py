@@ -71,7 +71,7 @@ def test_pool_and_sequential_write_identical_rounds(tiny_data, tiny_cfg, tmp_pat
     torch.manual_seed(0)
     model = build_model(model_spec(tiny_cfg.encoder, None, tiny_data.n_classes))
     ids = tiny_data.ids("train")
-    made = settings.masks(tiny_cfg)
+    made = settings.masks(tiny_cfg, tiny_cfg.threshold)
     seq = pseudo.generate(model, tiny_data, ids, tmp_path / "seq", replace(made, workers=0), torch.device("cpu"))
     par = pseudo.generate(model, tiny_data, ids, tmp_path / "par", replace(made, workers=2), torch.device("cpu"))
     for id_ in ids:

@@ -8,7 +8,7 @@ the evaluation, computed once."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -17,25 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from isim.config import TransformCfg
 from isim.data.prepared import Prepared
 from isim.io import DataError, atomic_path, read_image
 from isim.models.net import ISIMNet
 from isim.pseudo import pool
-
-
-@dataclass(frozen=True)
-class CamSettings:
-    """How a split's CAMs are computed: the images' resizing and normalisation (``transform``),
-    the inference ``scales`` (each with its flip) and how many equal-size images share a pass;
-    ``keep``: a folder to save every computed image's CAMs in; ``source``: a folder of kept CAMs
-    to read instead of running the model (made with the same scales)."""
-
-    transform: TransformCfg
-    scales: list[float] = field(default_factory=lambda: [1.0])
-    batch_size: int = 8
-    keep: Path | None = None
-    source: Path | None = None
+from isim.settings import CamSettings
 
 
 def final_cams_or_model(keep: bool, isim_checkpoints: Path, isim_pseudo: Path, device: torch.device

@@ -24,10 +24,10 @@ from isim.data.prepared import Prepared
 from isim.io import IGNORE, write_json, write_label_png
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
-from isim.pseudo.cam import CamSettings
 from isim.pseudo.crf import DenseCRF
 from isim.pseudo.masks import Truth
 from isim.run_layout import summary_path
+from isim.settings import CamSettings
 
 
 @dataclass(frozen=True)

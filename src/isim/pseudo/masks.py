@@ -19,13 +19,13 @@ import torch
 
 from isim import distributed, metrics
 from isim import run_layout as layout
-from isim.config import CrfCfg
 from isim.data.prepared import Prepared
 from isim.io import DataError, read_label_png, write_json, write_label_png
 from isim.mask_scores import HoldoutScore, MaskSetSummary, Score
 from isim.models.net import ISIMNet
 from isim.pseudo import cam as camlib
 from isim.pseudo.crf import DenseCRF
+from isim.settings import MaskSettings
 
 
 @dataclass(frozen=True)
@@ -76,17 +76,6 @@ class MaskWriter:
             res["conf_crf"] = (metrics.confusion(crf_mask, gt, self.truth.n) if self.crf_on
                                else res["conf_raw"])  # CRF off: the same mask, scored once
         return res
-
-
-@dataclass(frozen=True)
-class MaskSettings:
-    """What a mask set is made with: the CAMs, the ``threshold`` against the constant background
-    score, dense CRF, and the ``workers`` processes that run CRF and PNG encoding."""
-
-    cam: camlib.CamSettings
-    threshold: float
-    crf: CrfCfg
-    workers: int = 0
 
 
 def generate(model: ISIMNet | None, data: Prepared, ids: list[str], out: str | Path | None, settings: MaskSettings,

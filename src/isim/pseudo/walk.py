@@ -38,8 +38,9 @@ from isim.data.prepared import Prepared
 from isim.mask_scores import RuleScore
 from isim.models.affinitynet import AffinityNet, pair_offsets
 from isim.models.net import ISIMNet
-from isim.pseudo.cam import CamSettings, map_cams
+from isim.pseudo.cam import map_cams
 from isim.pseudo.masks import Truth
+from isim.settings import CamSettings
 
 
 @dataclass(frozen=True)

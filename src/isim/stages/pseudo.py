@@ -27,7 +27,7 @@ def run(cfg: Config, checkpoint: Path, data_dir: Path, split: str, out: Path, st
         remove_old_outputs(out)
     distributed.barrier()
     with stage_run(cfg, stage) as tr:
-        made = settings.masks(cfg)
+        made = settings.masks(cfg, cfg.threshold)
         if cfg.cam.keep:  # the CAMs kept for evaluate's threshold sweep
             made = replace(made, cam=replace(made.cam, keep=cams_dir(out)))
         summary = masks.generate(model, data, data.ids(split), out, made, device)

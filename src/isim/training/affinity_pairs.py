@@ -22,7 +22,8 @@ from isim.io import IGNORE, read_image, read_label_png
 from isim.models.affinitynet import AffinityNet, affinity, affinity_spec, build_affinity, cell_labels, crop_pairs
 from isim.models.spec import ModelSpec
 from isim.runtime import seed_everything
-from isim.training.engine import Job, Step, Task, TrainingResult
+from isim.settings import Job
+from isim.training.engine import Engine, Step, Task, TrainingResult
 from isim.training.recovery import Recovery
 
 
@@ -135,7 +136,7 @@ def train_affinity(job: Job, affinity: AffinityCfg, encoder: EncoderCfg, data: P
     model = build_affinity(spec, enc.pretrained, enc.weights).to(device)
     dataset = TrainDataset(data, data.ids("train"), job.transform, seed=job.settings.seed)
     dataset.set_pseudo(labels_dir)
-    engine = job.engine(AffinityTask(model, spec, ac.lr, ac.radius, ac.cell_purity), dataset)
+    engine = Engine.of(job, AffinityTask(model, spec, ac.lr, ac.radius, ac.cell_purity), dataset)
     t_start = time.perf_counter()
     engine.fit(on_epoch, recovery, measure=(lambda: probe(model, device)) if probe is not None else None)
     if distributed.is_main():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from isim import distributed
-from isim.config import EncoderCfg, ModelCfg
 from isim.data.datasets import TrainDataset
 from isim.data.prepared import Prepared
 from isim.models import ModelSpec, build_model, model_spec
 from isim.models.net import ISIMNet, Output
 from isim.runtime import seed_everything
-from isim.training.engine import Engine, Job, Step, Task, TrainingResult, segmentation_loss
+from isim.settings import CamNet, Job
+from isim.training.engine import Engine, Step, Task, TrainingResult, segmentation_loss
 from isim.training.recovery import Recovery
 
 
@@ -65,25 +64,13 @@ class CamTask(Task):
                     {"seg_skipped_images": skipped}, out.logits)
 
 
-@dataclass(frozen=True)
-class CamNet:
-    """The CAM baseline's net (``model`` None: no decoder) or ISIM's, and the learning rates of
-    its encoder, decoder and classifier (params.yaml's ``encoder``, ``model``, ``lr_*``)."""
-
-    encoder: EncoderCfg
-    model: ModelCfg | None
-    lr_encoder: float
-    lr_decoder: float
-    lr_classifier: float
-
-
 def cam_engine(job: Job, net: CamNet, data: Prepared) -> Engine:
     """The engine of the CAM baseline or ISIM on the train split."""
     spec = model_spec(net.encoder, net.model, data.n_classes)
     model = build_model(spec, net.encoder.pretrained, net.encoder.weights).to(job.device)
     dataset = TrainDataset(data, data.ids("train"), job.transform, seed=job.settings.seed)
     task = CamTask(model, spec, dataset, net.lr_encoder, net.lr_decoder, net.lr_classifier)
-    return job.engine(task, dataset)
+    return Engine.of(job, task, dataset)
 
 
 def train_baseline(job: Job, net: CamNet, data: Prepared, checkpoint: Path,

@@ -18,13 +18,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from isim import distributed, metrics, runtime
-from isim.config import TransformCfg
 from isim.data.datasets import TrainDataset
 from isim.errors import IsimError
 from isim.io import IGNORE
 from isim.mask_scores import MaskSetSummary
 from isim.models.encoder import train_mode
 from isim.models.spec import ModelSpec
+from isim.settings import EngineSettings, Job
 from isim.training.checkpoint import load_checkpoint, save_checkpoint
 from isim.training.recovery import Recovery
 
@@ -146,40 +146,6 @@ class Hooks:
         return ""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What the engine reads from params.yaml, built once by the stage (isim/settings.py): the
-    model's own ``epochs`` and ``batch_size`` (train, affinity or segmenter) and the shared
-    optimisation (``train``), BatchNorm (``encoder.freeze_bn``) and runtime settings."""
-
-    seed: int
-    epochs: int
-    batch_size: int
-    momentum: float
-    weight_decay: float
-    poly_power: float
-    amp: bool
-    sync_bn: bool
-    freeze_bn: bool
-    loader_workers: int
-    channels_last: bool
-    compile: bool
-
-
-@dataclass(frozen=True)
-class Job:
-    """What every training run gets from its stage: the engine's settings, the device (runtime
-    already applied), the images' transform and the whole params (saved in its checkpoints)."""
-
-    settings: Settings
-    device: torch.device
-    transform: TransformCfg
-    params: dict[str, Any]
-
-    def engine(self, task: Task, dataset: TrainDataset) -> Engine:
-        return Engine(task, self.settings, dataset, self.device, self.params)
-
-
 class Engine:
     """A :class:`Task`'s model with its optimizer, poly LR schedule, data and history.
 
@@ -190,7 +156,7 @@ class Engine:
     ``params`` (the whole params.yaml) travel with every checkpoint and must agree over the ranks.
     """
 
-    def __init__(self, task: Task, settings: Settings, dataset: TrainDataset, device: torch.device,
+    def __init__(self, task: Task, settings: EngineSettings, dataset: TrainDataset, device: torch.device,
                  params: dict[str, Any]):
         self.task, self.settings, self.dataset, self.device, self.params = task, settings, dataset, device, params
         self.model = task.model.to(device)
@@ -221,6 +187,10 @@ class Engine:
         self.amp = runtime.amp_dtype(settings.amp, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.history: list[dict] = []
+
+    @classmethod
+    def of(cls, job: Job, task: Task, dataset: TrainDataset) -> Engine:
+        return cls(task, job.settings, dataset, job.device, job.params)
 
     def save(self, path: Any, epoch: int, round_: int = 0, trained_on: dict[str, Any] | None = None) -> None:
         save_checkpoint(path, self.task.spec, self.model, self.opt, self.sched, epoch, round_, self.history,

@@ -26,8 +26,9 @@ from isim.mask_scores import MaskSetSummary
 from isim.models.net import ISIMNet
 from isim.pseudo import masks
 from isim.runtime import seed_everything
-from isim.training.baseline import CamNet, cam_engine
-from isim.training.engine import Engine, Hooks, Job, TrainingError, TrainingResult
+from isim.settings import CamNet, Job, RoundSettings
+from isim.training.baseline import cam_engine
+from isim.training.engine import Engine, Hooks, TrainingError, TrainingResult
 from isim.training.recovery import Recovery
 
 log = logging.getLogger(__name__)
@@ -62,18 +63,6 @@ class Schedule:
         return False
 
 
-@dataclass(frozen=True)
-class RoundSettings:
-    """How ISIM's rounds are made: each round's pseudo labels (``masks``), when they are due
-    (``schedule``, a fresh copy per run), when a round fails (``max_bad``: the share of
-    all-background masks) and whether the final round keeps its CAMs for the chain."""
-
-    masks: masks.MaskSettings
-    schedule: Schedule
-    max_bad: float
-    keep_cams: bool
-
-
 class Rounds(Hooks):
     """ISIM's rounds inside the engine's epoch loop: before an epoch the schedule says is due, the
     model's own CAMs become the next pseudo labels (threshold + CRF) and the dataset trains on
@@ -86,8 +75,9 @@ class Rounds(Hooks):
         self.ckpt_dir, self.pseudo_root = ckpt_dir, pseudo_root
         self.holdout, self.recovery, self.on_round = holdout, recovery, on_round
         self.settings = settings.masks  # how every round's pseudo labels are made
-        self.keep_cams, self.epochs, self.max_bad = settings.keep_cams, engine.settings.epochs, settings.max_bad
-        self.schedule = replace(settings.schedule)
+        rc = settings.rounds
+        self.keep_cams, self.epochs, self.max_bad = settings.keep_cams, engine.settings.epochs, rc.max_bad_pseudo
+        self.schedule = Schedule(rc.warmup_epochs, settings.crf_freq, rc.regen, rc.converge_tol, rc.converge_patience)
         self.done: list[MaskSetSummary] = []
         self.skip_epoch = 0  # a resumed checkpoint's round is made already: not again before this epoch
 

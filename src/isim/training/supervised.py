@@ -11,14 +11,15 @@ from typing import Any
 import torch
 
 from isim import distributed
-from isim.config import EncoderCfg, SegmenterCfg
+from isim.config import EncoderCfg
 from isim.data.datasets import TrainDataset
 from isim.data.prepared import Prepared
 from isim.models import ModelError, ModelSpec, checkpoint_spec, read_checkpoint
 from isim.models.segmenter import Segmenter, build_segmenter, segmenter_spec
 from isim.models.spec import ENCODER_KEYS
 from isim.runtime import seed_everything
-from isim.training.engine import Job, Step, Task, TrainingResult, segmentation_loss
+from isim.settings import Job, SegmenterNet
+from isim.training.engine import Engine, Step, Task, TrainingResult, segmentation_loss
 from isim.training.recovery import Recovery
 
 
@@ -48,7 +49,7 @@ def init_encoder(model: Segmenter, spec: ModelSpec, isim_checkpoint: Path) -> No
     model.encoder.load_state_dict(enc)
 
 
-def train_segmenter(job: Job, segmenter: SegmenterCfg, encoder: EncoderCfg, data: Prepared, masks_dir: Path,
+def train_segmenter(job: Job, segmenter: SegmenterNet, encoder: EncoderCfg, data: Prepared, masks_dir: Path,
                     checkpoint: Path, on_epoch: Callable[[dict], None] | None = None,
                     trained_on: dict[str, Any] | None = None, recovery: Recovery | None = None,
                     init_from: Path | None = None) -> TrainingResult:
@@ -65,7 +66,7 @@ def train_segmenter(job: Job, segmenter: SegmenterCfg, encoder: EncoderCfg, data
     model = model.to(job.device)
     dataset = TrainDataset(data, data.ids("train"), job.transform, seed=job.settings.seed)
     dataset.set_pseudo(masks_dir)
-    engine = job.engine(SegmenterTask(model, spec, sc.lr_encoder, sc.lr_decoder), dataset)
+    engine = Engine.of(job, SegmenterTask(model, spec, sc.lr_encoder, sc.lr_decoder), dataset)
     t_start = time.perf_counter()
     engine.fit(on_epoch, recovery)
     if distributed.is_main():
