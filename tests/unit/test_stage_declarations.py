@@ -155,9 +155,7 @@ def _covered(item: str, declared: list[str], sep: str) -> bool:
 
 
 def _stage_module(stage: dict) -> Path:
-    command = stage["cmd"].split()[1]
-    name = {"pseudo": "pseudo"}.get(command, command.replace("-", "_"))
-    return SRC / "stages" / f"{name}.py"
+    return SRC / "stages" / f"{stage['cmd'].split()[1].replace('-', '_')}.py"  # isim <command> ...
 
 
 def problems(stages: dict | None = None) -> list[str]:
