@@ -61,7 +61,7 @@ def measure(project: Path, label: str, sets: dict, work: Path, reuse_labels: Pat
     t0 = time.perf_counter()
     probe = PairProbe(data, holdout, cfg.transform, cfg.affinity.radius, cfg.affinity.cell_purity)
     result = train_affinity(*settings.affinity(cfg), data, labels, work / "affinity.pt", probe=probe)
-    out["affinity_epochs"] = [{k: v for k, v in r.items() if k.startswith(("pair_", "epoch", "loss"))}
+    out["affinity_epochs"] = [{k: v for k, v in r.row().items() if k.startswith(("pair_", "epoch", "loss"))}
                               for r in result.history]
     out["affinity_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()

@@ -154,6 +154,11 @@ def figures(work: Path) -> None:
     sheet.save(REPO / "docs/real_photos_predict.jpg", quality=88)
 
 
+def minutes(run: dict) -> str:
+    """A run's wall time; "n/m" for a project run in parts (--from-project without --seconds)."""
+    return "n/m" if run["seconds"] is None else f"{run['seconds'] / 60:.1f}"
+
+
 def fmt(xs: list[float]) -> str:
     m, s = mean_std(xs)
     return f"{m:.2f} ± {s:.2f}"
@@ -178,7 +183,7 @@ def tables(runs: list[dict]) -> str:
                          + f" | {r['trained_on']} | {r['segmenter_val_miou']:.2f} | {r['isim_round_val_miou']:.2f} "
                          f"(round {r['isim_round']}) | {r['ceiling']['miou']:.2f} | "
                          f"{100 * r['segmenter_val_miou'] / r['ceiling']['miou']:.1f} % | "
-                         f"{r['anchor']['iou'].get('horse', float('nan')):.2f} | {r['seconds'] / 60:.1f} |")
+                         f"{r['anchor']['iou'].get('horse', float('nan')):.2f} | {minutes(r)} |")
         if len(rs) > 1:
             lines.append(f"| {label} | mean ± std | " + " | ".join(fmt([r["summary"][k] for r in rs]) for _, k in SETS)
                          + f" | | {fmt([r['segmenter_val_miou'] for r in rs])} | "
@@ -232,9 +237,10 @@ def target_lines(runs: list[dict]) -> list[str]:
         lines.append(f"[{label}] horse IoU of the pseudo masks (best of ISIM+CRF, ISIM+RW, ISIM+RW+CRF) "
                      f"{fmt(horse)} vs ImageNet-only CAM {fmt(anchor)}: {d:+.2f} (target >= +15: "
                      f"{'met' if d >= 15 else 'NOT met'})")
-        minutes = [r["seconds"] / 60 for r in rs]
-        lines.append(f"[{label}] whole chain from a clean state: {', '.join(f'{x:.1f}' for x in minutes)} min "
-                     f"(target <= {TARGET_MINUTES} min: {'met' if max(minutes) <= TARGET_MINUTES else 'NOT met'})")
+        timed = [r["seconds"] / 60 for r in rs if r["seconds"] is not None]
+        if timed:
+            lines.append(f"[{label}] whole chain from a clean state: {', '.join(minutes(r) for r in rs)} min "
+                         f"(target <= {TARGET_MINUTES} min: {'met' if max(timed) <= TARGET_MINUTES else 'NOT met'})")
     return lines
 
 
@@ -262,8 +268,8 @@ def main() -> None:
                     help="keep the runs already in --json and run only the (label, seed) pairs it lacks")
     ap.add_argument("--summarize", type=Path, nargs="+", help="only print the tables of earlier runs' JSON files")
     ap.add_argument("--from-project", type=Path, help="a project made as --work does and run with `dvc repro` "
-                    "already: add its anchor, ceiling and figures (with --seconds, the repro's measured wall time)")
-    ap.add_argument("--seconds", type=float, help="with --from-project")
+                    "already: add its anchor, ceiling and figures")
+    ap.add_argument("--seconds", type=float, help="with --from-project: its `dvc repro` wall time, if measured")
     a = ap.parse_args()
     from machine import print_reference  # benchmarks/machine.py: what the times below scale by
     machine = print_reference()
@@ -281,8 +287,8 @@ def main() -> None:
             continue
         if a.from_project:
             work, seconds = a.from_project.resolve(), a.seconds
-            if seconds is None or yaml.safe_load((work / "params.yaml").read_text())["seed"] != seed:
-                ap.error("--from-project needs --seconds and --only-seeds with the project's seed")
+            if yaml.safe_load((work / "params.yaml").read_text())["seed"] != seed:
+                ap.error("--from-project needs --only-seeds with the project's seed")
         else:
             work = a.work / f"{a.label}-seed{seed}"
             make_project(work, a.msrc.resolve(), a.horse.resolve(), seed, overrides)
@@ -300,7 +306,7 @@ def main() -> None:
         s = run["summary"]
         print(f"{a.label} seed {seed}: CAM+CRF {s['baseline_crf_miou']:.2f}, ISIM+CRF {s['isim_crf_miou']:.2f}, "
               f"segmenter {run['segmenter_val_miou']:.2f} / ceiling {run['ceiling']['miou']:.2f}, "
-              f"{seconds / 60:.1f} min; project kept in {work}", flush=True)
+              f"{minutes(run)} min; project kept in {work}", flush=True)
         if seed == 0 and not any(r["seed"] == 0 for r in runs[:-1]):
             figures(work)
         a.json.write_text(json.dumps(runs, indent=1) + "\n")

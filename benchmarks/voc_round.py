@@ -42,7 +42,7 @@ def main() -> None:
     data = Prepared.open(make_data(a.images))
     out = Path(tempfile.mkdtemp())
     result = train_isim(*settings.isim(cfg), data, out / "checkpoints", out / "pseudo")
-    epoch_s = float(result.history[-1]["seconds"]) / a.images
+    epoch_s = result.history[-1].seconds / a.images
     regen = result.rounds[-1]
     regen_s = 1.0 / float(regen.images_per_s)
     epochs_per_round = int(voc["crf_freq"])

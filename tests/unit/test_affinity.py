@@ -93,7 +93,7 @@ def test_affinity_labels_learning_and_walk_on_tiny_data(tiny_data, tiny_cfg, tmp
         assert set(np.unique(lab)) <= {0, IGNORE, *tiny_data.labels[id_]}
     cfg = from_dict(tiny_params(affinity={"epochs": 6, "lr": 0.05}))
     result = train_affinity(*settings.affinity(cfg), tiny_data, tmp_path / "aff", tmp_path / "affinity.pt")
-    losses = [r["loss"] for r in result.history]
+    losses = [r.loss for r in result.history]
     assert losses[-1] < losses[0]
     net = load_affinity(tmp_path / "affinity.pt")
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

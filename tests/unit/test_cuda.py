@@ -22,7 +22,7 @@ def test_isim_trains_on_the_gpu_with_mixed_precision_and_channels_last(tiny_data
     cfg = from_dict(tiny_params(runtime={"device": "cuda", "crf_workers": 0}, train={"epochs": 3, "amp": True}))
     assert amp_dtype(True, torch.device("cuda")) in (torch.bfloat16, torch.float16)
     out = train_isim(*settings.isim(cfg), tiny_data, tmp_path / "ck", tmp_path / "ps")
-    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in out.history)
+    assert all(torch.isfinite(torch.tensor(h.loss)) for h in out.history)
     assert len(out.rounds) == 3 and out.rounds[-1].images == 12
     assert next(out.model.parameters()).is_cuda
     assert torch.backends.cudnn.benchmark

@@ -30,7 +30,7 @@ def _recovery(cfg, data, root, masks=None):
 
 
 def _equal_runs(a: dict, b: dict, a_ck: Path, b_ck: Path) -> None:
-    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert [h.loss for h in a.history] == [h.loss for h in b.history]
     assert [r.crf.miou for r in a.rounds] == [r.crf.miou for r in b.rounds]
     last = sorted(a_ck.glob("round_*.pt"))[-1].name
     wa = torch.load(a_ck / last, weights_only=True)["model"]
@@ -45,7 +45,7 @@ def test_a_run_stopped_after_an_epoch_continues_there_and_ends_as_an_uninterrupt
     rec = _recovery(cfg, tiny_data, tmp_path / "recovery")
 
     def stop_after_3(h):
-        if h["epoch"] == 3:
+        if h.epoch == 3:
             raise Interrupted
 
     with pytest.raises(Interrupted):
@@ -56,7 +56,7 @@ def test_a_run_stopped_after_an_epoch_continues_there_and_ends_as_an_uninterrupt
     epochs_run = []
     with caplog.at_level(logging.INFO, logger="isim.training"):
         again = train_isim(*settings.isim(cfg), tiny_data, tmp_path / "ck", tmp_path / "ps", recovery=rec,
-                           on_epoch=lambda h: epochs_run.append(h["epoch"]))
+                           on_epoch=lambda h: epochs_run.append(h.epoch))
     assert "3 epochs and 2 rounds done, continuing at epoch 4" in caplog.text
     assert epochs_run == [1, 2, 3, 4]  # epochs 1-3 replayed to the tracker, epoch 4 trained
     _equal_runs(full, again, tmp_path / "full_ck", tmp_path / "ck")
@@ -79,7 +79,7 @@ def test_a_recovery_state_of_other_params_is_refused(tiny_data, tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="isim.training.recovery"):
         train_isim(*settings.isim(other), tiny_data, tmp_path / "ck2", tmp_path / "ps2",
                    recovery=_recovery(other, tiny_data, tmp_path / "recovery"),
-                   on_epoch=lambda h: epochs_run.append(h["epoch"]))
+                   on_epoch=lambda h: epochs_run.append(h.epoch))
     assert "recovery state of a run with other params; not reused" in caplog.text
     assert epochs_run == [1, 2, 3, 4]
 
@@ -101,7 +101,7 @@ def test_the_segmenter_and_affinitynet_continue_after_their_last_epoch(model, ti
     rec = _recovery(cfg, tiny_data, tmp_path / "recovery", masks)
 
     def stop_after_2(h):
-        if h["epoch"] == 2:
+        if h.epoch == 2:
             raise Interrupted
 
     with pytest.raises(Interrupted):
@@ -109,12 +109,12 @@ def test_the_segmenter_and_affinitynet_continue_after_their_last_epoch(model, ti
     epochs_run = []
     with caplog.at_level(logging.INFO, logger="isim.training.engine"):
         again = train(tiny_data, masks, tmp_path / "again.pt", recovery=rec,
-                      on_epoch=lambda h: epochs_run.append(h["epoch"]))
+                      on_epoch=lambda h: epochs_run.append(h.epoch))
     assert "2 epochs done, continuing at epoch 3" in caplog.text
     assert epochs_run == [1, 2, 3]
     drop = ("seconds",)
-    assert [{k: v for k, v in h.items() if k not in drop} for h in again.history] == \
-        [{k: v for k, v in h.items() if k not in drop} for h in full.history]
+    assert [{k: v for k, v in h.row().items() if k not in drop} for h in again.history] == \
+        [{k: v for k, v in h.row().items() if k not in drop} for h in full.history]
     wa, wb = (torch.load(tmp_path / f, weights_only=True)["model"] for f in ("full.pt", "again.pt"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     # the same params on other masks (e.g. a new round of pseudo labels): not reused
@@ -122,6 +122,6 @@ def test_the_segmenter_and_affinitynet_continue_after_their_last_epoch(model, ti
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="isim.training.recovery"):
         train(tiny_data, masks, tmp_path / "other.pt", recovery=_recovery(cfg, tiny_data, rec.root, masks),
-              on_epoch=lambda h: epochs_run.append(h["epoch"]))
+              on_epoch=lambda h: epochs_run.append(h.epoch))
     assert "recovery state of a run with other data; not reused" in caplog.text
     assert epochs_run[3:] == [1, 2, 3]

@@ -30,7 +30,7 @@ def test_segmenter_learns_from_masks_and_is_scored_on_val(tiny_data, tmp_path):
     masks = tiny_data.root / "SegmentationClass"
     ck = tmp_path / "checkpoints" / "segmenter.pt"
     result = train_segmenter(*settings.segmenter(cfg), tiny_data, masks, ck)
-    losses = [r["loss"] for r in result.history]
+    losses = [r.loss for r in result.history]
     assert losses[-1] < losses[0]
     report = evaluate_segmenter(ck, tiny_data, "val", torch.device("cpu"), crf=True, scales=[1.0])
     assert report.images == len(tiny_data.ids("val")) and report.raw is not None and report.crf is not None

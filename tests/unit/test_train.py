@@ -14,7 +14,7 @@ from isim.models.encoder import train_mode
 from isim.run_layout import final_cams
 from isim.training.baseline import train_baseline
 from isim.training.checkpoint import load_checkpoint
-from isim.training.engine import TrainingError, loader_workers, segmentation_loss
+from isim.training.engine import EpochRecord, TrainingError, loader_workers, segmentation_loss
 from isim.training.isim import Schedule, train_isim
 
 
@@ -61,7 +61,8 @@ def test_regeneration_schedules():
     assert [e for e in range(1, 51) if fixed.due(e, [])] == [6, 16, 26, 36, 46]  # paper default: 5 rounds
     conv = Schedule(warmup=1, freq=10, mode="converge", tol=0.01, patience=2)
     losses = [1.0, 0.9, 0.899, 0.8985, 0.5, 0.4, 0.3999, 0.3998, 0.3997]
-    due = [e for e in range(1, len(losses) + 1) if conv.due(e, [{"loss": x} for x in losses[:e - 1]])]
+    history = [EpochRecord(i, x, 0.0) for i, x in enumerate(losses, 1)]
+    due = [e for e in range(1, len(losses) + 1) if conv.due(e, history[:e - 1])]
     assert due == [2, 5, 9]
 
 
@@ -83,7 +84,7 @@ def test_isim_rounds_write_addressable_outputs(tiny_data, tmp_path):
     assert sorted(p.stem for p in final_cams(tmp_path / "pseudo").glob("*.npz")) == sorted(ids)
     assert not any((tmp_path / "pseudo" / f"round_{k:02d}" / "cams").exists() for k in (1, 2))
     hist = r.history
-    assert hist[0]["loss_seg"] == 0 and hist[1]["loss_seg"] > 0  # joint training after warm-up
+    assert hist[0].figures["loss_seg"] == 0 and hist[1].figures["loss_seg"] > 0  # joint training after warm-up
     s = model_spec(cfg.encoder, cfg.model, tiny_data.n_classes)
     state = load_checkpoint(tmp_path / "ck" / "round_02.pt", build_model(s), s)
     assert state["round"] == 2 and state["epoch"] == 2 and "optimizer" in state and "scheduler" in state
@@ -97,7 +98,7 @@ def test_cpu_training_is_deterministic(tiny_data, tmp_path):
     cfg = _tiny(tmp_path, train={"epochs": 2})
     a = train_baseline(*settings.baseline(cfg), tiny_data, tmp_path / "a.pt").history
     b = train_baseline(*settings.baseline(cfg), tiny_data, tmp_path / "b.pt").history
-    assert [h["loss"] for h in a] == [h["loss"] for h in b]
+    assert [h.loss for h in a] == [h.loss for h in b]
     sa = torch.load(tmp_path / "a.pt", weights_only=True)["model"]
     sb = torch.load(tmp_path / "b.pt", weights_only=True)["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -138,7 +139,7 @@ def test_resume_from_a_round_equals_an_uninterrupted_run(tiny_data, tmp_path):
     (tmp_path / "ps" / "round_03").mkdir()
     resumed = train_isim(*settings.isim(cfg), tiny_data, tmp_path / "ck", tmp_path / "ps",
                          resume=tmp_path / "ck" / "round_02.pt")
-    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    assert [h.loss for h in resumed.history] == [h.loss for h in full.history]
     assert len(resumed.rounds) == len(full.rounds) == 4
     a = torch.load(tmp_path / "full_ck" / "round_04.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "ck" / "round_04.pt", weights_only=True)["model"]

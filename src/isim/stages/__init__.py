@@ -71,13 +71,13 @@ def train_stage(cfg: Any, stage: str, train: Any, plot_keys: tuple[str, ...], me
     from isim.io import write_csv, write_json
     from isim.tracking import stage_run
     with stage_run(cfg, stage) as tr:
-        result = train(lambda rec: tr.log_metrics({f"{prefix}{k}": v for k, v in rec.items() if k != "epoch"},
-                                                  step=rec["epoch"]), tr)
+        result = train(lambda rec: tr.log_metrics({f"{prefix}{k}": v for k, v in rec.row().items() if k != "epoch"},
+                                                  step=rec.epoch), tr)
         hist = result.history
-        summary = {"epochs": len(hist), "seconds": round(result.seconds, 3), "first_loss": hist[0]["loss"],
-                   "final_loss": hist[-1]["loss"], **(summarize(result) if summarize is not None else {})}
+        summary = {"epochs": len(hist), "seconds": round(result.seconds, 3), "first_loss": hist[0].loss,
+                   "final_loss": hist[-1].loss, **(summarize(result) if summarize is not None else {})}
         if distributed.is_main():  # rank 0 alone writes
-            write_csv(plots, [{k: h.get(k) for k in plot_keys} for h in hist])
+            write_csv(plots, [{k: h.row().get(k) for k in plot_keys} for h in hist])
             write_json(metrics, summary)
             tr.log_metrics(summary, headline=headline)
             if after is not None:

@@ -27,5 +27,5 @@ def run(cfg: Config, data_dir: Path, labels: Path, checkpoint: Path, metrics: Pa
     summary = train_stage(cfg, "train_affinity", lambda on_epoch, tr: train_affinity(
         *settings.affinity(cfg), data, labels, checkpoint, on_epoch=on_epoch, recovery=recovery, probe=probe),
         ("epoch", "loss", "bg_pos", "fg_pos", "neg", *pair_keys), metrics, plots, recovery, prefix="affinity_",
-        summarize=lambda result: {k: result.history[-1][k] for k in pair_keys if k in result.history[-1]})
+        summarize=lambda result: {k: v for k, v in result.history[-1].figures.items() if k in pair_keys})
     log.info("trained AffinityNet: %s", summary)

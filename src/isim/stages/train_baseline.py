@@ -25,6 +25,6 @@ def run(cfg: Config, data_dir: Path, checkpoint: Path, metrics: Path, plots: Pat
         cfg, "train_baseline", lambda on_epoch, tr: train_baseline(
             *settings.baseline(cfg), data, checkpoint, recovery=recovery, on_epoch=on_epoch),
         PLOT_KEYS, metrics, plots, recovery,
-        summarize=lambda result: {"final_train_label_acc": result.history[-1]["train_label_acc"]},
+        summarize=lambda result: {"final_train_label_acc": result.history[-1].figures["train_label_acc"]},
         after=lambda tr, result: tr.log_model(result.model, "baseline_model", model_example(cfg.transform.crop)))
     log.info("trained the baseline: %s", summary)

@@ -19,7 +19,7 @@ def summarize(result: TrainingResult) -> dict:
     """The last epoch's label accuracy and the last round's mIoU, on train and (the tuning
     objective, measured the same way so a tuned run can be checked) on the holdout."""
     last = result.rounds[-1]
-    out = {"rounds": len(result.rounds), "final_train_label_acc": result.history[-1]["train_label_acc"],
+    out = {"rounds": len(result.rounds), "final_train_label_acc": result.history[-1].figures["train_label_acc"],
            **{f"final_{k}_miou": v for k, v in last.mious().items()}}
     if last.holdout is not None:
         out.update(final_holdout_raw_miou=last.holdout.raw_miou, final_holdout_crf_miou=last.holdout.crf_miou)

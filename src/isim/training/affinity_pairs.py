@@ -23,7 +23,7 @@ from isim.models.affinitynet import AffinityNet, affinity, affinity_spec, build_
 from isim.models.spec import ModelSpec
 from isim.runtime import seed_everything
 from isim.settings import Job
-from isim.training.engine import Engine, Step, Task, TrainingResult
+from isim.training.engine import Engine, EpochRecord, Step, Task, TrainingResult
 from isim.training.recovery import Recovery
 
 
@@ -126,7 +126,7 @@ class PairProbe:
 
 
 def train_affinity(job: Job, affinity: AffinityCfg, encoder: EncoderCfg, data: Prepared, labels_dir: Path,
-                   checkpoint: Path, on_epoch: Callable[[dict], None] | None = None,
+                   checkpoint: Path, on_epoch: Callable[[EpochRecord], None] | None = None,
                    recovery: Recovery | None = None, probe: PairProbe | None = None) -> TrainingResult:
     """Train AffinityNet on the affinity labels in ``labels_dir``; save ``checkpoint``. With a
     ``probe``, every epoch's record carries its pair accuracies on the ground truth."""

@@ -18,7 +18,7 @@ from isim.models import ModelSpec, build_model, model_spec
 from isim.models.net import ISIMNet, Output
 from isim.runtime import seed_everything
 from isim.settings import CamNet, Job
-from isim.training.engine import Engine, Step, Task, TrainingResult, segmentation_loss
+from isim.training.engine import Engine, EpochRecord, Step, Task, TrainingResult, segmentation_loss
 from isim.training.recovery import Recovery
 
 
@@ -74,7 +74,7 @@ def cam_engine(job: Job, net: CamNet, data: Prepared) -> Engine:
 
 
 def train_baseline(job: Job, net: CamNet, data: Prepared, checkpoint: Path,
-                   on_epoch: Callable[[dict], None] | None = None, recovery: Recovery | None = None
+                   on_epoch: Callable[[EpochRecord], None] | None = None, recovery: Recovery | None = None
                    ) -> TrainingResult:
     """Train for the job's epochs and save ``checkpoint``."""
     seed_everything(job.settings.seed)

@@ -89,11 +89,33 @@ class GlobalBatches(Sampler[list[int]]):
 
 
 @dataclass
+class EpochRecord:
+    """One epoch, the same on every rank: its mean ``loss`` and wall time, and its other
+    ``figures``: the task's means and counts (``Step``), the first parameter group's learning rate
+    (``Task.lr_key``), the label accuracy where the task has logits (``train_*``), what the hooks
+    add (ISIM's ``round``) and what a probe measured after it."""
+
+    epoch: int
+    loss: float
+    seconds: float
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def row(self) -> dict[str, float]:
+        """The flat form the plots CSV, MLflow and checkpoints keep."""
+        return {"epoch": self.epoch, "loss": self.loss, **self.figures, "seconds": self.seconds}
+
+    @classmethod
+    def from_row(cls, row: dict[str, float]) -> EpochRecord:
+        figures = {k: v for k, v in row.items() if k not in ("epoch", "loss", "seconds")}
+        return cls(int(row["epoch"]), row["loss"], row["seconds"], figures)
+
+
+@dataclass
 class TrainingResult:
     """What training returns: the per-epoch records, the wall time, the trained model and (ISIM)
     every round's mask-set summary."""
 
-    history: list[dict[str, Any]]
+    history: list[EpochRecord]
     seconds: float
     model: nn.Module
     rounds: list[MaskSetSummary] = field(default_factory=list)
@@ -133,7 +155,7 @@ class Hooks:
     labels): work before each epoch, and state that recovery must keep beside the engine's."""
 
     def before_epoch(self, epoch: int) -> dict[str, Any]:
-        """Called before training ``epoch`` (1-based); returns fields for the epoch's record."""
+        """Called before training ``epoch`` (1-based); returns figures for the epoch's record."""
         return {}
 
     def state(self) -> dict[str, Any]:
@@ -186,14 +208,14 @@ class Engine:
             self.opt, total_iters=max(1, settings.epochs * len(self.loader)), power=settings.poly_power)
         self.amp = runtime.amp_dtype(settings.amp, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-        self.history: list[dict] = []
+        self.history: list[EpochRecord] = []
 
     @classmethod
     def of(cls, job: Job, task: Task, dataset: TrainDataset) -> Engine:
         return cls(task, job.settings, dataset, job.device, job.params)
 
     def save(self, path: Any, epoch: int, round_: int = 0, trained_on: dict[str, Any] | None = None) -> None:
-        save_checkpoint(path, self.task.spec, self.model, self.opt, self.sched, epoch, round_, self.history,
+        save_checkpoint(path, self.task.spec, self.model, self.opt, self.sched, epoch, round_, self.rows(),
                         self.params, self.dataset.data.classes, trained_on)
 
     def resume(self, path: Any) -> dict[str, Any]:
@@ -205,7 +227,7 @@ class Engine:
     def state(self, epoch: int, round_: int = 0) -> dict[str, Any]:
         """Everything training continues from (the recovery state)."""
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "history": self.history,
+                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "history": self.rows(),
                 "epoch": epoch, "round": round_}
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -214,7 +236,10 @@ class Engine:
         self.sched.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.history = list(state["history"])
+        self.history = [EpochRecord.from_row(r) for r in state["history"]]
+
+    def rows(self) -> list[dict[str, float]]:
+        return [r.row() for r in self.history]
 
     def step(self, batch: dict[str, Any], what: str = "") -> Step:
         """One optimisation step on ``batch``; returns the task's :class:`Step`."""
@@ -234,7 +259,7 @@ class Engine:
         self.sched.step()
         return out
 
-    def run_epoch(self, epoch: int, **extra: Any) -> dict[str, Any]:
+    def run_epoch(self, epoch: int, **extra: Any) -> EpochRecord:
         """Train one epoch (1-based); returns its record (also appended to ``history``)."""
         self.dataset.set_epoch(epoch)
         seed = self.settings.seed * 100003 + epoch
@@ -258,24 +283,25 @@ class Engine:
             n_batches += 1
         # the epoch's figures over all ranks (each rank's mean over its equal part of every batch)
         totals = distributed.all_sum(np.array(list(means.values()))) / distributed.world()
-        rec: dict[str, Any] = {k: v / max(1, n_batches) for k, v in zip(means, totals.tolist())}
-        rec.update(zip(counts, distributed.all_sum(np.array(list(counts.values()), dtype=np.int64)).tolist()))
-        rec.update(epoch=epoch, **extra, seconds=round(time.perf_counter() - t0, 3),
-                   **{self.task.lr_key: self.opt.param_groups[0]["lr"]})
+        figures: dict[str, float] = {k: v / max(1, n_batches) for k, v in zip(means, totals.tolist())}
+        loss = figures.pop("loss")
+        figures.update(zip(counts, distributed.all_sum(np.array(list(counts.values()), dtype=np.int64)).tolist()))
+        figures.update(**extra, **{self.task.lr_key: self.opt.param_groups[0]["lr"]})
         if logits:
             parts = distributed.gather((np.concatenate(logits), np.concatenate(targets)))
-            rec.update({f"train_{k}": v for k, v in metrics.classification(
+            figures.update({f"train_{k}": v for k, v in metrics.classification(
                 np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])).items()})
+        rec = EpochRecord(epoch, loss, round(time.perf_counter() - t0, 3), figures)
         self.history.append(rec)
-        figures = " ".join([f"{k} {rec[k]:.4f}" for k in means if k != "loss"] +
-                           ([f"label acc {rec['train_label_acc']:.1f}"] if logits else []))
-        log.info("%s epoch %d/%d loss %.4f (%s) %.1fs", self.task.name, epoch, self.settings.epochs, rec["loss"],
-                 figures, rec["seconds"])
+        shown = " ".join([f"{k} {figures[k]:.4f}" for k in means if k != "loss"] +
+                         ([f"label acc {figures['train_label_acc']:.1f}"] if logits else []))
+        log.info("%s epoch %d/%d loss %.4f (%s) %.1fs", self.task.name, epoch, self.settings.epochs, loss, shown,
+                 rec.seconds)
         return rec
 
-    def fit(self, on_epoch: Callable[[dict], None] | None = None, recovery: Recovery | None = None,
+    def fit(self, on_epoch: Callable[[EpochRecord], None] | None = None, recovery: Recovery | None = None,
             measure: Callable[[], dict] | None = None, hooks: Hooks | None = None, start: int = 1,
-            **extra: Any) -> list[dict]:
+            **extra: Any) -> list[EpochRecord]:
         """Epochs ``start`` to the last (``extra`` goes into every record); with ``recovery``,
         continue after the last epoch a killed run finished (its records are replayed to
         ``on_epoch``) and save the state after every epoch. ``measure()``: figures of the model
@@ -294,7 +320,7 @@ class Engine:
         for epoch in range(start, self.settings.epochs + 1):
             rec = self.run_epoch(epoch, **extra, **hooks.before_epoch(epoch))
             if measure is not None and distributed.is_main():
-                rec.update(measure())
+                rec.figures.update(measure())
             if recovery is not None and distributed.is_main():
                 recovery.save(self.state(epoch) | hooks.state())
             if on_epoch:

@@ -28,7 +28,7 @@ from isim.pseudo import masks
 from isim.runtime import seed_everything
 from isim.settings import CamNet, Job, RoundSettings
 from isim.training.baseline import cam_engine
-from isim.training.engine import Engine, Hooks, TrainingError, TrainingResult
+from isim.training.engine import Engine, EpochRecord, Hooks, TrainingError, TrainingResult
 from isim.training.recovery import Recovery
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class Schedule:
     patience: int = 2
     flat_epochs: int = field(default=0, init=False)  # consecutive epochs with a flat loss (recovery state)
 
-    def due(self, epoch: int, history: list[dict]) -> bool:
+    def due(self, epoch: int, history: list[EpochRecord]) -> bool:
         """Regenerate before training ``epoch`` (1-based)?"""
         if epoch <= self.warmup:
             return False
@@ -55,7 +55,7 @@ class Schedule:
             return (epoch - self.warmup - 1) % self.freq == 0
         # converge: the total loss changed by less than tol (relative) for `patience` epochs
         if len(history) >= 2:
-            a, b = history[-2]["loss"], history[-1]["loss"]
+            a, b = history[-2].loss, history[-1].loss
             self.flat_epochs = self.flat_epochs + 1 if abs(a - b) <= self.tol * max(abs(a), 1e-8) else 0
         if self.flat_epochs >= self.patience:
             self.flat_epochs = 0
@@ -164,7 +164,7 @@ class Rounds(Hooks):
 
 
 def train_isim(job: Job, net: CamNet, rounds_settings: RoundSettings, data: Prepared, ckpt_dir: Path,
-               pseudo_root: Path, on_epoch: Callable[[dict], None] | None = None,
+               pseudo_root: Path, on_epoch: Callable[[EpochRecord], None] | None = None,
                on_round: Callable[[int, Path, MaskSetSummary], None] | None = None,
                resume: Path | None = None, holdout: list[str] | None = None,
                recovery: Recovery | None = None) -> TrainingResult:

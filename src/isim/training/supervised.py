@@ -19,7 +19,7 @@ from isim.models.segmenter import Segmenter, build_segmenter, segmenter_spec
 from isim.models.spec import ENCODER_KEYS
 from isim.runtime import seed_everything
 from isim.settings import Job, SegmenterNet
-from isim.training.engine import Engine, Step, Task, TrainingResult, segmentation_loss
+from isim.training.engine import Engine, EpochRecord, Step, Task, TrainingResult, segmentation_loss
 from isim.training.recovery import Recovery
 
 
@@ -50,7 +50,7 @@ def init_encoder(model: Segmenter, spec: ModelSpec, isim_checkpoint: Path) -> No
 
 
 def train_segmenter(job: Job, segmenter: SegmenterNet, encoder: EncoderCfg, data: Prepared, masks_dir: Path,
-                    checkpoint: Path, on_epoch: Callable[[dict], None] | None = None,
+                    checkpoint: Path, on_epoch: Callable[[EpochRecord], None] | None = None,
                     trained_on: dict[str, Any] | None = None, recovery: Recovery | None = None,
                     init_from: Path | None = None) -> TrainingResult:
     """Train on the masks in ``masks_dir`` (train split); save ``checkpoint`` (with ``trained_on``,
