@@ -92,12 +92,14 @@ def ceiling(work: Path) -> dict:
     (work / "ceiling").mkdir(exist_ok=True)
     (work / "ceiling/params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     isim = [str(BIN / "isim"), "--params", "ceiling/params.yaml"]
+    paths = Project(work)
+    data = str(paths.arg("prepare", "--out"))
     t0 = time.perf_counter()
-    sh([*isim, "train-segmenter", "--data", "data/prepared", "--masks", "data/prepared/SegmentationClass",
-        "--isim-checkpoints", "checkpoints/isim", "--checkpoint", "ceiling/segmenter.pt",
+    sh([*isim, "train-segmenter", "--data", data, "--masks", f"{data}/SegmentationClass",
+        "--isim-checkpoints", str(paths.arg("train_isim", "--checkpoints")), "--checkpoint", "ceiling/segmenter.pt",
         "--metrics", "ceiling/train.json", "--plots", "ceiling/train.csv"],
        work)
-    sh([*isim, "evaluate-segmenter", "--data", "data/prepared", "--checkpoint", "ceiling/segmenter.pt",
+    sh([*isim, "evaluate-segmenter", "--data", data, "--checkpoint", "ceiling/segmenter.pt",
         "--metrics", "ceiling/metrics.json", "--report", "ceiling/report.json"], work)
     report = json.loads((work / "ceiling/report.json").read_text())
     return {"miou": report["raw"]["miou"], "iou": report["raw"]["iou"], "seconds": round(time.perf_counter() - t0, 1)}
@@ -296,7 +298,8 @@ def main() -> None:
             sh([str(BIN / "dvc"), "repro"], work)
             seconds = round(time.perf_counter() - t0, 1)
         t1 = time.perf_counter()
-        sh([str(BIN / "isim"), "imagenet-cam", "--data", "data/prepared", "--out", "reports/imagenet_cam.json"], work)
+        sh([str(BIN / "isim"), "imagenet-cam", "--data", str(Project(work).arg("prepare", "--out")),
+            "--out", "reports/imagenet_cam.json"], work)
         anchor = json.loads((work / "reports/imagenet_cam.json").read_text()) | {
             "seconds": round(time.perf_counter() - t1, 1)}
         run = {"label": a.label, "seed": seed, "overrides": overrides, "seconds": seconds, "machine": machine,
