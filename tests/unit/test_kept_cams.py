@@ -76,16 +76,16 @@ def test_without_keep_the_chain_computes_the_cams_from_the_final_model(tiny_data
     stages run the final model instead; with keep the same outputs are refused, naming the folder."""
     from conftest import tiny_params
     from isim.config import from_dict
+    from isim.pseudo.cam import final_cams_or_model
     from isim.stages import affinity_labels as stage
-    from isim.stages import final_cams_or_model
     from isim.training.isim import train_isim
 
     cfg = from_dict(tiny_params(cam={"keep": False}))
     train_isim(*settings.isim(cfg), tiny_data, tmp_path / "ck", tmp_path / "ps")
     assert not list((tmp_path / "ps").glob("round_*/cams"))
-    model, cams = final_cams_or_model(cfg, tmp_path / "ck", tmp_path / "ps", CPU)
+    model, cams = final_cams_or_model(cfg.cam.keep, tmp_path / "ck", tmp_path / "ps", CPU)
     assert model is not None and cams is None
     stage.run(cfg, tiny_data.root, tmp_path / "ck", tmp_path / "ps", tmp_path / "aff")
     assert sorted(p.stem for p in (tmp_path / "aff").glob("*.png")) == sorted(tiny_data.ids("train"))
     with pytest.raises(DataError, match=r"round_\d\d/cams: missing"):
-        final_cams_or_model(from_dict(tiny_params()), tmp_path / "ck", tmp_path / "ps", CPU)
+        final_cams_or_model(from_dict(tiny_params()).cam.keep, tmp_path / "ck", tmp_path / "ps", CPU)

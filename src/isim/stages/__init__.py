@@ -18,13 +18,6 @@ def remove_old_outputs(*dirs: Path) -> None:
             shutil.rmtree(d)
 
 
-def final_cams_or_model(cfg: Any, isim_checkpoints: Path, isim_pseudo: Path, device: Any
-                        ) -> tuple[Any, Path | None]:
-    """Where the chain gets the final ISIM model's CAMs, as ``cam.keep`` says (pseudo/cam.py)."""
-    from isim.pseudo.cam import final_cams_or_model as found
-    return found(cfg.cam.keep, isim_checkpoints, isim_pseudo, device)
-
-
 def model_example(crop: int):
     """An input batch for exporting a model (batch 2 keeps the batch dimension dynamic)."""
     import numpy as np
@@ -77,7 +70,7 @@ def train_stage(cfg: Any, stage: str, train: Any, plot_keys: tuple[str, ...], me
         summary = {"epochs": len(hist), "seconds": round(result.seconds, 3), "first_loss": hist[0].loss,
                    "final_loss": hist[-1].loss, **(summarize(result) if summarize is not None else {})}
         if distributed.is_main():  # rank 0 alone writes
-            write_csv(plots, [{k: h.row().get(k) for k in plot_keys} for h in hist])
+            write_csv(plots, [{k: row.get(k) for k in plot_keys} for row in (h.row() for h in hist)])
             write_json(metrics, summary)
             tr.log_metrics(summary, headline=headline)
             if after is not None:

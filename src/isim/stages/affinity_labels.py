@@ -9,8 +9,9 @@ from isim import settings
 from isim.config import Config
 from isim.data.prepared import Prepared
 from isim.pseudo import confident
+from isim.pseudo.cam import final_cams_or_model
 from isim.runtime import setup
-from isim.stages import final_cams_or_model, remove_old_outputs
+from isim.stages import remove_old_outputs
 from isim.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, isim_pseudo: Path, out: Path) -> None:
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
-    model, cams = final_cams_or_model(cfg, isim_checkpoints, isim_pseudo, device)
+    model, cams = final_cams_or_model(cfg.cam.keep, isim_checkpoints, isim_pseudo, device)
     remove_old_outputs(out)
     with stage_run(cfg, "affinity_labels") as tr:
         ac = cfg.affinity

@@ -16,10 +16,11 @@ from isim.data.prepared import Prepared
 from isim.io import write_json
 from isim.models import load_affinity
 from isim.pseudo import masks
+from isim.pseudo.cam import final_cams_or_model
 from isim.pseudo.walk import RandomWalk, best_rule
 from isim.run_layout import summary_path
 from isim.runtime import setup
-from isim.stages import final_cams_or_model, remove_old_outputs
+from isim.stages import remove_old_outputs
 from isim.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def run(cfg: Config, data_dir: Path, isim_checkpoints: Path, isim_pseudo: Path, 
         out: Path) -> None:
     data = Prepared.open(data_dir)
     device = setup(cfg.runtime)
-    model, cams = final_cams_or_model(cfg, isim_checkpoints, isim_pseudo, device)
+    model, cams = final_cams_or_model(cfg.cam.keep, isim_checkpoints, isim_pseudo, device)
     walker = RandomWalk(load_affinity(affinity_checkpoint, device), cfg.transform, cfg.affinity.radius,
                         cfg.random_walk, device)
     # the walk's scores carry their own background: the threshold is the rule's value, for the record

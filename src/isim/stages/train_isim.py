@@ -39,7 +39,7 @@ def run(cfg: Config, data_dir: Path, checkpoints: Path, pseudo: Path, metrics: P
     summary = train_stage(
         cfg, "train_isim", lambda on_epoch, tr: train_isim(
             *settings.isim(cfg), data, checkpoints, pseudo, resume=resume, holdout=holdout, recovery=recovery,
-            on_epoch=on_epoch,            on_round=lambda r, d, s: tr.log_round(r, d, s, data)),
+            on_epoch=on_epoch, on_round=lambda r, d, s: tr.log_round(r, d, s, data)),
         PLOT_KEYS, metrics, plots, recovery, summarize=summarize, headline=True,
         after=lambda tr, result: tr.log_model(result.model, "isim_model", model_example(cfg.transform.crop)))
     log.info("trained ISIM: %s", summary)

@@ -136,7 +136,7 @@ def train_affinity(job: Job, affinity: AffinityCfg, encoder: EncoderCfg, data: P
     model = build_affinity(spec, enc.pretrained, enc.weights).to(device)
     dataset = TrainDataset(data, data.ids("train"), job.transform, seed=job.settings.seed)
     dataset.set_pseudo(labels_dir)
-    engine = Engine.of(job, AffinityTask(model, spec, ac.lr, ac.radius, ac.cell_purity), dataset)
+    engine = Engine(job, AffinityTask(model, spec, ac.lr, ac.radius, ac.cell_purity), dataset)
     t_start = time.perf_counter()
     engine.fit(on_epoch, recovery, measure=(lambda: probe(model, device)) if probe is not None else None)
     if distributed.is_main():

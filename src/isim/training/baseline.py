@@ -70,7 +70,7 @@ def cam_engine(job: Job, net: CamNet, data: Prepared) -> Engine:
     model = build_model(spec, net.encoder.pretrained, net.encoder.weights).to(job.device)
     dataset = TrainDataset(data, data.ids("train"), job.transform, seed=job.settings.seed)
     task = CamTask(model, spec, dataset, net.lr_encoder, net.lr_decoder, net.lr_classifier)
-    return Engine.of(job, task, dataset)
+    return Engine(job, task, dataset)
 
 
 def train_baseline(job: Job, net: CamNet, data: Prepared, checkpoint: Path,

@@ -24,7 +24,7 @@ from isim.io import IGNORE
 from isim.mask_scores import MaskSetSummary
 from isim.models.encoder import train_mode
 from isim.models.spec import ModelSpec
-from isim.settings import EngineSettings, Job
+from isim.settings import Job
 from isim.training.checkpoint import load_checkpoint, save_checkpoint
 from isim.training.recovery import Recovery
 
@@ -178,8 +178,8 @@ class Engine:
     ``params`` (the whole params.yaml) travel with every checkpoint and must agree over the ranks.
     """
 
-    def __init__(self, task: Task, settings: EngineSettings, dataset: TrainDataset, device: torch.device,
-                 params: dict[str, Any]):
+    def __init__(self, job: Job, task: Task, dataset: TrainDataset):
+        settings, device, params = job.settings, job.device, job.params
         self.task, self.settings, self.dataset, self.device, self.params = task, settings, dataset, device, params
         self.model = task.model.to(device)
         self.generator = torch.Generator()
@@ -209,10 +209,6 @@ class Engine:
         self.amp = runtime.amp_dtype(settings.amp, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.history: list[EpochRecord] = []
-
-    @classmethod
-    def of(cls, job: Job, task: Task, dataset: TrainDataset) -> Engine:
-        return cls(task, job.settings, dataset, job.device, job.params)
 
     def save(self, path: Any, epoch: int, round_: int = 0, trained_on: dict[str, Any] | None = None) -> None:
         save_checkpoint(path, self.task.spec, self.model, self.opt, self.sched, epoch, round_, self.rows(),

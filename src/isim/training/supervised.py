@@ -66,7 +66,7 @@ def train_segmenter(job: Job, segmenter: SegmenterNet, encoder: EncoderCfg, data
     model = model.to(job.device)
     dataset = TrainDataset(data, data.ids("train"), job.transform, seed=job.settings.seed)
     dataset.set_pseudo(masks_dir)
-    engine = Engine.of(job, SegmenterTask(model, spec, sc.lr_encoder, sc.lr_decoder), dataset)
+    engine = Engine(job, SegmenterTask(model, spec, sc.lr_encoder, sc.lr_decoder), dataset)
     t_start = time.perf_counter()
     engine.fit(on_epoch, recovery)
     if distributed.is_main():
